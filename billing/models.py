@@ -1,0 +1,101 @@
+"""The usage ledger: one append-only row per client request.
+
+billing never imports routing, so a record names what answered by value
+(provider, model, route names and ids) rather than by foreign key.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from uuid import uuid4
+
+from django.db import models
+from django.utils import timezone
+
+from billing.money import MONEY_DECIMAL_PLACES, MONEY_MAX_DIGITS
+
+
+class UsageRecord(models.Model):
+    class Status(models.TextChoices):
+        OK = "ok", "Answered"
+        ERROR = "error", "Failed"
+        PARTIAL = "partial", "Stream cut after the first byte"
+        REJECTED = "rejected", "Refused before any provider"
+
+    request_id = models.CharField(max_length=64, unique=True)  # a retry cannot charge twice
+    created = models.DateTimeField(default=timezone.now)
+    client_key_id = models.BigIntegerField(null=True, blank=True)
+    client_key_name = models.CharField(max_length=100, blank=True)
+    route = models.CharField(max_length=64, blank=True)
+    provider = models.CharField(max_length=64, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    deployment_id = models.BigIntegerField(null=True, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(
+        max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES, default=Decimal(0)
+    )
+    latency_ms = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    http_status = models.PositiveSmallIntegerField(default=200)
+    error_code = models.CharField(max_length=64, blank=True)
+    streamed = models.BooleanField(default=False)
+    usage_estimated = models.BooleanField(
+        default=False, help_text="Tokens counted by Switchboard because the provider sent none."
+    )
+    attempts = models.JSONField(default=list, help_text="Each provider tried, in order.")
+    context = models.JSONField(default=dict, blank=True)
+    code = models.UUIDField(default=uuid4, unique=True, editable=False)
+
+    class Meta:
+        ordering = ["-created"]
+        indexes = [
+            # Serves spend and savings reports, which always filter by period first.
+            models.Index(fields=["created"], name="billing_usage_created"),
+            models.Index(fields=["client_key_id", "created"], name="billing_usage_key_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} {self.provider}/{self.model} ${self.cost_usd}"
+
+    @property
+    def attempt_count(self) -> int:
+        return len(self.attempts)
+
+
+class Budget(models.Model):
+    """A spending limit. Issue-level enforcement (reservations, alerts) builds on this row."""
+
+    class Scope(models.TextChoices):
+        GLOBAL = "global", "Whole gateway"
+        KEY = "key", "Client key"
+        ROUTE = "route", "Route"
+        PROVIDER = "provider", "Provider"
+
+    class Period(models.TextChoices):
+        MONTHLY = "monthly", "Monthly"
+        DAILY = "daily", "Daily"
+
+    scope = models.CharField(max_length=10, choices=Scope.choices)
+    scope_ref = models.CharField(
+        max_length=100, blank=True, help_text="Key, route or provider name; empty for global."
+    )
+    period = models.CharField(max_length=8, choices=Period.choices, default=Period.MONTHLY)
+    amount_usd = models.DecimalField(max_digits=MONEY_MAX_DIGITS, decimal_places=2)
+    hard = models.BooleanField(default=False, help_text="Refuse calls over budget (else alert only).")
+    alert_at = models.JSONField(default=list, help_text="Percentages that alert, e.g. [70, 85, 95].")
+    created = models.DateTimeField(default=timezone.now)
+    code = models.UUIDField(default=uuid4, unique=True, editable=False)
+
+    class Meta:
+        ordering = ["scope", "scope_ref", "period"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["scope", "scope_ref", "period"], name="billing_budget_one_per_scope"
+            )
+        ]
+
+    def __str__(self) -> str:
+        target = f" {self.scope_ref}" if self.scope_ref else ""
+        return f"{self.scope}{target} {self.period} ${self.amount_usd}"

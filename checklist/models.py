@@ -1,0 +1,1 @@
+"""The rollout programme (checklist items, evidence, sign-offs) arrives with its issue."""

@@ -1,0 +1,20 @@
+"""Every periodic job, declared in one place.
+
+`manage.py rqcron project.cron` loads this file; `make run` and production
+workers start it. Jobs are named by dotted path so that `project` imports none
+of the apps.
+"""
+
+from __future__ import annotations
+
+from django.utils.module_loading import import_string
+from rq import cron
+
+PERIODIC_JOBS: list[tuple[str, int]] = [
+    # (job, every N seconds)
+    ("billing.jobs.drain_ledger", 2),
+    ("routing.jobs.persist_breaker_transitions", 5),
+]
+
+for dotted_path, seconds in PERIODIC_JOBS:
+    cron.register(import_string(dotted_path), queue_name="default", interval=seconds)

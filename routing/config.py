@@ -1,0 +1,300 @@
+"""Gateway configuration as code: the YAML file of DESIGN.md, in and out.
+
+Parsing keeps each value's line, so a bad file is refused with a message
+naming the line and the field (``line 7: providers.google.protocol: ...``),
+and nothing is changed. Applying is idempotent: an unchanged row is not saved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import yaml
+
+from routing.models import Protocol
+
+PROVIDER_FIELDS = {
+    "protocol", "base_url", "api_key_env", "api_key", "vendor", "priority",
+    "connect_timeout", "read_timeout", "enabled",
+}
+MODEL_FIELDS = {
+    "provider", "name", "input_usd_per_mtok", "output_usd_per_mtok", "cached_input_usd_per_mtok",
+    "context_window", "max_output_tokens", "enabled",
+}
+BUDGET_FIELDS = {"scope", "ref", "period", "amount_usd", "hard", "alert_at"}
+TOP_LEVEL = {"providers", "models", "routes", "budgets"}
+KNOWN_VENDORS = {"openai", "google", "anthropic"}
+
+
+class ConfigError(Exception):
+    def __init__(self, line: int | None, where: str, message: str) -> None:
+        self.line, self.where = line, where
+        prefix = f"line {line}: " if line else ""
+        super().__init__(f"{prefix}{where}: {message}")
+
+
+class Node:
+    """A parsed YAML value with the line it started on (1-based)."""
+
+    def __init__(self, value: Any, line: int) -> None:
+        self.value, self.line = value, line
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct(loader: _Loader, node: yaml.Node) -> Node:
+    line = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        mapping = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node)
+            mapping[str(key)] = _construct(loader, value_node)
+        return Node(mapping, line)
+    if isinstance(node, yaml.SequenceNode):
+        return Node([_construct(loader, item) for item in node.value], line)
+    return Node(loader.construct_object(node), line)
+
+
+@dataclass
+class ProviderSpec:
+    name: str
+    protocol: str
+    base_url: str
+    api_key_env: str = ""
+    vendor: str = ""
+    priority: int = 100
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    enabled: bool = True
+    line: int = 0
+
+
+@dataclass
+class ModelSpec:
+    provider: str
+    name: str
+    input_usd_per_mtok: Decimal | None = None
+    output_usd_per_mtok: Decimal | None = None
+    cached_input_usd_per_mtok: Decimal | None = None
+    context_window: int | None = None
+    max_output_tokens: int | None = None
+    enabled: bool = True
+    line: int = 0
+
+
+@dataclass
+class RouteSpec:
+    name: str
+    chain: list[tuple[str, str]]
+    line: int = 0
+
+
+@dataclass
+class BudgetSpec:
+    scope: str
+    ref: str
+    period: str
+    amount_usd: Decimal
+    hard: bool
+    alert_at: list[int]
+    line: int = 0
+
+
+@dataclass
+class GatewayConfig:
+    providers: list[ProviderSpec] = field(default_factory=list)
+    models: list[ModelSpec] = field(default_factory=list)
+    routes: list[RouteSpec] = field(default_factory=list)
+    budgets: list[BudgetSpec] = field(default_factory=list)
+
+
+def parse(text: str) -> GatewayConfig:
+    loader = _Loader(text)
+    try:
+        document = loader.get_single_node()
+        if document is None:
+            raise ConfigError(None, "file", "is empty")
+        root = _construct(loader, document)
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        raise ConfigError(line, "file", f"not valid YAML ({exc.problem})") from None
+    finally:
+        loader.dispose()
+    top = _mapping(root, "file")
+    for key, node in top.items():
+        if key not in TOP_LEVEL:
+            raise ConfigError(node.line, key, f"unknown section; expected {', '.join(sorted(TOP_LEVEL))}")
+    config = GatewayConfig()
+    providers = _mapping(top["providers"], "providers") if "providers" in top else {}
+    for priority, (name, node) in enumerate(providers.items(), start=1):
+        config.providers.append(_provider(name, node, priority * 10))
+    known = {p.name for p in config.providers}
+    for index, node in enumerate(_sequence(top.get("models"), "models")):
+        config.models.append(_model(node, f"models[{index}]", known))
+    deployments = {(m.provider, m.name) for m in config.models}
+    routes = _mapping(top["routes"], "routes") if "routes" in top else {}
+    for name, node in routes.items():
+        config.routes.append(_route(name, node, deployments))
+    for index, node in enumerate(_sequence(top.get("budgets"), "budgets")):
+        config.budgets.append(_budget(node, f"budgets[{index}]"))
+    return config
+
+
+def _mapping(node: Node, where: str) -> dict[str, Node]:
+    if not isinstance(node.value, dict):
+        raise ConfigError(node.line, where, "must be a mapping (key: value)")
+    return node.value
+
+
+def _sequence(node: Node | None, where: str) -> list[Node]:
+    if node is None:
+        return []
+    if not isinstance(node.value, list):
+        raise ConfigError(node.line, where, "must be a list")
+    return node.value
+
+
+def _fields(node: Node, where: str, allowed: set[str]) -> dict[str, Node]:
+    fields = _mapping(node, where)
+    for key, value in fields.items():
+        if key not in allowed:
+            raise ConfigError(value.line, f"{where}.{key}", f"unknown field; expected one of {', '.join(sorted(allowed))}")
+    return fields
+
+
+def _str(fields: dict[str, Node], key: str, where: str, required: bool = False, default: str = "") -> str:
+    node = fields.get(key)
+    if node is None:
+        if required:
+            raise ConfigError(None, f"{where}.{key}", "is required")
+        return default
+    if not isinstance(node.value, str) or (required and not node.value):
+        raise ConfigError(node.line, f"{where}.{key}", "must be a non-empty string")
+    return node.value
+
+
+def _decimal(fields: dict[str, Node], key: str, where: str) -> Decimal | None:
+    node = fields.get(key)
+    if node is None:
+        return None
+    if isinstance(node.value, float):
+        raise ConfigError(node.line, f"{where}.{key}", 'write money as a quoted string ("0.06"), not a float')
+    try:
+        value = Decimal(str(node.value))
+    except InvalidOperation:
+        raise ConfigError(node.line, f"{where}.{key}", f"{node.value!r} is not a number") from None
+    if value < 0:
+        raise ConfigError(node.line, f"{where}.{key}", "must not be negative")
+    return value
+
+
+def _number(fields: dict[str, Node], key: str, where: str, kind: type, default: Any) -> Any:
+    node = fields.get(key)
+    if node is None:
+        return default
+    if isinstance(node.value, bool) or not isinstance(node.value, (int, float)) or node.value <= 0:
+        raise ConfigError(node.line, f"{where}.{key}", "must be a positive number")
+    if kind is int and not isinstance(node.value, int):
+        raise ConfigError(node.line, f"{where}.{key}", "must be a whole number")
+    return kind(node.value)
+
+
+def _bool(fields: dict[str, Node], key: str, where: str, default: bool) -> bool:
+    node = fields.get(key)
+    if node is None:
+        return default
+    if not isinstance(node.value, bool):
+        raise ConfigError(node.line, f"{where}.{key}", "must be true or false")
+    return node.value
+
+
+def _provider(name: str, node: Node, priority: int) -> ProviderSpec:
+    where = f"providers.{name}"
+    fields = _fields(node, where, PROVIDER_FIELDS)
+    protocol = _str(fields, "protocol", where, required=True)
+    if protocol not in Protocol.values:
+        raise ConfigError(fields["protocol"].line, f"{where}.protocol", f"must be one of {', '.join(Protocol.values)}")
+    base_url = _str(fields, "base_url", where, required=True)
+    if not base_url.startswith(("http://", "https://")):
+        raise ConfigError(fields["base_url"].line, f"{where}.base_url", "must start with http:// or https://")
+    if "api_key" in fields:
+        # Secrets in the file are refused until they can be stored encrypted.
+        raise ConfigError(
+            fields["api_key"].line, f"{where}.api_key",
+            "inline keys are not accepted yet; name an environment variable with api_key_env",
+        )
+    vendor = _str(fields, "vendor", where, default=name if name in KNOWN_VENDORS else "")
+    return ProviderSpec(
+        name=name,
+        protocol=protocol,
+        base_url=base_url,
+        api_key_env=_str(fields, "api_key_env", where),
+        vendor=vendor,
+        priority=_number(fields, "priority", where, int, priority),
+        connect_timeout=_number(fields, "connect_timeout", where, float, 5.0),
+        read_timeout=_number(fields, "read_timeout", where, float, 60.0),
+        enabled=_bool(fields, "enabled", where, True),
+        line=node.line,
+    )
+
+
+def _model(node: Node, where: str, providers: set[str]) -> ModelSpec:
+    fields = _fields(node, where, MODEL_FIELDS)
+    provider = _str(fields, "provider", where, required=True)
+    if provider not in providers:
+        raise ConfigError(fields["provider"].line, f"{where}.provider", f"'{provider}' is not a provider in this file")
+    return ModelSpec(
+        provider=provider,
+        name=_str(fields, "name", where, required=True),
+        input_usd_per_mtok=_decimal(fields, "input_usd_per_mtok", where),
+        output_usd_per_mtok=_decimal(fields, "output_usd_per_mtok", where),
+        cached_input_usd_per_mtok=_decimal(fields, "cached_input_usd_per_mtok", where),
+        context_window=_number(fields, "context_window", where, int, None),
+        max_output_tokens=_number(fields, "max_output_tokens", where, int, None),
+        enabled=_bool(fields, "enabled", where, True),
+        line=node.line,
+    )
+
+
+def _route(name: str, node: Node, deployments: set[tuple[str, str]]) -> RouteSpec:
+    where = f"routes.{name}"
+    chain = []
+    for index, item in enumerate(_sequence(node, where)):
+        label = item.value
+        provider, _, model = label.partition("/") if isinstance(label, str) else ("", "", "")
+        if not model:
+            raise ConfigError(item.line, f"{where}[{index}]", "must be 'provider/model'")
+        if (provider, model) not in deployments:
+            raise ConfigError(item.line, f"{where}[{index}]", f"'{label}' is not listed under models")
+        chain.append((provider, model))
+    if not chain:
+        raise ConfigError(node.line, where, "needs at least one 'provider/model'")
+    return RouteSpec(name=name, chain=chain, line=node.line)
+
+
+def _budget(node: Node, where: str) -> BudgetSpec:
+    fields = _fields(node, where, BUDGET_FIELDS)
+    scope = _str(fields, "scope", where, required=True)
+    if scope not in ("global", "key", "route", "provider"):
+        raise ConfigError(fields["scope"].line, f"{where}.scope", "must be global, key, route or provider")
+    ref = _str(fields, "ref", where)
+    if scope != "global" and not ref:
+        raise ConfigError(node.line, f"{where}.ref", f"names the {scope} the budget applies to")
+    period = _str(fields, "period", where, default="monthly")
+    if period not in ("monthly", "daily"):
+        raise ConfigError(fields["period"].line, f"{where}.period", "must be monthly or daily")
+    amount = _decimal(fields, "amount_usd", where)
+    if amount is None:
+        raise ConfigError(node.line, f"{where}.amount_usd", "is required")
+    alert_node = fields.get("alert_at")
+    alert_at = [70, 85, 95]
+    if alert_node is not None:
+        values = [item.value for item in _sequence(alert_node, f"{where}.alert_at")]
+        if not all(isinstance(v, int) and 0 < v <= 100 for v in values):
+            raise ConfigError(alert_node.line, f"{where}.alert_at", "must be percentages from 1 to 100")
+        alert_at = sorted(values)
+    return BudgetSpec(scope, ref, period, amount, _bool(fields, "hard", where, False), alert_at, node.line)

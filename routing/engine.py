@@ -1,0 +1,565 @@
+"""The engine: try a route's candidates in order until one answers.
+
+For each candidate the adapter builds the request, `routing.http` sends it,
+and the adapter translates the answer back. Transient failures are retried on
+the same provider (full-jitter backoff, Retry-After honoured up to a cap);
+permanent ones and rejections move on at once. One deadline bounds the whole
+request. Every call's outcome feeds the shared circuit breaker, and every
+request leaves exactly one usage entry, written to Redis before the response
+completes, in the same round trip as the breaker's success record.
+
+Streams fall back only until the first payload reaches the client; after that
+a cut upstream ends the stream with an OpenAI-style error event, and the usage
+seen so far is still recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, aclosing
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from django.utils import timezone
+from redis.asyncio import Redis
+
+from billing.ledger import LEDGER_KEY, UsageEntry
+from project.errors import ApiError
+from routing.breaker import Breakers, Policy, State
+from routing.http import Timeouts, UpstreamClient
+from routing.providers import adapter_for
+from routing.providers.base import (
+    Completion,
+    FailureKind,
+    ProviderError,
+    StreamTranslator,
+    Usage,
+)
+from routing.providers.sse import SSEDecoder
+from routing.schema import ChatRequest
+from routing.table import DeploymentInfo, KeyInfo, Resolution, RoutingTable, TableCache
+
+DONE = b"data: [DONE]\n\n"
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    deadline_seconds: float
+    retries_per_provider: int
+    backoff_base_seconds: float
+    backoff_cap_seconds: float
+    retry_after_cap_seconds: float
+
+    @classmethod
+    def from_settings(cls) -> EngineSettings:
+        from django.conf import settings
+
+        conf = settings.SWITCHBOARD
+        return cls(
+            deadline_seconds=conf["REQUEST_DEADLINE_SECONDS"],
+            retries_per_provider=conf["RETRIES_PER_PROVIDER"],
+            backoff_base_seconds=conf["BACKOFF_BASE_SECONDS"],
+            backoff_cap_seconds=conf["BACKOFF_CAP_SECONDS"],
+            retry_after_cap_seconds=conf["RETRY_AFTER_CAP_SECONDS"],
+        )
+
+
+@dataclass
+class Caller:
+    """Who is asking: a client key (HTTP) or nobody in particular (in-process)."""
+
+    key: KeyInfo | None = None
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@dataclass
+class Attempt:
+    provider: str
+    model: str
+    deployment_id: int
+    outcome: str  # ok, or the FailureKind of the failure
+    status: int | None = None
+    code: str = ""
+    message: str = ""
+    latency_ms: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "deployment_id": self.deployment_id,
+            "outcome": self.outcome,
+            "status": self.status,
+            "code": self.code,
+            "message": self.message,
+            "latency_ms": self.latency_ms,
+        }
+
+
+@dataclass
+class Answer:
+    """A whole (non-stream) answer and what it took."""
+
+    request_id: str
+    route: str
+    deployment: DeploymentInfo
+    completion: Completion
+    attempts: list[Attempt]
+    cost_usd: Decimal
+
+    def headers(self) -> dict[str, str]:
+        return response_headers(self.request_id, self.route, self.deployment, self.attempts, self.cost_usd)
+
+
+@dataclass
+class StreamAnswer:
+    """A stream that has produced its first payload; `body` yields SSE bytes to the end."""
+
+    request_id: str
+    route: str
+    deployment: DeploymentInfo
+    attempts: list[Attempt]
+    body: AsyncIterator[bytes]
+
+    def headers(self) -> dict[str, str]:
+        # The cost of a stream is known only at its end; clients read it from the ledger.
+        return response_headers(self.request_id, self.route, self.deployment, self.attempts, None)
+
+
+def response_headers(
+    request_id: str,
+    route: str,
+    deployment: DeploymentInfo,
+    attempts: list[Attempt],
+    cost_usd: Decimal | None,
+) -> dict[str, str]:
+    headers = {
+        "x-switchboard-request-id": request_id,
+        "x-switchboard-provider": deployment.provider,
+        "x-switchboard-model": deployment.model,
+        "x-switchboard-route": route,
+        "x-switchboard-attempts": str(len(attempts)),
+        "x-switchboard-cache": "miss",
+    }
+    if cost_usd is not None:
+        headers["x-switchboard-cost-usd"] = f"{cost_usd:f}"
+    return headers
+
+
+class Engine:
+    def __init__(
+        self,
+        redis: Redis,
+        http: UpstreamClient,
+        tables: TableCache,
+        settings: EngineSettings,
+        policy: Policy,
+    ) -> None:
+        self.redis = redis
+        self.http = http
+        self.tables = tables
+        self.settings = settings
+        self.breakers = Breakers(redis, policy)
+
+    async def table(self) -> RoutingTable:
+        return await self.tables.get(self.redis)
+
+    async def resolve(self, model: str) -> Resolution:
+        resolution = (await self.table()).resolve(model)
+        if resolution is None:
+            raise ApiError(
+                404,
+                f"The model '{model}' does not exist: it is neither a route nor a configured "
+                "model. GET /v1/models lists what this key can use.",
+                "model_not_found",
+                param="model",
+            )
+        if not resolution.chain:
+            raise ApiError(
+                503,
+                f"'{model}' has no enabled deployment to send the request to.",
+                "no_deployment",
+                retry_after=30,
+            )
+        return resolution
+
+    # -- non-stream ---------------------------------------------------------------
+
+    async def complete(self, request: ChatRequest, caller: Caller) -> Answer:
+        started = time.monotonic()
+        resolution = await self.resolve(request.model)
+        attempts: list[Attempt] = []
+        failures: list[ProviderError] = []
+        deadline = started + self.settings.deadline_seconds
+        async with aclosing(self._candidates(resolution.chain)) as candidates:
+          async for deployment in candidates:
+            adapter = adapter_for(deployment.protocol)
+            target = adapter_target(deployment)
+            retry = 0
+            while True:
+                attempt_started = time.monotonic()
+                try:
+                    async with asyncio.timeout(max(0.0, deadline - attempt_started)):
+                        upstream = adapter.chat_request(target, request)
+                        response = await self.http.post(upstream, timeouts(deployment))
+                        if response.status >= 300:
+                            raise adapter.classify(response.status, response.headers, response.body)
+                        completion = adapter.parse_completion(target, request, response.body)
+                except (ProviderError, TimeoutError) as exc:
+                    error = deadline_error() if isinstance(exc, TimeoutError) else exc
+                    error = scrubbed(error, deployment)
+                    attempts.append(failed_attempt(deployment, error, attempt_started))
+                    failures.append(error)
+                    await self._record_failure(deployment, error)
+                    wait = self._retry_wait(error, retry, deadline)
+                    if wait is None:
+                        break
+                    retry += 1
+                    await asyncio.sleep(wait)
+                    continue
+                attempts.append(ok_attempt(deployment, attempt_started))
+                cost = deployment.cost(
+                    completion.usage.prompt_tokens,
+                    completion.usage.completion_tokens,
+                    completion.usage.cached_tokens,
+                )
+                entry = self._entry(caller, request, resolution, started, attempts)
+                fill_usage(entry, deployment, completion.usage, cost)
+                await self._commit(entry, deployment)
+                return Answer(caller.request_id, resolution.route, deployment, completion, attempts, cost)
+            if time.monotonic() >= deadline:
+                break
+        raise await self._give_up(caller, request, resolution, started, attempts, failures)
+
+    # -- stream ------------------------------------------------------------------
+
+    async def open_stream(self, request: ChatRequest, caller: Caller) -> StreamAnswer:
+        """Fall back until some candidate has produced its first payload."""
+        started = time.monotonic()
+        resolution = await self.resolve(request.model)
+        attempts: list[Attempt] = []
+        failures: list[ProviderError] = []
+        deadline = started + self.settings.deadline_seconds
+        async with aclosing(self._candidates(resolution.chain)) as candidates:
+          async for deployment in candidates:
+            adapter = adapter_for(deployment.protocol)
+            target = adapter_target(deployment)
+            retry = 0
+            while True:
+                attempt_started = time.monotonic()
+                stack = AsyncExitStack()
+                try:
+                    async with asyncio.timeout(max(0.0, deadline - attempt_started)):
+                        upstream = adapter.chat_request(target, request)
+                        stream = await stack.enter_async_context(
+                            self.http.stream(upstream, timeouts(deployment))
+                        )
+                        if stream.status >= 300:
+                            body = await stream.read()
+                            raise adapter.classify(stream.status, stream.headers, body)
+                        translator = adapter.stream_translator(target, request)
+                        chunks = stream.chunks()
+                        decoder = SSEDecoder()
+                        first = await first_payloads(chunks, decoder, translator)
+                except (ProviderError, TimeoutError) as exc:
+                    await stack.aclose()
+                    error = deadline_error() if isinstance(exc, TimeoutError) else exc
+                    error = scrubbed(error, deployment)
+                    attempts.append(failed_attempt(deployment, error, attempt_started))
+                    failures.append(error)
+                    await self._record_failure(deployment, error)
+                    wait = self._retry_wait(error, retry, deadline)
+                    if wait is None:
+                        break
+                    retry += 1
+                    await asyncio.sleep(wait)
+                    continue
+                except BaseException:
+                    await stack.aclose()
+                    raise
+                attempts.append(ok_attempt(deployment, attempt_started))
+                entry = self._entry(caller, request, resolution, started, attempts)
+                entry.streamed = True
+                body = self._stream_body(
+                    first, chunks, decoder, translator, stack, entry, deployment, request
+                )
+                return StreamAnswer(caller.request_id, resolution.route, deployment, attempts, body)
+            if time.monotonic() >= deadline:
+                break
+        raise await self._give_up(caller, request, resolution, started, attempts, failures)
+
+    async def _stream_body(
+        self,
+        first: list[bytes],
+        chunks: AsyncIterator[bytes],
+        decoder: SSEDecoder,
+        translator: StreamTranslator,
+        stack: AsyncExitStack,
+        entry: UsageEntry,
+        deployment: DeploymentInfo,
+        request: ChatRequest,
+    ) -> AsyncIterator[bytes]:
+        outcome, error = "ok", None
+        try:
+            for payload in first:
+                yield frame(payload)
+            async for chunk in chunks:
+                for event in decoder.feed(chunk):
+                    for payload in translator.feed(event):
+                        yield frame(payload)
+            for event in decoder.flush():
+                for payload in translator.feed(event):
+                    yield frame(payload)
+            for payload in translator.finish():
+                yield frame(payload)
+        except ProviderError as exc:
+            error = scrubbed(exc, deployment)
+            outcome = "fail"
+            yield frame(stream_error_payload(error))
+        finally:
+            await stack.aclose()
+            # Written whether the stream ended well, was cut upstream, or the client left.
+            usage, estimated = stream_usage(translator, request)
+            entry.usage_estimated = estimated
+            fill_usage(
+                entry,
+                deployment,
+                usage,
+                deployment.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens),
+            )
+            if error is not None:
+                entry.status, entry.error_code = "partial", error.code or "stream_cut"
+                entry.attempts[-1].update(outcome=error.kind.value, code=error.code, message=error.message)
+            await self._commit(entry, deployment, outcome, error.message if error else "")
+        if request.include_usage and error is None:
+            yield frame(usage_chunk(translator, usage))
+        yield DONE
+
+    # -- shared -----------------------------------------------------------------
+
+    async def _candidates(self, chain: tuple[DeploymentInfo, ...]) -> AsyncIterator[DeploymentInfo]:
+        """The chain in order, skipping open breakers; if all are open, try them anyway."""
+        readings = await self.breakers.read([d.id for d in chain])
+        now = time.time()
+        skipped = []
+        tried = 0
+        for deployment in chain:
+            reading = readings[deployment.id]
+            if reading.state is State.CLOSED:
+                tried += 1
+                yield deployment
+            elif reading.state is State.OPEN and not reading.cooled_down(self.breakers.policy, now):
+                skipped.append(deployment)
+            elif await self.breakers.acquire_trial(deployment.id):
+                tried += 1
+                yield deployment
+            else:
+                skipped.append(deployment)
+        if tried == 0:
+            # Every breaker is open: a request that is not even tried is a sure
+            # failure, while a provider may well have recovered.
+            for deployment in skipped:
+                yield deployment
+
+    def _retry_wait(self, error: ProviderError, retry: int, deadline: float) -> float | None:
+        """Seconds to wait before retrying the same provider, or None to move on."""
+        if error.kind is not FailureKind.TRANSIENT or retry >= self.settings.retries_per_provider:
+            return None
+        if error.retry_after is not None:
+            if error.retry_after > self.settings.retry_after_cap_seconds:
+                return None  # the next provider is likely sooner than this one
+            wait = error.retry_after
+        else:
+            ceiling = min(
+                self.settings.backoff_cap_seconds, self.settings.backoff_base_seconds * 2**retry
+            )
+            wait = random.uniform(0, ceiling)
+        if time.monotonic() + wait >= deadline:
+            return None
+        return wait
+
+    async def _record_failure(self, deployment: DeploymentInfo, error: ProviderError) -> None:
+        if error.kind is FailureKind.REJECTED:
+            return  # the request's fault, not the provider's
+        outcome = "fatal" if error.kind is FailureKind.PERMANENT else "fail"
+        await self.breakers.record(deployment.id, outcome, f"{error.code}: {error.message}")
+
+    def _entry(
+        self,
+        caller: Caller,
+        request: ChatRequest,
+        resolution: Resolution,
+        started: float,
+        attempts: list[Attempt],
+    ) -> UsageEntry:
+        return UsageEntry(
+            request_id=caller.request_id,
+            created=timezone.now(),
+            status="ok",
+            client_key_id=caller.key.id if caller.key else None,
+            client_key_name=caller.key.name if caller.key else "",
+            route=resolution.route,
+            latency_ms=int((time.monotonic() - started) * 1000),
+            streamed=request.stream,
+            attempts=[a.as_dict() for a in attempts],
+            context=dict(request.metadata),
+        )
+
+    async def _commit(
+        self, entry: UsageEntry, deployment: DeploymentInfo | None, outcome: str = "ok", reason: str = ""
+    ) -> None:
+        raw = entry.encode()
+
+        def build(pipe: Any) -> None:
+            pipe.rpush(LEDGER_KEY, raw)
+            if deployment is not None:
+                self.breakers.queue_record(pipe, deployment.id, outcome, reason)
+
+        await self.breakers.run(build)
+
+    async def _give_up(
+        self,
+        caller: Caller,
+        request: ChatRequest,
+        resolution: Resolution,
+        started: float,
+        attempts: list[Attempt],
+        failures: list[ProviderError],
+    ) -> ApiError:
+        if failures and all(f.kind is FailureKind.REJECTED for f in failures):
+            first = failures[0]
+            error = ApiError(
+                400, f"{attempts[0].provider} rejected the request: {first.message}",
+                first.code or "invalid_request",
+            )
+        else:
+            waits = [f.retry_after for f in failures if f.retry_after]
+            summary = "; ".join(
+                f"{a.provider}/{a.model}: {a.code or a.outcome}" for a in attempts
+            ) or "no provider was tried"
+            error = ApiError(
+                503,
+                f"No provider could answer '{resolution.route}' ({summary}). Try again shortly.",
+                "all_providers_failed",
+                retry_after=max(1.0, min(waits)) if waits else 1.0,
+            )
+        entry = self._entry(caller, request, resolution, started, attempts)
+        entry.status, entry.http_status, entry.error_code = "error", error.status, error.code
+        await self._commit(entry, None)
+        return error
+
+
+def adapter_target(deployment: DeploymentInfo) -> Any:
+    from routing.providers.base import Target
+
+    return Target(deployment.provider, deployment.base_url, deployment.model, deployment.api_key)
+
+
+def timeouts(deployment: DeploymentInfo) -> Timeouts:
+    return Timeouts(connect=deployment.connect_timeout, read=deployment.read_timeout)
+
+
+def deadline_error() -> ProviderError:
+    return ProviderError(
+        FailureKind.TRANSIENT, "the request deadline passed while waiting", code="deadline"
+    )
+
+
+def scrubbed(error: ProviderError, deployment: DeploymentInfo) -> ProviderError:
+    """Providers echo parts of keys in auth errors; never pass a key on."""
+    key = deployment.api_key
+    if key and key in error.message:
+        error.message = error.message.replace(key, "[redacted]")
+    return error
+
+
+def failed_attempt(deployment: DeploymentInfo, error: ProviderError, started: float) -> Attempt:
+    return Attempt(
+        deployment.provider,
+        deployment.model,
+        deployment.id,
+        error.kind.value,
+        error.status,
+        error.code,
+        error.message[:300],
+        int((time.monotonic() - started) * 1000),
+    )
+
+
+def ok_attempt(deployment: DeploymentInfo, started: float) -> Attempt:
+    return Attempt(
+        deployment.provider,
+        deployment.model,
+        deployment.id,
+        "ok",
+        200,
+        latency_ms=int((time.monotonic() - started) * 1000),
+    )
+
+
+def fill_usage(entry: UsageEntry, deployment: DeploymentInfo, usage: Usage, cost: Decimal) -> None:
+    entry.provider = deployment.provider
+    entry.model = deployment.model
+    entry.deployment_id = deployment.id
+    entry.prompt_tokens = usage.prompt_tokens
+    entry.completion_tokens = usage.completion_tokens
+    entry.cached_tokens = usage.cached_tokens
+    entry.cost_usd = cost
+
+
+async def first_payloads(
+    chunks: AsyncIterator[bytes], decoder: SSEDecoder, translator: StreamTranslator
+) -> list[bytes]:
+    """Read until the translator has something to send (or the stream is over)."""
+    async for chunk in chunks:
+        payloads = [p for event in decoder.feed(chunk) for p in translator.feed(event)]
+        if payloads:
+            return payloads
+    payloads = [p for event in decoder.flush() for p in translator.feed(event)]
+    return payloads + translator.finish()
+
+
+def frame(payload: bytes) -> bytes:
+    return b"data: " + payload + b"\n\n"
+
+
+def stream_error_payload(error: ProviderError) -> bytes:
+    return orjson.dumps(
+        {
+            "error": {
+                "message": f"The provider's stream was cut: {error.message}",
+                "type": "upstream_error",
+                "param": None,
+                "code": error.code or "stream_cut",
+            }
+        }
+    )
+
+
+def stream_usage(translator: StreamTranslator, request: ChatRequest) -> tuple[Usage, bool]:
+    if translator.usage is not None and translator.usage.completion_tokens:
+        return translator.usage, False
+    # A cut stream never sends its usage: count roughly (4 characters a token),
+    # and mark the record as estimated.
+    prompt = translator.usage.prompt_tokens if translator.usage else request.prompt_chars() // 4
+    return Usage(prompt_tokens=prompt, completion_tokens=max(0, len(translator.text) // 4)), True
+
+
+def usage_chunk(translator: StreamTranslator, usage: Usage) -> bytes:
+    return orjson.dumps(
+        {
+            "id": translator.chunk_id,
+            "object": "chat.completion.chunk",
+            "created": translator.created,
+            "model": translator.target.model,
+            "choices": [],
+            "usage": usage.as_openai(),
+        }
+    )
+

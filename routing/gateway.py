@@ -1,0 +1,154 @@
+"""The HTTP shell of the gateway: `/v1/chat/completions` and `/v1/models`.
+
+A plain ASGI app, mounted by `project.asgi` in front of Django (see there why).
+It parses, authenticates and renders; all decisions are the engine's, reached
+through `EnhancedHybridAIClient`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from project.errors import ApiError
+from project.redis import close_async_client
+from routing.client import EnhancedHybridAIClient, current_engine, forget_engine
+from routing.engine import Caller
+from routing.http import close_upstream_client
+from routing.schema import parse_chat_request
+
+log = logging.getLogger(__name__)
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+JSON = (b"content-type", b"application/json")
+SSE = (b"content-type", b"text/event-stream")
+
+
+class GatewayApp:
+    def __init__(self) -> None:
+        self.client = EnhancedHybridAIClient()
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        try:
+            path, method = scope["path"], scope["method"]
+            if path == "/v1/chat/completions":
+                if method != "POST":
+                    raise ApiError(405, "Use POST for /v1/chat/completions.", "method_not_allowed")
+                await self.chat(scope, receive, send)
+            elif path == "/v1/models":
+                await self.models(scope, send)
+            else:
+                raise ApiError(404, f"Unknown path {path}.", "not_found")
+        except ApiError as error:
+            await send_json(send, error.status, error.body(), error.headers())
+
+    async def chat(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        key = await self.client.authenticate(bearer(scope))
+        request = parse_chat_request(await read_body(receive))
+        for name, value in context_headers(scope).items():
+            request.metadata.setdefault(name, value)
+        caller = Caller(key=key)
+        if not request.stream:
+            answer = await self.client.run(request, caller)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [JSON, *encode_headers(answer.headers())],
+                }
+            )
+            await send({"type": "http.response.body", "body": answer.completion.body})
+            return
+        stream = await self.client.open_stream(request, caller)
+        headers = [SSE, (b"cache-control", b"no-cache"), *encode_headers(stream.headers())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        body = stream.body
+        try:
+            async for frame in body:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+        except OSError:
+            log.info("client went away during stream %s", caller.request_id)
+        finally:
+            await body.aclose()  # records usage even if the client left
+        await send({"type": "http.response.body", "body": b""})
+
+    async def models(self, scope: dict[str, Any], send: Send) -> None:
+        await self.client.authenticate(bearer(scope))
+        table = await current_engine().table()
+        now = int(time.time())
+        data = [
+            {"id": name, "object": "model", "created": now, "owned_by": "switchboard"}
+            for name in table.model_ids()
+        ]
+        await send_json(send, 200, {"object": "list", "data": data})
+
+    async def lifespan(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await close_upstream_client()
+                await close_async_client()
+                forget_engine()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def bearer(scope: dict[str, Any]) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if scheme.lower() == "bearer" else None
+    return None
+
+
+CONTEXT_PREFIX = b"x-switchboard-"
+
+
+def context_headers(scope: dict[str, Any]) -> dict[str, str]:
+    """`X-Switchboard-Meeting-Type: sales` → {"meeting_type": "sales"} (metadata wins)."""
+    found = {}
+    for name, value in scope["headers"]:
+        if name.startswith(CONTEXT_PREFIX):
+            key = name[len(CONTEXT_PREFIX) :].decode("latin-1").replace("-", "_")
+            found[key] = value.decode("utf-8", "replace")
+    return found
+
+
+async def read_body(receive: Receive) -> bytes:
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ApiError(413, "The request body is larger than 8 MiB.", "request_too_large")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def encode_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(name.encode(), value.encode()) for name, value in headers.items()]
+
+
+async def send_json(
+    send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [JSON, *encode_headers(headers or {})],
+        }
+    )
+    await send({"type": "http.response.body", "body": orjson.dumps(body)})

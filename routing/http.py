@@ -1,0 +1,165 @@
+"""The one module that talks HTTP to providers.
+
+It owns the pooled clients (one per event loop), sets per-phase timeouts, and
+turns every transport failure into a TRANSIENT `ProviderError`, so that the
+engine only ever sees our own errors. Nothing else imports httpx.
+
+Three interchangeable transports sit behind the same httpx API, chosen by
+``SWITCHBOARD["UPSTREAM_TRANSPORT"]``: ``httpx`` (httpcore), ``httpx2`` and
+``aiohttp`` (httpx's API over aiohttp's connection pool, via httpx-aiohttp).
+`bench/RESULTS.md` compares them; the default is the fastest that passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from routing.providers.base import FailureKind, ProviderError, UpstreamRequest
+
+TRANSPORTS = ("httpx", "httpx2", "aiohttp")
+POOL_LIMITS = {"max_connections": 512, "max_keepalive_connections": 128}
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float
+    read: float
+
+
+@dataclass
+class UpstreamResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass
+class UpstreamStream:
+    status: int
+    headers: Mapping[str, str]
+    _response: Any
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.aiter_raw():
+                yield chunk
+        except Exception as exc:
+            raise transport_error(exc) from None
+
+    async def read(self) -> bytes:
+        try:
+            return bytes(await self._response.aread())
+        except Exception as exc:
+            raise transport_error(exc) from None
+
+
+def transport_error(exc: BaseException) -> ProviderError:
+    """Name what went wrong on the wire, without any request detail (it may hold a key)."""
+    name = type(exc).__name__
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) or "Timeout" in name:
+        return ProviderError(FailureKind.TRANSIENT, "the provider did not answer in time", code="timeout")
+    if "Connect" in name:
+        return ProviderError(FailureKind.TRANSIENT, "could not connect to the provider", code="connect")
+    return ProviderError(
+        FailureKind.TRANSIENT, f"the connection to the provider failed ({name})", code="connection"
+    )
+
+
+def _make_client(transport: str) -> Any:
+    if transport == "httpx2":
+        import httpx2
+
+        return httpx2.AsyncClient(limits=httpx2.Limits(**POOL_LIMITS), http2=False)
+    if transport == "aiohttp":
+        from httpx_aiohttp import AiohttpTransport
+
+        return httpx.AsyncClient(transport=AiohttpTransport(limits=httpx.Limits(**POOL_LIMITS)))
+    if transport == "httpx":
+        return httpx.AsyncClient(limits=httpx.Limits(**POOL_LIMITS))
+    raise ValueError(f"unknown upstream transport {transport!r}; choose one of {TRANSPORTS}")
+
+
+class UpstreamClient:
+    """Pooled HTTP to providers. One instance per event loop (pools are loop-bound)."""
+
+    def __init__(self, transport: str) -> None:
+        self.transport = transport
+        self._client = _make_client(transport)
+
+    def _timeout(self, timeouts: Timeouts) -> Any:
+        module = httpx if self.transport != "httpx2" else __import__("httpx2")
+        return module.Timeout(
+            connect=timeouts.connect, read=timeouts.read, write=timeouts.read, pool=timeouts.connect
+        )
+
+    async def post(self, request: UpstreamRequest, timeouts: Timeouts) -> UpstreamResponse:
+        try:
+            response = await self._client.post(
+                request.url,
+                content=request.body,
+                headers=request.headers,
+                timeout=self._timeout(timeouts),
+            )
+        except Exception as exc:
+            raise transport_error(exc) from None
+        return UpstreamResponse(response.status_code, response.headers, response.content)
+
+    @asynccontextmanager
+    async def stream(
+        self, request: UpstreamRequest, timeouts: Timeouts
+    ) -> AsyncIterator[UpstreamStream]:
+        try:
+            context = self._client.stream(
+                "POST",
+                request.url,
+                content=request.body,
+                headers=request.headers,
+                timeout=self._timeout(timeouts),
+            )
+            response = await context.__aenter__()
+        except Exception as exc:
+            raise transport_error(exc) from None
+        try:
+            yield UpstreamStream(response.status_code, response.headers, response)
+        finally:
+            try:
+                await context.__aexit__(None, None, None)
+            except Exception:  # a cut stream may fail again on close; already reported
+                pass
+
+    async def get(self, url: str, headers: dict[str, str], timeouts: Timeouts) -> UpstreamResponse:
+        try:
+            response = await self._client.get(url, headers=headers, timeout=self._timeout(timeouts))
+        except Exception as exc:
+            raise transport_error(exc) from None
+        return UpstreamResponse(response.status_code, response.headers, response.content)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+_clients: dict[int, UpstreamClient] = {}
+
+
+def upstream_client() -> UpstreamClient:
+    from django.conf import settings
+
+    loop = asyncio.get_running_loop()
+    client = _clients.get(id(loop))
+    if client is None:
+        client = UpstreamClient(settings.SWITCHBOARD["UPSTREAM_TRANSPORT"])
+        _clients[id(loop)] = client
+    return client
+
+
+async def close_upstream_client() -> None:
+    loop = asyncio.get_running_loop()
+    client = _clients.pop(id(loop), None)
+    if client is not None:
+        await client.aclose()

@@ -1,0 +1,48 @@
+"""RQ jobs of routing. Each takes no state from its caller and is safe to run twice."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from redis import Redis
+
+from project.redis import sync_client
+from routing.breaker import TRANSITIONS_KEY, decode_transition
+from routing.models import BreakerEvent, Deployment
+
+
+def persist_breaker_transitions(batch_size: int = 500) -> int:
+    """Copy breaker transitions from Redis into BreakerEvent rows for the admin."""
+    redis = sync_client()
+    lock = redis.lock("sb:breaker:persist-lock", timeout=60, blocking=False)
+    if not lock.acquire():
+        return 0  # another worker is copying them
+    try:
+        return _persist(redis, batch_size)
+    finally:
+        lock.release()
+
+
+def _persist(redis: Redis, batch_size: int) -> int:
+    raw_items: list[bytes] = redis.lrange(TRANSITIONS_KEY, 0, batch_size - 1)  # type: ignore[assignment]
+    if not raw_items:
+        return 0
+    transitions = [decode_transition(raw) for raw in raw_items]
+    known = set(
+        Deployment.objects.filter(id__in={t["deployment_id"] for t in transitions}).values_list(
+            "id", flat=True
+        )
+    )
+    BreakerEvent.objects.bulk_create(
+        BreakerEvent(
+            deployment_id=t["deployment_id"],
+            from_state=t["from_state"],
+            to_state=t["to_state"],
+            reason=str(t.get("reason", ""))[:200],
+            created=datetime.fromtimestamp(float(t["at"]), tz=UTC),
+        )
+        for t in transitions
+        if t["deployment_id"] in known  # a deployment deleted since has no admin page
+    )
+    redis.ltrim(TRANSITIONS_KEY, len(raw_items), -1)
+    return len(raw_items)

@@ -1,0 +1,234 @@
+"""Gateway configuration: providers, the models deployed on them, routes, client keys.
+
+The request path never reads these tables directly: `routing.table` builds an
+in-memory snapshot and rebuilds it when the config version in Redis changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from decimal import Decimal
+from uuid import uuid4
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from billing.money import MONEY_DECIMAL_PLACES, MONEY_MAX_DIGITS
+
+
+class Protocol(models.TextChoices):
+    OPENAI = "openai", "OpenAI Chat Completions (OpenAI, AIMLAPI)"
+    ANTHROPIC = "anthropic", "Anthropic Messages"
+    GEMINI = "gemini", "Gemini generateContent"
+
+
+class ProviderQuerySet(models.QuerySet["Provider"]):
+    def enabled(self) -> ProviderQuerySet:
+        return self.filter(enabled=True)
+
+
+class Provider(models.Model):
+    name = models.SlugField(max_length=64, unique=True, help_text="e.g. aimlapi, openai, google")
+    protocol = models.CharField(max_length=16, choices=Protocol.choices)
+    base_url = models.URLField(max_length=300)
+    api_key_env = models.CharField(
+        max_length=128,
+        blank=True,
+        help_text="Name of the environment variable that holds the API key.",
+    )
+    vendor = models.SlugField(
+        max_length=64,
+        blank=True,
+        help_text="Whose list prices are the direct-cost baseline (openai, google, anthropic). "
+        "Empty for resellers such as AIMLAPI.",
+    )
+    priority = models.PositiveSmallIntegerField(
+        default=100,
+        help_text="Lower first: the order in which providers serve a model asked for by name.",
+    )
+    connect_timeout = models.FloatField(default=5.0, help_text="Seconds to open a connection.")
+    read_timeout = models.FloatField(default=60.0, help_text="Seconds to wait for each read.")
+    enabled = models.BooleanField(default=True)
+    created = models.DateTimeField(default=timezone.now)
+    code = models.UUIDField(default=uuid4, unique=True, editable=False)
+
+    objects = ProviderQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["priority", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DeploymentQuerySet(models.QuerySet["Deployment"]):
+    def enabled(self) -> DeploymentQuerySet:
+        return self.filter(enabled=True, provider__enabled=True)
+
+
+class Deployment(models.Model):
+    """A model as one provider serves it, with that provider's prices."""
+
+    class PriceSource(models.TextChoices):
+        CONFIG = "config", "Configured"
+        LIST = "genai-prices", "Vendor list price (genai-prices)"
+        UNKNOWN = "unknown", "Unknown"
+
+    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="deployments")
+    name = models.CharField(max_length=200, help_text="The model id the provider expects.")
+    input_usd_per_mtok = models.DecimalField(
+        max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES, default=Decimal(0)
+    )
+    output_usd_per_mtok = models.DecimalField(
+        max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES, default=Decimal(0)
+    )
+    cached_input_usd_per_mtok = models.DecimalField(
+        max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES, null=True, blank=True
+    )
+    price_source = models.CharField(
+        max_length=16, choices=PriceSource.choices, default=PriceSource.CONFIG
+    )
+    context_window = models.PositiveIntegerField(default=128_000)
+    max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    enabled = models.BooleanField(default=True)
+    created = models.DateTimeField(default=timezone.now)
+    code = models.UUIDField(default=uuid4, unique=True, editable=False)
+
+    objects = DeploymentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["provider__name", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "name"], name="routing_deployment_one_per_provider_model"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider.name}/{self.name}"
+
+
+class Route(models.Model):
+    """A use case clients name in `model` ("summary"), and the chain that serves it."""
+
+    name = models.SlugField(max_length=64, unique=True)
+    description = models.CharField(max_length=200, blank=True)
+    enabled = models.BooleanField(default=True)
+    created = models.DateTimeField(default=timezone.now)
+    code = models.UUIDField(default=uuid4, unique=True, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def chain(self) -> list[Deployment]:
+        return [step.deployment for step in self.steps.select_related("deployment__provider")]
+
+
+class RouteStep(models.Model):
+    route = models.ForeignKey(Route, on_delete=models.CASCADE, related_name="steps")
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveSmallIntegerField()
+
+    class Meta:
+        ordering = ["route", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["route", "position"], name="routing_routestep_one_per_position"
+            ),
+            models.UniqueConstraint(
+                fields=["route", "deployment"], name="routing_routestep_deployment_once"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.route.name} #{self.position}: {self.deployment}"
+
+
+class Scope(models.TextChoices):
+    CHAT = "chat", "Chat completions"
+    USAGE_READ = "usage:read", "Read usage"
+    FEEDBACK = "feedback", "Send feedback"
+    BATCHES = "batches", "Batch jobs"
+    ADMIN = "admin", "Administration API"
+
+
+class Environment(models.TextChoices):
+    DEV = "dev", "Development"
+    STAGING = "staging", "Staging"
+    PROD = "prod", "Production"
+
+
+def hash_key(raw: str) -> str:
+    # The raw key has 190 bits of entropy, so a fast unsalted hash is safe here
+    # and lets the gateway find a key by hash without a per-key salt lookup.
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ClientKeyQuerySet(models.QuerySet["ClientKey"]):
+    def active(self) -> ClientKeyQuerySet:
+        return self.filter(revoked_at__isnull=True)
+
+
+class ClientKey(models.Model):
+    """What a calling service presents. Stored hashed; the raw key is shown once."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=24, editable=False, help_text="Enough to recognise it.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    scopes = models.JSONField(default=list)
+    environment = models.CharField(
+        max_length=8, choices=Environment.choices, default=Environment.PROD
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+    code = models.UUIDField(default=uuid4, unique=True, editable=False)
+
+    objects = ClientKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(environment__in=Environment.values),
+                name="routing_clientkey_known_environment",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def new_raw_key(environment: str) -> str:
+        return f"sb-{environment}-{secrets.token_urlsafe(24)}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+class BreakerEvent(models.Model):
+    """A circuit-breaker transition, copied from Redis by a worker for the admin."""
+
+    deployment = models.ForeignKey(
+        Deployment, on_delete=models.CASCADE, related_name="breaker_events"
+    )
+    from_state = models.CharField(max_length=16)
+    to_state = models.CharField(max_length=16)
+    reason = models.CharField(max_length=200, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created"]
+        # Serves the admin's "latest transitions of this deployment" list.
+        indexes = [models.Index(fields=["deployment", "-created"], name="routing_breaker_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.deployment}: {self.from_state} → {self.to_state}"

@@ -1,0 +1,27 @@
+"""Every committed change to routing configuration bumps the version in Redis,
+which tells each gateway process to rebuild its routing table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+
+from project.redis import sync_client
+from routing.models import ClientKey, Deployment, Provider, Route, RouteStep
+from routing.table import bump_version
+
+
+def config_changed() -> None:
+    transaction.on_commit(lambda: bump_version(sync_client()))
+
+
+def _on_save_or_delete(sender: type, **kwargs: Any) -> None:
+    config_changed()
+
+
+for model in (Provider, Deployment, Route, RouteStep, ClientKey):
+    name = model.__name__
+    post_save.connect(_on_save_or_delete, sender=model, dispatch_uid=f"config-{name}-save")
+    post_delete.connect(_on_save_or_delete, sender=model, dispatch_uid=f"config-{name}-delete")

@@ -1,0 +1,137 @@
+"""Fault plans and call records, driven over HTTP by /_control.
+
+All state lives in the server's event loop and is only touched from it, so
+nothing here needs a lock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from itertools import count
+from typing import Any
+
+PROVIDERS = ("aimlapi", "openai", "anthropic", "google")
+MODES = ("error", "rate_limit", "no_credit", "timeout", "slow", "reset", "malformed", "stream_cut")
+DEFAULT_TIMEOUT_MS = 60_000
+DEFAULT_SLOW_MS = 1_000
+
+
+@dataclass(slots=True)
+class Fault:
+    id: int
+    provider: str
+    mode: str
+    status: int | None = None
+    retry_after: float | None = None
+    delay_ms: int | None = None
+    # Remaining uses; None means until cleared.
+    times: int | None = None
+    model: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _bare_model(model: str) -> str:
+    # Gemini callers may say "models/gemini-2.5-flash" or just the id.
+    return model.removeprefix("models/")
+
+
+class FaultBook:
+    """Faults match first-added first, so tests can script a sequence of failures."""
+
+    def __init__(self) -> None:
+        self._faults: list[Fault] = []
+        self._ids = count(1)
+
+    def add(self, spec: Any) -> Fault:
+        if not isinstance(spec, dict):
+            raise ValueError("expected a JSON object")
+        provider = spec.get("provider", "*")
+        if provider != "*" and provider not in PROVIDERS:
+            raise ValueError(f"provider must be one of {', '.join(PROVIDERS)} or '*'")
+        mode = spec.get("mode")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}")
+        status = _optional_int(spec, "status", 100, 599)
+        delay_ms = _optional_int(spec, "delay_ms", 0, 3_600_000)
+        times = _optional_int(spec, "times", 1, 1_000_000)
+        retry_after = spec.get("retry_after")
+        if retry_after is not None and (
+            isinstance(retry_after, bool)
+            or not isinstance(retry_after, int | float)
+            or retry_after < 0
+        ):
+            raise ValueError("retry_after must be a non-negative number of seconds")
+        model = spec.get("model")
+        if model is not None and not isinstance(model, str):
+            raise ValueError("model must be a string")
+        fault = Fault(
+            id=next(self._ids),
+            provider=provider,
+            mode=mode,
+            status=status,
+            retry_after=retry_after,
+            delay_ms=delay_ms,
+            times=times,
+            model=_bare_model(model) if model else None,
+        )
+        self._faults.append(fault)
+        return fault
+
+    def take(self, provider: str, model: str) -> Fault | None:
+        """The fault for this request, if any, spending one of its uses."""
+        if not self._faults:
+            return None
+        model = _bare_model(model)
+        for fault in self._faults:
+            if fault.provider not in ("*", provider):
+                continue
+            if fault.model is not None and fault.model != model:
+                continue
+            if fault.times is not None:
+                fault.times -= 1
+                if fault.times <= 0:
+                    self._faults.remove(fault)
+            return fault
+        return None
+
+    def clear(self, provider: str | None = None) -> int:
+        before = len(self._faults)
+        if provider is None:
+            self._faults.clear()
+        else:
+            self._faults = [f for f in self._faults if f.provider != provider]
+        return before - len(self._faults)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [fault.describe() for fault in self._faults]
+
+
+def _optional_int(spec: dict[str, Any], key: str, low: int, high: int) -> int | None:
+    value = spec.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{key} must be an integer from {low} to {high}")
+    return value
+
+
+class CallLog:
+    def __init__(self) -> None:
+        self._calls: dict[str, dict[str, Any]] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        self._calls = {
+            name: {"count": 0, "last_request": None, "last_headers": None} for name in PROVIDERS
+        }
+
+    def record(self, provider: str, request: Any, headers: dict[str, str]) -> None:
+        entry = self._calls[provider]
+        entry["count"] += 1
+        entry["last_request"] = request
+        entry["last_headers"] = headers
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        return self._calls

