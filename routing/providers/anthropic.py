@@ -249,9 +249,9 @@ class AnthropicStream(StreamTranslator):
             if delta.get("type") == "text_delta" and delta.get("text"):
                 return [self._text(delta["text"])]
             if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
-                index = self.tool_index.get(int(data.get("index", 0)))
-                if index is not None:
-                    call = {"index": index, "function": {"arguments": delta["partial_json"]}}
+                tool = self.tool_index.get(int(data.get("index", 0)))
+                if tool is not None:
+                    call = {"index": tool, "function": {"arguments": delta["partial_json"]}}
                     return [self.chunk({"tool_calls": [call]})]
             # thinking_delta, signature_delta, citations_delta: nothing OpenAI's format carries.
             return []

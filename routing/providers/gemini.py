@@ -95,9 +95,11 @@ from routing.providers.sse import SSEEvent
 from routing.schema import ChatRequest
 
 CONTENT_FILTER = "content_filter"
-_FILTERED = "SAFETY BLOCKLIST PROHIBITED_CONTENT SPII IMAGE_SAFETY RECITATION OTHER".split()
 # STOP, FINISH_REASON_UNSPECIFIED, MALFORMED_FUNCTION_CALL and values added later are "stop".
-FINISH_REASONS = {"MAX_TOKENS": "length", **dict.fromkeys(_FILTERED, CONTENT_FILTER)}
+FINISH_REASONS = {"MAX_TOKENS": "length"} | dict.fromkeys(
+    ("SAFETY", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "RECITATION", "OTHER"),
+    CONTENT_FILTER,
+)
 TOOL_MODES = {"auto": "AUTO", "required": "ANY", "none": "NONE"}
 # fileData needs a mimeType, and an adapter does no I/O to learn it from the URL.
 _IMAGE_TYPES = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp", "gif": "gif"}
@@ -353,7 +355,7 @@ def _contents(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if role == "assistant":
             for call in message.get("tool_calls") or []:
                 function = call.get("function") or {}
-                names[str(call.get("id"))] = function.get("name")
+                names[str(call.get("id"))] = str(function.get("name"))
                 call_part = {"name": function.get("name"), "args": tool_arguments(call)}
                 parts.append({"functionCall": call_part})
         elif role == "tool":

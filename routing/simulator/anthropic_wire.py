@@ -28,9 +28,10 @@ STOP_REASONS = {
 REQUESTS_LIMIT = 4_000
 TOKENS_LIMIT = 2_000_000
 ANTHROPIC_MODELS = (
-    ("claude-sonnet-4-5-20250929", "Claude Sonnet 4.5", "2025-09-29T00:00:00Z"),
+    ("claude-sonnet-4-6", "Claude Sonnet 4.6", "2026-01-01T00:00:00Z"),
+    ("claude-opus-4-6", "Claude Opus 4.6", "2026-01-01T00:00:00Z"),
     ("claude-haiku-4-5-20251001", "Claude Haiku 4.5", "2025-10-01T00:00:00Z"),
-    ("claude-opus-4-1-20250805", "Claude Opus 4.1", "2025-08-05T00:00:00Z"),
+    ("claude-sonnet-4-5-20250929", "Claude Sonnet 4.5", "2025-09-29T00:00:00Z"),
 )
 
 _ERROR_TYPES = {

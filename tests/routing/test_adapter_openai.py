@@ -149,7 +149,9 @@ def test_a_malformed_completion_is_a_transient_failure(body: bytes) -> None:
 
 
 def test_an_error_envelope_in_a_200_body_is_classified_by_its_code() -> None:
-    body = b'{"error": {"message": "You exceeded your current quota", "code": "insufficient_quota"}}'
+    body = (
+        b'{"error": {"message": "You exceeded your current quota", "code": "insufficient_quota"}}'
+    )
     with pytest.raises(ProviderError) as caught:
         ADAPTER.parse_completion(AIMLAPI, make_request(), body)
     assert (caught.value.kind, caught.value.code) == (FailureKind.PERMANENT, "insufficient_quota")
@@ -226,7 +228,11 @@ def test_a_stream_cut_before_done_is_incomplete() -> None:
 @pytest.mark.parametrize(
     ("error", "kind", "code"),
     [
-        ({"message": "The server had an error", "type": "server_error"}, "transient", "stream_error"),
+        (
+            {"message": "The server had an error", "type": "server_error"},
+            "transient",
+            "stream_error",
+        ),
         ({"message": "quota", "code": "insufficient_quota"}, "permanent", "insufficient_quota"),
         (
             {"message": "This model's maximum context length is 128000 tokens."},
@@ -283,8 +289,8 @@ CONTEXT = "This model's maximum context length is 128000 tokens. However, you re
          "context_length_exceeded", None),
         (400, openai_error("Invalid 'messages'", "invalid_request_error"), {}, "rejected",
          "bad_request", None),
-        (401, openai_error("Incorrect API key provided", "invalid_request_error", "invalid_api_key"),
-         {}, "permanent", "invalid_api_key", None),
+        (401, openai_error("Incorrect API key", "invalid_request_error", "invalid_api_key"), {},
+         "permanent", "invalid_api_key", None),
         (403, openai_error("Country not supported", "request_forbidden"), {}, "permanent",
          "forbidden", None),
         (404, openai_error("The model `gpt-9` does not exist", "invalid_request_error",

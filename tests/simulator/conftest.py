@@ -20,6 +20,14 @@ from routing.simulator.server import build_config
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    # These tests run without Django (`-p no:django`); then nothing claims the
+    # project's DJANGO_SETTINGS_MODULE ini key, and filterwarnings=error turns
+    # pytest's "unknown config option" warning into a failed run.
+    if not pluginmanager.has_plugin("django"):
+        parser.addini("DJANGO_SETTINGS_MODULE", "read by pytest-django when it is loaded")
+
+
 @dataclass(frozen=True)
 class SimulatorHandle:
     url: str
@@ -60,6 +68,11 @@ def simulator_server() -> Iterator[SimulatorHandle]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@pytest.fixture(autouse=True)
+def redis() -> None:
+    """Shadow the suite-wide Redis fixture: the simulator needs neither Redis nor Django."""
 
 
 @pytest.fixture(autouse=True)
