@@ -12,10 +12,15 @@ from pathlib import Path
 
 import pytest
 
+VAR = Path(__file__).resolve().parent.parent / "var"
 if not os.environ.get("REDIS_URL"):
     from project.redis import embedded_url
 
-    os.environ["REDIS_URL"] = embedded_url(Path(__file__).resolve().parent.parent / "var" / "test-redis.db")
+    os.environ["REDIS_URL"] = embedded_url(VAR / "test-redis.db")
+# Django recreates the SQLite test database by deleting its file; a write-ahead
+# log left beside it by an earlier run's gateway processes would corrupt the new one.
+for leftover in VAR.glob("test.sqlite3*"):
+    leftover.unlink()
 os.environ.setdefault("SWITCHBOARD_SIMULATOR_KEY", "simulator")
 os.environ["SWITCHBOARD_TABLE_CHECK_SECONDS"] = "0"
 os.environ["SWITCHBOARD_BACKOFF_BASE_SECONDS"] = "0.01"

@@ -142,7 +142,7 @@ class StreamTranslator:
 
 
 class Adapter:
-    """Base class of the protocol adapters; see `routing.providers.registry`."""
+    """Base class of the protocol adapters; `routing.providers.ADAPTERS` has one of each."""
 
     protocol: ClassVar[str]
 
@@ -261,7 +261,7 @@ def openai_completion(
 # Providers echo credentials back in some error messages (OpenAI masks most of the key,
 # proxies and compatible servers may not); these shapes must never reach logs or clients.
 _SECRET = re.compile(
-    r"\b(?:sk-[A-Za-z0-9_-]{6,}|AIza[0-9A-Za-z_-]{20,})|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}"
+    r"\b(?:sk-[A-Za-z0-9_-]{6,}|AIza[0-9A-Za-z_-]{20,})|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{20,}"
 )
 
 

@@ -12,6 +12,7 @@ from routing.simulator.engine import (
     Conversation,
     Reply,
     Tool,
+    Turn,
     argument_pieces,
     new_id,
     stream_pieces,
@@ -206,14 +207,20 @@ class AnthropicProvider(Provider):
 
         last = messages[-1]
         results = _tool_results(last.get("content")) if last["role"] == "user" else []
-        last_turn = "tool" if results else "user" if last["role"] == "user" else "assistant"
+        last_turn: Turn = "assistant"
+        if results:
+            last_turn = "tool"
+        elif last["role"] == "user":
+            last_turn = "user"
 
         tools = [
             Tool(tool["name"], tool.get("input_schema") or {})
             for tool in payload.get("tools") or []
             if isinstance(tool, dict) and isinstance(tool.get("name"), str)
         ]
-        choice = payload.get("tool_choice") if isinstance(payload.get("tool_choice"), dict) else {}
+        choice = payload.get("tool_choice")
+        if not isinstance(choice, dict):
+            choice = {}
         stops = [s for s in payload.get("stop_sequences") or [] if isinstance(s, str)]
         output_format = payload.get("output_format") or (payload.get("output_config") or {}).get(
             "format"

@@ -10,6 +10,7 @@ from routing.simulator.engine import (
     Conversation,
     Reply,
     Tool,
+    Turn,
     new_id,
     prompt_tokens,
     stream_pieces,
@@ -210,8 +211,11 @@ class GoogleProvider(Provider):
                 last_user_text = text
         last = contents[-1]
         last_text, last_responses = _parts_text(last.get("parts"))
-        last_role = last.get("role") or "user"
-        last_turn = "tool" if last_responses else "assistant" if last_role == "model" else "user"
+        last_turn: Turn = "user"
+        if last_responses:
+            last_turn = "tool"
+        elif last.get("role") == "model":
+            last_turn = "assistant"
 
         config = _either(payload, "generationConfig", "generation_config") or {}
         max_tokens = _either(config, "maxOutputTokens", "max_output_tokens")

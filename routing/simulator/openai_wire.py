@@ -10,6 +10,7 @@ from routing.simulator.engine import (
     Conversation,
     Reply,
     Tool,
+    Turn,
     argument_pieces,
     new_id,
     now,
@@ -217,13 +218,11 @@ class OpenAIProvider(Provider):
             if message["role"] == "user":
                 last_user_text = text
         last_role = messages[-1]["role"]
-        last_turn = (
-            "tool"
-            if last_role in ("tool", "function")
-            else "user"
-            if last_role == "user"
-            else "assistant"
-        )
+        last_turn: Turn = "assistant"
+        if last_role in ("tool", "function"):
+            last_turn = "tool"
+        elif last_role == "user":
+            last_turn = "user"
 
         tools = [
             Tool(tool["function"]["name"], tool["function"].get("parameters") or {})
@@ -256,10 +255,11 @@ class OpenAIProvider(Provider):
         stops = [stop] if isinstance(stop, str) else [s for s in stop or [] if isinstance(s, str)]
 
         response_format = payload.get("response_format")
-        format_type = response_format.get("type") if isinstance(response_format, dict) else None
-        schema = None
-        if format_type == "json_schema" and isinstance(response_format.get("json_schema"), dict):
-            schema = response_format["json_schema"].get("schema")
+        if not isinstance(response_format, dict):
+            response_format = {}
+        format_type = response_format.get("type")
+        json_schema = response_format.get("json_schema")
+        schema = json_schema.get("schema") if isinstance(json_schema, dict) else None
 
         stream = payload.get("stream") is True
         options = payload.get("stream_options")

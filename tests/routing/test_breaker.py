@@ -1,0 +1,128 @@
+"""Circuit breakers: shared in Redis, skipping open deployments, trying them when all are open."""
+
+from __future__ import annotations
+
+import time
+
+import openai
+import pytest
+from redis import Redis
+
+from routing.breaker import KEY, TRANSITIONS_KEY
+from routing.jobs import persist_breaker_transitions
+from routing.models import BreakerEvent, Deployment
+from tests.servers import SimulatorHandle
+
+MESSAGES = [{"role": "user", "content": "Summarise the call."}]
+
+
+def aimlapi_id() -> int:
+    return Deployment.objects.get(provider__name="aimlapi", name="gpt-4o-mini").id
+
+
+def state(redis: Redis, deployment_id: int) -> str:
+    value = redis.hget(KEY.format(deployment_id), "state")
+    return value.decode() if value else "closed"
+
+
+def ask(client: openai.OpenAI) -> str:
+    raw = client.chat.completions.with_raw_response.create(model="summary", messages=MESSAGES)
+    return raw.headers["x-switchboard-provider"]
+
+
+def test_it_opens_after_consecutive_failures_and_then_skips_the_deployment(
+    openai_client: openai.OpenAI, demo: SimulatorHandle, redis: Redis
+) -> None:
+    demo.fault(provider="aimlapi", mode="error", status=500)
+    for _ in range(3):  # two calls each (one retry): five failures open it
+        assert ask(openai_client) == "openai"
+    assert state(redis, aimlapi_id()) == "open"
+    calls_before = demo.count("aimlapi")
+
+    assert ask(openai_client) == "openai"
+
+    assert demo.count("aimlapi") == calls_before, "an open breaker is not called"
+
+
+def test_a_permanent_failure_opens_it_at_once(
+    openai_client: openai.OpenAI, demo: SimulatorHandle, redis: Redis
+) -> None:
+    demo.fault(provider="aimlapi", mode="no_credit")
+
+    assert ask(openai_client) == "openai"
+
+    assert state(redis, aimlapi_id()) == "open"
+
+
+def test_after_the_cool_down_one_trial_call_closes_it_on_success(
+    openai_client: openai.OpenAI, demo: SimulatorHandle, redis: Redis
+) -> None:
+    demo.fault(provider="aimlapi", mode="no_credit", times=1)
+    assert ask(openai_client) == "openai"
+    deployment = aimlapi_id()
+    redis.hset(KEY.format(deployment), "opened_at", time.time() - 31)  # cool-down over
+
+    assert ask(openai_client) == "aimlapi"
+
+    assert state(redis, deployment) == "closed"
+    persist_breaker_transitions()
+    transitions = [
+        (e.from_state, e.to_state) for e in BreakerEvent.objects.order_by("created", "id")
+    ]
+    assert transitions == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+
+
+def test_a_failed_trial_call_opens_it_again(
+    openai_client: openai.OpenAI, demo: SimulatorHandle, redis: Redis
+) -> None:
+    demo.fault(provider="aimlapi", mode="no_credit")
+    assert ask(openai_client) == "openai"
+    deployment = aimlapi_id()
+    redis.hset(KEY.format(deployment), "opened_at", time.time() - 31)
+
+    assert ask(openai_client) == "openai"
+
+    assert state(redis, deployment) == "open"
+    assert float(redis.hget(KEY.format(deployment), "opened_at")) > time.time() - 5
+
+
+def test_when_every_breaker_is_open_it_still_tries_them(
+    openai_client: openai.OpenAI, demo: SimulatorHandle, redis: Redis
+) -> None:
+    demo.fault(provider="*", mode="error", status=401, times=4)
+    with pytest.raises(openai.InternalServerError):
+        ask(openai_client)
+    assert {state(redis, d.id) for d in Deployment.objects.exclude(name="gpt-4o-outage")} == {
+        "open"
+    }
+
+    assert ask(openai_client) == "aimlapi", "tried anyway, and aimlapi had recovered"
+
+
+def test_a_high_failure_rate_opens_it_without_consecutive_failures(
+    demo: SimulatorHandle, redis: Redis, transactional_db: None
+) -> None:
+    import asyncio
+
+    from routing.breaker import Breakers, Policy
+
+    policy = Policy(
+        consecutive_failures=100,
+        failure_rate=0.5,
+        min_volume=10,
+        window_seconds=60,
+        cooldown_seconds=30,
+    )
+
+    async def alternate() -> None:
+        from project.redis import async_client
+
+        breakers = Breakers(async_client(), policy)
+        for index in range(10):
+            await breakers.record(7, "fail" if index % 2 else "ok", "test")
+        await async_client().aclose()
+
+    asyncio.run(alternate())
+
+    assert state(redis, 7) == "open"
+    assert redis.llen(TRANSITIONS_KEY) == 1
