@@ -11,8 +11,18 @@ from billing.models import Budget, UsageRecord
 @admin.register(UsageRecord)
 class UsageRecordAdmin(admin.ModelAdmin):
     list_display = [
-        "created", "request_id", "client_key_name", "route", "provider", "model",
-        "prompt_tokens", "completion_tokens", "cost_usd", "latency_ms", "status", "attempt_count",
+        "created",
+        "request_id",
+        "client_key_name",
+        "route",
+        "provider",
+        "model",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost_usd",
+        "latency_ms",
+        "status",
+        "attempt_count",
     ]
     list_filter = ["status", "provider", "route", "streamed"]
     search_fields = ["request_id", "client_key_name", "model"]

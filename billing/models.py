@@ -83,8 +83,12 @@ class Budget(models.Model):
     )
     period = models.CharField(max_length=8, choices=Period.choices, default=Period.MONTHLY)
     amount_usd = models.DecimalField(max_digits=MONEY_MAX_DIGITS, decimal_places=2)
-    hard = models.BooleanField(default=False, help_text="Refuse calls over budget (else alert only).")
-    alert_at = models.JSONField(default=list, help_text="Percentages that alert, e.g. [70, 85, 95].")
+    hard = models.BooleanField(
+        default=False, help_text="Refuse calls over budget (else alert only)."
+    )
+    alert_at = models.JSONField(
+        default=list, help_text="Percentages that alert, e.g. [70, 85, 95]."
+    )
     created = models.DateTimeField(default=timezone.now)
     code = models.UUIDField(default=uuid4, unique=True, editable=False)
 

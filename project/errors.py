@@ -78,8 +78,10 @@ def _code(exc: exceptions.APIException) -> str:
 def _flatten(detail: Any, prefix: str = "") -> str:
     """Turn DRF's nested error detail into one sentence naming each field."""
     if isinstance(detail, dict):
-        parts = [_flatten(value, f"{prefix}{key}: " if key != "non_field_errors" else prefix)
-                 for key, value in detail.items()]
+        parts = [
+            _flatten(value, f"{prefix}{key}: " if key != "non_field_errors" else prefix)
+            for key, value in detail.items()
+        ]
         return "; ".join(parts)
     if isinstance(detail, list):
         return "; ".join(_flatten(item, prefix) for item in detail)

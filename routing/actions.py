@@ -40,7 +40,9 @@ def import_config(config: GatewayConfig) -> Counter[str]:
     for model in config.models:
         provider = providers[model.provider]
         deployment, outcome = _upsert(
-            Deployment, {"provider": provider, "name": model.name}, **_deployment_fields(model, provider)
+            Deployment,
+            {"provider": provider, "name": model.name},
+            **_deployment_fields(model, provider),
         )
         deployments[(model.provider, model.name)] = deployment
         report[f"model {outcome}"] += 1

@@ -45,15 +45,21 @@ class BreakerEventInline(admin.TabularInline):
     extra = 0
     max_num = 0
     can_delete = False
-    fields = readonly_fields = ["created", "from_state", "to_state", "reason"]
+    fields = ("created", "from_state", "to_state", "reason")
+    readonly_fields = fields
     ordering = ["-created"]
 
 
 @admin.register(Deployment)
 class DeploymentAdmin(admin.ModelAdmin):
     list_display = [
-        "__str__", "input_usd_per_mtok", "output_usd_per_mtok", "price_source",
-        "context_window", "enabled", "breaker",
+        "__str__",
+        "input_usd_per_mtok",
+        "output_usd_per_mtok",
+        "price_source",
+        "context_window",
+        "enabled",
+        "breaker",
     ]
     list_filter = ["provider", "enabled", "price_source"]
     search_fields = ["name", "provider__name"]
@@ -113,17 +119,26 @@ class ClientKeyAdmin(admin.ModelAdmin):
             obj._raw_key = raw  # type: ignore[attr-defined]
         super().save_model(request, obj, form, change)
 
-    def response_add(self, request: HttpRequest, obj: ClientKey, post_url_continue: Any = None) -> HttpResponse:
+    def response_add(
+        self, request: HttpRequest, obj: ClientKey, post_url_continue: Any = None
+    ) -> HttpResponse:
         # Shown on this response, not through a flash message, which would put
         # the raw key in the session store.
-        context = {**self.admin_site.each_context(request), "key": obj, "raw_key": obj._raw_key,  # type: ignore[attr-defined]
-                   "opts": self.model._meta, "title": "Copy the new key now"}
+        context = {
+            **self.admin_site.each_context(request),
+            "key": obj,
+            "raw_key": obj._raw_key,  # type: ignore[attr-defined]
+            "opts": self.model._meta,
+            "title": "Copy the new key now",
+        }
         return TemplateResponse(request, "routing/clientkey_created.html", context)
 
     @admin.action(description="Revoke the selected keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ClientKey]) -> None:
         revoked = sum(revoke_client_key(key) for key in queryset)
-        messages.success(request, f"Revoked {revoked} key(s); gateways stop accepting them within a second.")
+        messages.success(
+            request, f"Revoked {revoked} key(s); gateways stop accepting them within a second."
+        )
 
 
 @admin.register(BreakerEvent)

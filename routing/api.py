@@ -14,9 +14,22 @@ class UsageRecordSerializer(serializers.ModelSerializer):
     class Meta:
         model = UsageRecord
         fields = [
-            "request_id", "created", "route", "provider", "model", "prompt_tokens",
-            "completion_tokens", "cached_tokens", "cost_usd", "latency_ms", "status",
-            "http_status", "error_code", "streamed", "usage_estimated", "attempts",
+            "request_id",
+            "created",
+            "route",
+            "provider",
+            "model",
+            "prompt_tokens",
+            "completion_tokens",
+            "cached_tokens",
+            "cost_usd",
+            "latency_ms",
+            "status",
+            "http_status",
+            "error_code",
+            "streamed",
+            "usage_estimated",
+            "attempts",
         ]
 
 

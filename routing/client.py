@@ -15,23 +15,22 @@ stay warm between calls.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator
+from typing import Any
 
 import orjson
 from django.conf import settings
 
 from project.errors import ApiError
-from project.redis import async_client
+from project.redis import async_client, close_async_client
 from routing.breaker import Policy
 from routing.engine import Answer, Caller, Engine, EngineSettings, StreamAnswer
-from routing.http import upstream_client
+from routing.http import close_upstream_client, upstream_client
 from routing.schema import ChatRequest, validate_chat_body
 from routing.table import KeyInfo, TableCache
-
-T = TypeVar("T")
 
 _engines: dict[int, Engine] = {}
 
@@ -52,8 +51,11 @@ def current_engine() -> Engine:
     return engine
 
 
-def forget_engine() -> None:
+async def close_engine() -> None:
+    """Close the running loop's engine and its pools (server shutdown, end of asyncio.run)."""
     _engines.pop(id(asyncio.get_running_loop()), None)
+    await close_upstream_client()
+    await close_async_client()
 
 
 def invalidate_tables() -> None:
@@ -78,7 +80,7 @@ class EnhancedHybridAIClient:
         answer = await self.run(validate_chat_body({**body, "stream": False}))
         return dict(orjson.loads(answer.completion.body))
 
-    async def astream(self, **body: Any) -> AsyncIterator[dict[str, Any]]:
+    async def astream(self, **body: Any) -> AsyncGenerator[dict[str, Any]]:
         answer = await self.open_stream(validate_chat_body({**body, "stream": True}))
         async for frame in answer.body:
             payload = frame.removeprefix(b"data: ").strip()
@@ -102,16 +104,16 @@ class EnhancedHybridAIClient:
         """The key's identity, or an ApiError (401 unknown or revoked, 403 missing scope)."""
         if not raw_key:
             raise ApiError(
-                401, "Missing API key: send 'Authorization: Bearer <client key>'.", "missing_api_key"
+                401,
+                "Missing API key: send 'Authorization: Bearer <client key>'.",
+                "missing_api_key",
             )
         table = await current_engine().table()
         key = table.keys.get(hashlib.sha256(raw_key.encode()).hexdigest())
         if key is None:
             raise ApiError(401, "Invalid API key, or the key was revoked.", "invalid_api_key")
         if scope not in key.scopes:
-            raise ApiError(
-                403, f"This key lacks the '{scope}' scope.", "insufficient_scope"
-            )
+            raise ApiError(403, f"This key lacks the '{scope}' scope.", "insufficient_scope")
         return key
 
     async def _caller(self, engine: Engine) -> Caller:
@@ -137,7 +139,7 @@ class EnhancedHybridAIClient:
             portal.call(chunks.aclose())
 
 
-async def _next(chunks: AsyncIterator[T]) -> T:
+async def _next[T](chunks: AsyncIterator[T]) -> T:
     return await anext(chunks)
 
 
@@ -146,10 +148,18 @@ class _Portal:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=self.loop.run_forever, name="switchboard-client", daemon=True)
+        thread = threading.Thread(
+            target=self.loop.run_forever, name="switchboard-client", daemon=True
+        )
         thread.start()
+        atexit.register(self.close)
 
-    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+    def close(self) -> None:
+        if self.loop.is_running():
+            self.call(close_engine())
+            self.loop.call_soon_threadsafe(self.loop.stop)
+
+    def call[R](self, coroutine: Coroutine[Any, Any, R]) -> R:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
 
 

@@ -16,12 +16,25 @@ import yaml
 from routing.models import Protocol
 
 PROVIDER_FIELDS = {
-    "protocol", "base_url", "api_key_env", "api_key", "vendor", "priority",
-    "connect_timeout", "read_timeout", "enabled",
+    "protocol",
+    "base_url",
+    "api_key_env",
+    "api_key",
+    "vendor",
+    "priority",
+    "connect_timeout",
+    "read_timeout",
+    "enabled",
 }
 MODEL_FIELDS = {
-    "provider", "name", "input_usd_per_mtok", "output_usd_per_mtok", "cached_input_usd_per_mtok",
-    "context_window", "max_output_tokens", "enabled",
+    "provider",
+    "name",
+    "input_usd_per_mtok",
+    "output_usd_per_mtok",
+    "cached_input_usd_per_mtok",
+    "context_window",
+    "max_output_tokens",
+    "enabled",
 }
 BUDGET_FIELDS = {"scope", "ref", "period", "amount_usd", "hard", "alert_at"}
 TOP_LEVEL = {"providers", "models", "routes", "budgets"}
@@ -127,7 +140,9 @@ def parse(text: str) -> GatewayConfig:
     top = _mapping(root, "file")
     for key, node in top.items():
         if key not in TOP_LEVEL:
-            raise ConfigError(node.line, key, f"unknown section; expected {', '.join(sorted(TOP_LEVEL))}")
+            raise ConfigError(
+                node.line, key, f"unknown section; expected {', '.join(sorted(TOP_LEVEL))}"
+            )
     config = GatewayConfig()
     providers = _mapping(top["providers"], "providers") if "providers" in top else {}
     for priority, (name, node) in enumerate(providers.items(), start=1):
@@ -162,11 +177,17 @@ def _fields(node: Node, where: str, allowed: set[str]) -> dict[str, Node]:
     fields = _mapping(node, where)
     for key, value in fields.items():
         if key not in allowed:
-            raise ConfigError(value.line, f"{where}.{key}", f"unknown field; expected one of {', '.join(sorted(allowed))}")
+            raise ConfigError(
+                value.line,
+                f"{where}.{key}",
+                f"unknown field; expected one of {', '.join(sorted(allowed))}",
+            )
     return fields
 
 
-def _str(fields: dict[str, Node], key: str, where: str, required: bool = False, default: str = "") -> str:
+def _str(
+    fields: dict[str, Node], key: str, where: str, required: bool = False, default: str = ""
+) -> str:
     node = fields.get(key)
     if node is None:
         if required:
@@ -182,7 +203,9 @@ def _decimal(fields: dict[str, Node], key: str, where: str) -> Decimal | None:
     if node is None:
         return None
     if isinstance(node.value, float):
-        raise ConfigError(node.line, f"{where}.{key}", 'write money as a quoted string ("0.06"), not a float')
+        raise ConfigError(
+            node.line, f"{where}.{key}", 'write money as a quoted string ("0.06"), not a float'
+        )
     try:
         value = Decimal(str(node.value))
     except InvalidOperation:
@@ -217,14 +240,21 @@ def _provider(name: str, node: Node, priority: int) -> ProviderSpec:
     fields = _fields(node, where, PROVIDER_FIELDS)
     protocol = _str(fields, "protocol", where, required=True)
     if protocol not in Protocol.values:
-        raise ConfigError(fields["protocol"].line, f"{where}.protocol", f"must be one of {', '.join(Protocol.values)}")
+        raise ConfigError(
+            fields["protocol"].line,
+            f"{where}.protocol",
+            f"must be one of {', '.join(Protocol.values)}",
+        )
     base_url = _str(fields, "base_url", where, required=True)
     if not base_url.startswith(("http://", "https://")):
-        raise ConfigError(fields["base_url"].line, f"{where}.base_url", "must start with http:// or https://")
+        raise ConfigError(
+            fields["base_url"].line, f"{where}.base_url", "must start with http:// or https://"
+        )
     if "api_key" in fields:
         # Secrets in the file are refused until they can be stored encrypted.
         raise ConfigError(
-            fields["api_key"].line, f"{where}.api_key",
+            fields["api_key"].line,
+            f"{where}.api_key",
             "inline keys are not accepted yet; name an environment variable with api_key_env",
         )
     vendor = _str(fields, "vendor", where, default=name if name in KNOWN_VENDORS else "")
@@ -246,7 +276,11 @@ def _model(node: Node, where: str, providers: set[str]) -> ModelSpec:
     fields = _fields(node, where, MODEL_FIELDS)
     provider = _str(fields, "provider", where, required=True)
     if provider not in providers:
-        raise ConfigError(fields["provider"].line, f"{where}.provider", f"'{provider}' is not a provider in this file")
+        raise ConfigError(
+            fields["provider"].line,
+            f"{where}.provider",
+            f"'{provider}' is not a provider in this file",
+        )
     return ModelSpec(
         provider=provider,
         name=_str(fields, "name", where, required=True),
@@ -269,7 +303,9 @@ def _route(name: str, node: Node, deployments: set[tuple[str, str]]) -> RouteSpe
         if not model:
             raise ConfigError(item.line, f"{where}[{index}]", "must be 'provider/model'")
         if (provider, model) not in deployments:
-            raise ConfigError(item.line, f"{where}[{index}]", f"'{label}' is not listed under models")
+            raise ConfigError(
+                item.line, f"{where}[{index}]", f"'{label}' is not listed under models"
+            )
         chain.append((provider, model))
     if not chain:
         raise ConfigError(node.line, where, "needs at least one 'provider/model'")
@@ -280,7 +316,9 @@ def _budget(node: Node, where: str) -> BudgetSpec:
     fields = _fields(node, where, BUDGET_FIELDS)
     scope = _str(fields, "scope", where, required=True)
     if scope not in ("global", "key", "route", "provider"):
-        raise ConfigError(fields["scope"].line, f"{where}.scope", "must be global, key, route or provider")
+        raise ConfigError(
+            fields["scope"].line, f"{where}.scope", "must be global, key, route or provider"
+        )
     ref = _str(fields, "ref", where)
     if scope != "global" and not ref:
         raise ConfigError(node.line, f"{where}.ref", f"names the {scope} the budget applies to")
@@ -295,6 +333,10 @@ def _budget(node: Node, where: str) -> BudgetSpec:
     if alert_node is not None:
         values = [item.value for item in _sequence(alert_node, f"{where}.alert_at")]
         if not all(isinstance(v, int) and 0 < v <= 100 for v in values):
-            raise ConfigError(alert_node.line, f"{where}.alert_at", "must be percentages from 1 to 100")
+            raise ConfigError(
+                alert_node.line, f"{where}.alert_at", "must be percentages from 1 to 100"
+            )
         alert_at = sorted(values)
-    return BudgetSpec(scope, ref, period, amount, _bool(fields, "hard", where, False), alert_at, node.line)
+    return BudgetSpec(
+        scope, ref, period, amount, _bool(fields, "hard", where, False), alert_at, node.line
+    )

@@ -19,7 +19,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -114,7 +114,9 @@ class Answer:
     cost_usd: Decimal
 
     def headers(self) -> dict[str, str]:
-        return response_headers(self.request_id, self.route, self.deployment, self.attempts, self.cost_usd)
+        return response_headers(
+            self.request_id, self.route, self.deployment, self.attempts, self.cost_usd
+        )
 
 
 @dataclass
@@ -125,7 +127,7 @@ class StreamAnswer:
     route: str
     deployment: DeploymentInfo
     attempts: list[Attempt]
-    body: AsyncIterator[bytes]
+    body: AsyncGenerator[bytes]
 
     def headers(self) -> dict[str, str]:
         # The cost of a stream is known only at its end; clients read it from the ledger.
@@ -198,43 +200,47 @@ class Engine:
         failures: list[ProviderError] = []
         deadline = started + self.settings.deadline_seconds
         async with aclosing(self._candidates(resolution.chain)) as candidates:
-          async for deployment in candidates:
-            adapter = adapter_for(deployment.protocol)
-            target = adapter_target(deployment)
-            retry = 0
-            while True:
-                attempt_started = time.monotonic()
-                try:
-                    async with asyncio.timeout(max(0.0, deadline - attempt_started)):
-                        upstream = adapter.chat_request(target, request)
-                        response = await self.http.post(upstream, timeouts(deployment))
-                        if response.status >= 300:
-                            raise adapter.classify(response.status, response.headers, response.body)
-                        completion = adapter.parse_completion(target, request, response.body)
-                except (ProviderError, TimeoutError) as exc:
-                    error = deadline_error() if isinstance(exc, TimeoutError) else exc
-                    error = scrubbed(error, deployment)
-                    attempts.append(failed_attempt(deployment, error, attempt_started))
-                    failures.append(error)
-                    await self._record_failure(deployment, error)
-                    wait = self._retry_wait(error, retry, deadline)
-                    if wait is None:
-                        break
-                    retry += 1
-                    await asyncio.sleep(wait)
-                    continue
-                attempts.append(ok_attempt(deployment, attempt_started))
-                cost = deployment.cost(
-                    completion.usage.prompt_tokens,
-                    completion.usage.completion_tokens,
-                    completion.usage.cached_tokens,
-                )
-                entry = self._entry(caller, request, resolution, started, attempts)
-                fill_usage(entry, deployment, completion.usage, cost)
-                await self._commit(entry, deployment)
-                return Answer(caller.request_id, resolution.route, deployment, completion, attempts, cost)
-            if time.monotonic() >= deadline:
-                break
+            async for deployment in candidates:
+                adapter = adapter_for(deployment.protocol)
+                target = adapter_target(deployment)
+                retry = 0
+                while True:
+                    attempt_started = time.monotonic()
+                    try:
+                        async with asyncio.timeout(max(0.0, deadline - attempt_started)):
+                            upstream = adapter.chat_request(target, request)
+                            response = await self.http.post(upstream, timeouts(deployment))
+                            if response.status >= 300:
+                                raise adapter.classify(
+                                    response.status, response.headers, response.body
+                                )
+                            completion = adapter.parse_completion(target, request, response.body)
+                    except (ProviderError, TimeoutError) as exc:
+                        error = deadline_error() if isinstance(exc, TimeoutError) else exc
+                        error = scrubbed(error, deployment)
+                        attempts.append(failed_attempt(deployment, error, attempt_started))
+                        failures.append(error)
+                        await self._record_failure(deployment, error)
+                        wait = self._retry_wait(error, retry, deadline)
+                        if wait is None:
+                            break
+                        retry += 1
+                        await asyncio.sleep(wait)
+                        continue
+                    attempts.append(ok_attempt(deployment, attempt_started))
+                    cost = deployment.cost(
+                        completion.usage.prompt_tokens,
+                        completion.usage.completion_tokens,
+                        completion.usage.cached_tokens,
+                    )
+                    entry = self._entry(caller, request, resolution, started, attempts)
+                    fill_usage(entry, deployment, completion.usage, cost)
+                    await self._commit(entry, deployment)
+                    return Answer(
+                        caller.request_id, resolution.route, deployment, completion, attempts, cost
+                    )
+                if time.monotonic() >= deadline:
+                    break
         raise await self._give_up(caller, request, resolution, started, attempts, failures)
 
     # -- stream ------------------------------------------------------------------
@@ -247,51 +253,53 @@ class Engine:
         failures: list[ProviderError] = []
         deadline = started + self.settings.deadline_seconds
         async with aclosing(self._candidates(resolution.chain)) as candidates:
-          async for deployment in candidates:
-            adapter = adapter_for(deployment.protocol)
-            target = adapter_target(deployment)
-            retry = 0
-            while True:
-                attempt_started = time.monotonic()
-                stack = AsyncExitStack()
-                try:
-                    async with asyncio.timeout(max(0.0, deadline - attempt_started)):
-                        upstream = adapter.chat_request(target, request)
-                        stream = await stack.enter_async_context(
-                            self.http.stream(upstream, timeouts(deployment))
-                        )
-                        if stream.status >= 300:
-                            body = await stream.read()
-                            raise adapter.classify(stream.status, stream.headers, body)
-                        translator = adapter.stream_translator(target, request)
-                        chunks = stream.chunks()
-                        decoder = SSEDecoder()
-                        first = await first_payloads(chunks, decoder, translator)
-                except (ProviderError, TimeoutError) as exc:
-                    await stack.aclose()
-                    error = deadline_error() if isinstance(exc, TimeoutError) else exc
-                    error = scrubbed(error, deployment)
-                    attempts.append(failed_attempt(deployment, error, attempt_started))
-                    failures.append(error)
-                    await self._record_failure(deployment, error)
-                    wait = self._retry_wait(error, retry, deadline)
-                    if wait is None:
-                        break
-                    retry += 1
-                    await asyncio.sleep(wait)
-                    continue
-                except BaseException:
-                    await stack.aclose()
-                    raise
-                attempts.append(ok_attempt(deployment, attempt_started))
-                entry = self._entry(caller, request, resolution, started, attempts)
-                entry.streamed = True
-                body = self._stream_body(
-                    first, chunks, decoder, translator, stack, entry, deployment, request
-                )
-                return StreamAnswer(caller.request_id, resolution.route, deployment, attempts, body)
-            if time.monotonic() >= deadline:
-                break
+            async for deployment in candidates:
+                adapter = adapter_for(deployment.protocol)
+                target = adapter_target(deployment)
+                retry = 0
+                while True:
+                    attempt_started = time.monotonic()
+                    stack = AsyncExitStack()
+                    try:
+                        async with asyncio.timeout(max(0.0, deadline - attempt_started)):
+                            upstream = adapter.chat_request(target, request)
+                            stream = await stack.enter_async_context(
+                                self.http.stream(upstream, timeouts(deployment))
+                            )
+                            if stream.status >= 300:
+                                body = await stream.read()
+                                raise adapter.classify(stream.status, stream.headers, body)
+                            translator = adapter.stream_translator(target, request)
+                            chunks = stream.chunks()
+                            decoder = SSEDecoder()
+                            first = await first_payloads(chunks, decoder, translator)
+                    except (ProviderError, TimeoutError) as exc:
+                        await stack.aclose()
+                        error = deadline_error() if isinstance(exc, TimeoutError) else exc
+                        error = scrubbed(error, deployment)
+                        attempts.append(failed_attempt(deployment, error, attempt_started))
+                        failures.append(error)
+                        await self._record_failure(deployment, error)
+                        wait = self._retry_wait(error, retry, deadline)
+                        if wait is None:
+                            break
+                        retry += 1
+                        await asyncio.sleep(wait)
+                        continue
+                    except BaseException:
+                        await stack.aclose()
+                        raise
+                    attempts.append(ok_attempt(deployment, attempt_started))
+                    entry = self._entry(caller, request, resolution, started, attempts)
+                    entry.streamed = True
+                    frames = self._stream_body(
+                        first, chunks, decoder, translator, stack, entry, deployment, request
+                    )
+                    return StreamAnswer(
+                        caller.request_id, resolution.route, deployment, attempts, frames
+                    )
+                if time.monotonic() >= deadline:
+                    break
         raise await self._give_up(caller, request, resolution, started, attempts, failures)
 
     async def _stream_body(
@@ -304,7 +312,7 @@ class Engine:
         entry: UsageEntry,
         deployment: DeploymentInfo,
         request: ChatRequest,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes]:
         outcome, error = "ok", None
         try:
             for payload in first:
@@ -335,7 +343,9 @@ class Engine:
             )
             if error is not None:
                 entry.status, entry.error_code = "partial", error.code or "stream_cut"
-                entry.attempts[-1].update(outcome=error.kind.value, code=error.code, message=error.message)
+                entry.attempts[-1].update(
+                    outcome=error.kind.value, code=error.code, message=error.message
+                )
             await self._commit(entry, deployment, outcome, error.message if error else "")
         if request.include_usage and error is None:
             yield frame(usage_chunk(translator, usage))
@@ -343,7 +353,9 @@ class Engine:
 
     # -- shared -----------------------------------------------------------------
 
-    async def _candidates(self, chain: tuple[DeploymentInfo, ...]) -> AsyncIterator[DeploymentInfo]:
+    async def _candidates(
+        self, chain: tuple[DeploymentInfo, ...]
+    ) -> AsyncGenerator[DeploymentInfo]:
         """The chain in order, skipping open breakers; if all are open, try them anyway."""
         readings = await self.breakers.read([d.id for d in chain])
         now = time.time()
@@ -412,7 +424,11 @@ class Engine:
         )
 
     async def _commit(
-        self, entry: UsageEntry, deployment: DeploymentInfo | None, outcome: str = "ok", reason: str = ""
+        self,
+        entry: UsageEntry,
+        deployment: DeploymentInfo | None,
+        outcome: str = "ok",
+        reason: str = "",
     ) -> None:
         raw = entry.encode()
 
@@ -435,14 +451,16 @@ class Engine:
         if failures and all(f.kind is FailureKind.REJECTED for f in failures):
             first = failures[0]
             error = ApiError(
-                400, f"{attempts[0].provider} rejected the request: {first.message}",
+                400,
+                f"{attempts[0].provider} rejected the request: {first.message}",
                 first.code or "invalid_request",
             )
         else:
             waits = [f.retry_after for f in failures if f.retry_after]
-            summary = "; ".join(
-                f"{a.provider}/{a.model}: {a.code or a.outcome}" for a in attempts
-            ) or "no provider was tried"
+            summary = (
+                "; ".join(f"{a.provider}/{a.model}: {a.code or a.outcome}" for a in attempts)
+                or "no provider was tried"
+            )
             error = ApiError(
                 503,
                 f"No provider could answer '{resolution.route}' ({summary}). Try again shortly.",
@@ -562,4 +580,3 @@ def usage_chunk(translator: StreamTranslator, usage: Usage) -> bytes:
             "usage": usage.as_openai(),
         }
     )
-

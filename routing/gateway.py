@@ -15,10 +15,8 @@ from typing import Any
 import orjson
 
 from project.errors import ApiError
-from project.redis import close_async_client
-from routing.client import EnhancedHybridAIClient, current_engine, forget_engine
+from routing.client import EnhancedHybridAIClient, close_engine, current_engine
 from routing.engine import Caller
-from routing.http import close_upstream_client
 from routing.schema import parse_chat_request
 
 log = logging.getLogger(__name__)
@@ -95,9 +93,7 @@ class GatewayApp:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await close_upstream_client()
-                await close_async_client()
-                forget_engine()
+                await close_engine()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,9 +63,13 @@ def transport_error(exc: BaseException) -> ProviderError:
     """Name what went wrong on the wire, without any request detail (it may hold a key)."""
     name = type(exc).__name__
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) or "Timeout" in name:
-        return ProviderError(FailureKind.TRANSIENT, "the provider did not answer in time", code="timeout")
+        return ProviderError(
+            FailureKind.TRANSIENT, "the provider did not answer in time", code="timeout"
+        )
     if "Connect" in name:
-        return ProviderError(FailureKind.TRANSIENT, "could not connect to the provider", code="connect")
+        return ProviderError(
+            FailureKind.TRANSIENT, "could not connect to the provider", code="connect"
+        )
     return ProviderError(
         FailureKind.TRANSIENT, f"the connection to the provider failed ({name})", code="connection"
     )
@@ -128,10 +132,9 @@ class UpstreamClient:
         try:
             yield UpstreamStream(response.status_code, response.headers, response)
         finally:
-            try:
+            # A cut stream may fail again on close; that failure was already reported.
+            with suppress(Exception):
                 await context.__aexit__(None, None, None)
-            except Exception:  # a cut stream may fail again on close; already reported
-                pass
 
     async def get(self, url: str, headers: dict[str, str], timeouts: Timeouts) -> UpstreamResponse:
         try:

@@ -22,9 +22,23 @@ NUMERIC_RANGES: dict[str, tuple[float, float]] = {
     "frequency_penalty": (-2.0, 2.0),
 }
 PASSTHROUGH = {
-    "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "response_format",
-    "tools", "tool_choice", "parallel_tool_calls", "seed", "user", "n", "presence_penalty",
-    "frequency_penalty", "logit_bias", "logprobs", "top_logprobs",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "response_format",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "seed",
+    "user",
+    "n",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
 }
 
 
@@ -63,7 +77,9 @@ class ChatRequest:
             if isinstance(content, str):
                 total += len(content)
             elif isinstance(content, list):
-                total += sum(len(part.get("text", "")) for part in content if isinstance(part, dict))
+                total += sum(
+                    len(part.get("text", "")) for part in content if isinstance(part, dict)
+                )
         return total
 
 
@@ -94,11 +110,17 @@ def validate_chat_body(body: dict[str, Any]) -> ChatRequest:
         value = body.get(name)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not low <= value <= high
+        ):
             raise bad(f"'{name}' must be a number between {low:g} and {high:g}.", name)
     for name in ("max_tokens", "max_completion_tokens", "n"):
         value = body.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
             raise bad(f"'{name}' must be a positive integer.", name)
     if body.get("n") not in (None, 1):
         raise bad("'n' greater than 1 is not supported; send separate requests.", "n")
@@ -146,7 +168,9 @@ def _validate_message(message: Any, index: int) -> None:
         isinstance(part, dict) and isinstance(part.get("type"), str) for part in content
     ):
         return
-    raise bad(f"'{where}.content' must be a string or an array of content parts.", f"{where}.content")
+    raise bad(
+        f"'{where}.content' must be a string or an array of content parts.", f"{where}.content"
+    )
 
 
 def _validate_stop(stop: Any) -> None:
@@ -181,6 +205,6 @@ def _validate_tools(tools: Any) -> None:
             or not isinstance(function.get("name"), str)
         ):
             raise bad(
-                f"'tools[{index}]' must be {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}.",
+                f'\'tools[{index}]\' must be {{"type": "function", "function": {{"name": ...}}}}.',
                 f"tools[{index}]",
             )

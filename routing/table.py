@@ -105,9 +105,7 @@ def build_table(version: int) -> RoutingTable:
 def _build_table(version: int) -> RoutingTable:
     from routing.models import ClientKey, Deployment, Route
 
-    deployments = {
-        d.id: _info(d) for d in Deployment.objects.enabled().select_related("provider")
-    }
+    deployments = {d.id: _info(d) for d in Deployment.objects.enabled().select_related("provider")}
     routes: dict[str, tuple[DeploymentInfo, ...]] = {}
     for route in Route.objects.filter(enabled=True).prefetch_related("steps"):
         chain = tuple(

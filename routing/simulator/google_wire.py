@@ -259,13 +259,15 @@ class GoogleProvider(Provider):
             stream=request.stream_path,
         )
 
-    def success_headers(self, request: Request) -> Headers:
+    def success_headers(self, request: Request, reply: Reply) -> Headers:
         return [(b"server-timing", b"gfet4t7; dur=1"), (b"vary", b"Origin, X-Origin, Referer")]
 
     def respond(
         self, request: Request, conversation: Conversation, reply: Reply
     ) -> tuple[bytes, Headers]:
-        return orjson.dumps(self._response(conversation, reply)), self.success_headers(request)
+        return orjson.dumps(self._response(conversation, reply)), self.success_headers(
+            request, reply
+        )
 
     def stream(self, request: Request, conversation: Conversation, reply: Reply) -> StreamPlan:
         if reply.tool_name:
@@ -295,7 +297,7 @@ class GoogleProvider(Provider):
                     }
                 )
         encoded = [orjson.dumps(chunk) for chunk in chunks]
-        headers = self.success_headers(request)
+        headers = self.success_headers(request, reply)
         if request.sse:
             events = [b"data: " + chunk + b"\r\n\r\n" for chunk in encoded]
             # The finishing chunk is the tail so a stream_cut never delivers it.

@@ -14,7 +14,9 @@ MESSAGES = [{"role": "user", "content": "Summarise: we agreed to ship on Friday.
 
 
 def test_a_summary_request_is_answered_by_aimlapi_first(openai_client: openai.OpenAI) -> None:
-    raw = openai_client.chat.completions.with_raw_response.create(model="summary", messages=MESSAGES)
+    raw = openai_client.chat.completions.with_raw_response.create(
+        model="summary", messages=MESSAGES
+    )
     completion = raw.parse()
     assert "aimlapi" in completion.choices[0].message.content
     assert completion.usage.prompt_tokens > 0
@@ -26,7 +28,10 @@ def test_a_summary_request_is_answered_by_aimlapi_first(openai_client: openai.Op
     record = UsageRecord.objects.get(request_id=raw.headers["x-switchboard-request-id"])
     assert record.provider == "aimlapi"
     assert record.prompt_tokens == completion.usage.prompt_tokens
-    assert str(record.cost_usd) == raw.headers["x-switchboard-cost-usd"].rstrip("0").rstrip(".") or True
+    assert (
+        str(record.cost_usd) == raw.headers["x-switchboard-cost-usd"].rstrip("0").rstrip(".")
+        or True
+    )
 
 
 @pytest.mark.parametrize(
@@ -67,11 +72,18 @@ def test_each_protocol_streams_through_the_sdk_with_usage(
     assert record.completion_tokens == chunks[-1].usage.completion_tokens
 
 
-def test_the_async_sdk_gets_answers_concurrently(gateway: str, client_key: str, demo: object) -> None:
+def test_the_async_sdk_gets_answers_concurrently(
+    gateway: str, client_key: str, demo: object
+) -> None:
     async def ask_three() -> list[str]:
-        async with openai.AsyncOpenAI(base_url=f"{gateway}/v1", api_key=client_key, max_retries=0) as client:
+        async with openai.AsyncOpenAI(
+            base_url=f"{gateway}/v1", api_key=client_key, max_retries=0
+        ) as client:
             answers = await asyncio.gather(
-                *(client.chat.completions.create(model="summary", messages=MESSAGES) for _ in range(3))
+                *(
+                    client.chat.completions.create(model="summary", messages=MESSAGES)
+                    for _ in range(3)
+                )
             )
         return [a.choices[0].message.content or "" for a in answers]
 
@@ -80,9 +92,9 @@ def test_the_async_sdk_gets_answers_concurrently(gateway: str, client_key: str, 
 
 
 def test_a_bad_key_is_an_authentication_error(gateway: str, demo: object) -> None:
-    with openai.OpenAI(base_url=f"{gateway}/v1", api_key="sb-prod-wrong", max_retries=0) as client:
-        with pytest.raises(openai.AuthenticationError) as caught:
-            client.chat.completions.create(model="summary", messages=MESSAGES)
+    client = openai.OpenAI(base_url=f"{gateway}/v1", api_key="sb-prod-wrong", max_retries=0)
+    with client, pytest.raises(openai.AuthenticationError) as caught:
+        client.chat.completions.create(model="summary", messages=MESSAGES)
     assert caught.value.code == "invalid_api_key"
 
 
@@ -91,7 +103,9 @@ def test_a_malformed_body_is_a_bad_request_naming_the_field(openai_client: opena
         openai_client.chat.completions.create(model="summary", messages=MESSAGES, temperature=7)
     assert "temperature" in caught.value.message
     with pytest.raises(openai.BadRequestError) as caught:
-        openai_client.chat.completions.create(model="summary", messages=[{"role": "robot", "content": "hi"}])
+        openai_client.chat.completions.create(
+            model="summary", messages=[{"role": "robot", "content": "hi"}]
+        )
     assert "messages[0].role" in caught.value.message
 
 

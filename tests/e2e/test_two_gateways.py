@@ -48,8 +48,18 @@ def two_gateways(demo: SimulatorHandle) -> Iterator[list[str]]:
     processes, urls = [], []
     for _ in range(2):
         port = free_port()
-        command = [sys.executable, "-m", "uvicorn", "project.asgi:application", "--host",
-                   "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "project.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
         processes.append(subprocess.Popen(command, cwd=ROOT, env=env))
         urls.append(f"http://127.0.0.1:{port}")
     try:
@@ -80,7 +90,8 @@ def test_a_breaker_opened_through_one_gateway_is_honoured_by_the_other(
     two_gateways: list[str], client_key: str, demo: SimulatorHandle
 ) -> None:
     first, second = (
-        openai.OpenAI(base_url=f"{url}/v1", api_key=client_key, max_retries=0) for url in two_gateways
+        openai.OpenAI(base_url=f"{url}/v1", api_key=client_key, max_retries=0)
+        for url in two_gateways
     )
     demo.fault(provider="aimlapi", mode="no_credit")
     raw = first.chat.completions.with_raw_response.create(model="summary", messages=MESSAGES)
@@ -103,7 +114,10 @@ def test_a_key_revoked_in_the_database_stops_working_on_both(
     from routing.actions import revoke_client_key
     from routing.models import ClientKey
 
-    clients = [openai.OpenAI(base_url=f"{url}/v1", api_key=client_key, max_retries=0) for url in two_gateways]
+    clients = [
+        openai.OpenAI(base_url=f"{url}/v1", api_key=client_key, max_retries=0)
+        for url in two_gateways
+    ]
     for client in clients:
         client.chat.completions.create(model="summary", messages=MESSAGES)
 

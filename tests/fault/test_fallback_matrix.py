@@ -41,7 +41,9 @@ def test_it_falls_back_to_openai_when_aimlapi_fails(
     spec, outcome, aimlapi_attempts = fault
     fast_timeouts.fault(provider="aimlapi", **spec)
 
-    raw = openai_client.chat.completions.with_raw_response.create(model="summary", messages=MESSAGES)
+    raw = openai_client.chat.completions.with_raw_response.create(
+        model="summary", messages=MESSAGES
+    )
 
     assert "openai" in raw.parse().choices[0].message.content
     assert raw.headers["x-switchboard-provider"] == "openai"
@@ -99,7 +101,9 @@ def test_a_short_retry_after_is_waited_for_and_the_same_provider_retried(
 ) -> None:
     demo.fault(provider="aimlapi", mode="rate_limit", retry_after=1, times=1)
 
-    raw = openai_client.chat.completions.with_raw_response.create(model="summary", messages=MESSAGES)
+    raw = openai_client.chat.completions.with_raw_response.create(
+        model="summary", messages=MESSAGES
+    )
 
     assert raw.headers["x-switchboard-provider"] == "aimlapi"
     assert raw.headers["x-switchboard-attempts"] == "2"
@@ -111,7 +115,9 @@ def test_a_long_retry_after_sends_the_request_to_the_next_provider_at_once(
 ) -> None:
     demo.fault(provider="aimlapi", mode="rate_limit", retry_after=30)
 
-    raw = openai_client.chat.completions.with_raw_response.create(model="summary", messages=MESSAGES)
+    raw = openai_client.chat.completions.with_raw_response.create(
+        model="summary", messages=MESSAGES
+    )
 
     assert raw.headers["x-switchboard-provider"] == "openai"
     assert raw.headers["x-switchboard-attempts"] == "2"
@@ -148,7 +154,9 @@ def test_a_request_every_provider_rejects_is_a_400_with_the_first_reason(
             model="summary", messages=[{"role": "user", "content": long_prompt}]
         )
 
-    assert "aimlapi rejected the request: This model's maximum context length" in caught.value.message
+    assert (
+        "aimlapi rejected the request: This model's maximum context length" in caught.value.message
+    )
     assert caught.value.code == "context_length_exceeded"
     drain_ledger()
     record = UsageRecord.objects.get()
@@ -160,7 +168,9 @@ def test_nothing_is_charged_twice_when_a_retry_succeeds(
 ) -> None:
     demo.fault(provider="aimlapi", mode="error", status=500, times=1)
 
-    raw = openai_client.chat.completions.with_raw_response.create(model="summary", messages=MESSAGES)
+    raw = openai_client.chat.completions.with_raw_response.create(
+        model="summary", messages=MESSAGES
+    )
 
     assert raw.headers["x-switchboard-provider"] == "aimlapi"
     drain_ledger()

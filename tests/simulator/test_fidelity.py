@@ -23,7 +23,7 @@ from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
 if TYPE_CHECKING:
-    from tests.simulator.conftest import SimulatorHandle
+    from tests.servers import SimulatorHandle
 
 WEATHER_TOOL = {
     "type": "function",
@@ -522,6 +522,21 @@ def test_anthropic_honours_max_tokens_and_stop_sequences(
     assert stopped.stop_sequence == "answer"
     assert stopped.content[0].type == "text"
     assert stopped.content[0].text == "Simulated anthropic claude-x "
+
+
+def test_anthropic_structured_output_parses_into_the_callers_model(
+    anthropic_client: anthropic.Anthropic,
+) -> None:
+    class Capital(pydantic.BaseModel):
+        answer: str
+        population: int
+
+    message = anthropic_client.messages.parse(
+        model="claude-sonnet-4-6", max_tokens=256, messages=ask(), output_format=Capital
+    )
+
+    assert isinstance(message.parsed_output, Capital)
+    assert message.parsed_output.answer.startswith("Simulated anthropic")
 
 
 def test_an_overloaded_fault_raises_overloaded_error(

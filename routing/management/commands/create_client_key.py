@@ -26,9 +26,8 @@ class Command(BaseCommand):
         scopes = ["usage:read" if s == "usage" else s for s in scopes]
         unknown = sorted(set(scopes) - set(Scope.values))
         if unknown or not scopes:
-            raise CommandError(
-                f"Unknown scope {', '.join(unknown) or '(none given)'}; choose from {', '.join(Scope.values)}."
-            )
+            named = ", ".join(unknown) or "(none given)"
+            raise CommandError(f"Unknown scope {named}; choose from {', '.join(Scope.values)}.")
         key, raw = create_client_key(options["name"], scopes, options["env"])
         self.stdout.write(
             f"Created key '{key.name}' ({key.environment}, scopes: {', '.join(scopes)})."

@@ -28,7 +28,9 @@ class Command(BaseCommand):
     @transaction.atomic
     def handle(self, *args: Any, **options: Any) -> None:
         if settings.PRODUCTION:
-            raise CommandError("The demo is for development machines; SWITCHBOARD_ENV is production.")
+            raise CommandError(
+                "The demo is for development machines; SWITCHBOARD_ENV is production."
+            )
         text = DEMO_CONFIG.read_text().replace("{simulator}", options["simulator"].rstrip("/"))
         report = import_config(parse(text))
         self.stdout.write(f"Demo configuration: {dict(sorted(report.items()))}")

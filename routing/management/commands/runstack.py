@@ -50,12 +50,12 @@ class Command(BaseCommand):
             self.stdout.write(f"starting {name}: {' '.join(command)}")
             children.append((name, subprocess.Popen(command, env=env)))
 
-        def stop_all(*_: Any) -> None:
-            for _, child in children:
+        def stop_all() -> None:
+            for _name, child in children:
                 if child.poll() is None:
                     child.terminate()
             deadline = time.monotonic() + 10
-            for _, child in children:
+            for _name, child in children:
                 try:
                     child.wait(max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
@@ -69,8 +69,21 @@ class Command(BaseCommand):
             call_command("load_demo", simulator=simulator)
             start(
                 "web",
-                [python, "-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1",
-                 "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log"],
+                [
+                    python,
+                    "-m",
+                    "uvicorn",
+                    "project.asgi:application",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--loop",
+                    "uvloop",
+                    "--http",
+                    "httptools",
+                    "--no-access-log",
+                ],
             )
             start("worker", [python, "manage.py", "rqworker", "default", "--with-scheduler"])
             start("cron", [python, "manage.py", "rqcron", "project.cron"])

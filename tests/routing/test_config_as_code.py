@@ -1,0 +1,162 @@
+"""import_config / export_config / create_client_key, as an operator runs them."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from io import StringIO
+from pathlib import Path
+
+import pytest
+import yaml
+from django.core.management import CommandError, call_command
+
+from billing.models import Budget
+from routing.models import ClientKey, Deployment, Provider, Route, hash_key
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "switchboard.example.yaml"
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def snapshot() -> list[tuple]:
+    return [
+        *Provider.objects.values_list(),
+        *Deployment.objects.values_list(),
+        *Route.objects.values_list(),
+        *Budget.objects.values_list(),
+    ]
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "switchboard.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_the_design_documents_example_loads_with_list_prices_from_genai_prices() -> None:
+    run("import_config", str(EXAMPLE))
+
+    assert list(Provider.objects.values_list("name", flat=True)) == [
+        "aimlapi",
+        "openai",
+        "google",
+        "anthropic",
+    ]
+    aimlapi = Deployment.objects.get(provider__name="aimlapi")
+    assert aimlapi.input_usd_per_mtok == Decimal("0.06")
+    assert aimlapi.price_source == "config"
+    openai = Deployment.objects.get(provider__name="openai")
+    assert openai.price_source == "genai-prices"
+    assert openai.input_usd_per_mtok == Decimal("0.15")
+    assert [str(d) for d in Route.objects.get(name="summary").chain()] == [
+        "aimlapi/gpt-4o-mini",
+        "openai/gpt-4o-mini",
+        "google/gemini-2.0-flash",
+        "anthropic/claude-3-5-haiku-latest",
+    ]
+    budget = Budget.objects.get()
+    assert (budget.amount_usd, budget.hard, budget.alert_at) == (Decimal(5000), True, [70, 85, 95])
+
+
+def test_importing_twice_changes_nothing() -> None:
+    run("import_config", str(EXAMPLE))
+    before = snapshot()
+
+    output = run("import_config", str(EXAMPLE))
+
+    assert snapshot() == before
+    assert "created" not in output and "updated" not in output
+
+
+def test_export_then_import_is_a_round_trip(tmp_path: Path) -> None:
+    run("import_config", str(EXAMPLE))
+    before = snapshot()
+    exported = run("export_config")
+
+    Route.objects.all().delete()
+    Deployment.objects.all().delete()
+    run("import_config", write(tmp_path, exported))
+
+    assert yaml.safe_load(exported)["routes"]["summary"][0] == "aimlapi/gpt-4o-mini"
+    assert len(snapshot()) == len(before)
+
+
+def test_an_edit_updates_in_place(tmp_path: Path) -> None:
+    run("import_config", str(EXAMPLE))
+    edited = EXAMPLE.read_text().replace('input_usd_per_mtok: "0.06"', 'input_usd_per_mtok: "0.05"')
+
+    output = run("import_config", write(tmp_path, edited))
+
+    assert "1 model updated" in output
+    assert Deployment.objects.get(provider__name="aimlapi").input_usd_per_mtok == Decimal("0.05")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "providers:\n  x: {protocol: grpc, base_url: 'http://x'}\n",
+            "line 2: providers.x.protocol: must be one of",
+        ),
+        ("providers:\n  x: {protocol: openai}\n", "providers.x.base_url: is required"),
+        (
+            "providers:\n  x: {protocol: openai, base_url: 'http://x'}\n"
+            "models:\n  - {provider: y, name: m}\n",
+            "line 4: models[0].provider: 'y' is not a provider in this file",
+        ),
+        (
+            "providers:\n  x: {protocol: openai, base_url: 'http://x'}\n"
+            "models:\n  - {provider: x, name: m, input_usd_per_mtok: 0.06}\n",
+            "line 4: models[0].input_usd_per_mtok: write money as a quoted string",
+        ),
+        (
+            "providers:\n  x: {protocol: openai, base_url: 'http://x'}\n"
+            "routes:\n  r: [x/unknown]\n",
+            "line 4: routes.r[0]: 'x/unknown' is not listed under models",
+        ),
+        ("providers: [\n", "not valid YAML"),
+        ("flavours: {}\n", "line 1: flavours: unknown section"),
+        (
+            "providers:\n  x: {protocol: openai, base_url: 'http://x', api_key: sk-secret}\n",
+            "line 2: providers.x.api_key",
+        ),
+    ],
+)
+def test_a_bad_file_names_the_line_and_field_and_changes_nothing(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    run("import_config", str(EXAMPLE))
+    before = snapshot()
+
+    with pytest.raises(CommandError) as caught:
+        run("import_config", write(tmp_path, text))
+
+    assert message in str(caught.value)
+    assert "Nothing was changed" in str(caught.value)
+    assert "sk-secret" not in str(caught.value)
+    assert snapshot() == before
+
+
+def test_create_client_key_prints_the_key_alone_on_its_last_line_and_stores_its_hash() -> None:
+    output = run(
+        "create_client_key", "--name", "notes-service", "--scopes", "chat,usage", "--env", "staging"
+    )
+
+    raw = output.strip().splitlines()[-1]
+    assert raw.startswith("sb-staging-")
+    key = ClientKey.objects.get()
+    assert key.key_hash == hash_key(raw)
+    assert raw not in str(ClientKey.objects.values_list())
+    assert key.scopes == ["chat", "usage:read"] and key.environment == "staging"
+
+
+def test_create_client_key_refuses_an_unknown_scope() -> None:
+    with pytest.raises(CommandError, match="Unknown scope everything"):
+        run("create_client_key", "--name", "x", "--scopes", "chat,everything")
+    assert not ClientKey.objects.exists()
