@@ -34,18 +34,34 @@ class GatewayApp:
         self.client = EnhancedHybridAIClient()
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracked_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
         try:
-            path, method = scope["path"], scope["method"]
-            if path == "/v1/chat/completions":
-                if method != "POST":
-                    raise ApiError(405, "Use POST for /v1/chat/completions.", "method_not_allowed")
-                await self.chat(scope, receive, send)
-            elif path == "/v1/models":
-                await self.models(scope, send)
-            else:
-                raise ApiError(404, f"Unknown path {path}.", "not_found")
+            await self.dispatch(scope, receive, tracked_send)
         except ApiError as error:
             await send_json(send, error.status, error.body(), error.headers())
+        except Exception:
+            log.exception("unexpected error on %s", scope["path"])
+            if started:
+                raise  # too late for an error body; the server closes the connection
+            error = ApiError(500, "Switchboard failed unexpectedly; it has been logged.", "internal")
+            await send_json(send, 500, error.body())
+
+    async def dispatch(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        path, method = scope["path"], scope["method"]
+        if path == "/v1/chat/completions":
+            if method != "POST":
+                raise ApiError(405, "Use POST for /v1/chat/completions.", "method_not_allowed")
+            await self.chat(scope, receive, send)
+        elif path == "/v1/models":
+            await self.models(scope, send)
+        else:
+            raise ApiError(404, f"Unknown path {path}.", "not_found")
 
     async def chat(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         key = await self.client.authenticate(bearer(scope))
