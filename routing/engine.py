@@ -19,7 +19,7 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -35,10 +35,12 @@ from routing.breaker import Breakers, Policy, State
 from routing.http import Timeouts, UpstreamClient
 from routing.providers import adapter_for
 from routing.providers.base import (
+    Adapter,
     Completion,
     FailureKind,
     ProviderError,
     StreamTranslator,
+    Target,
     Usage,
 )
 from routing.providers.sse import SSEDecoder
@@ -100,6 +102,30 @@ class Attempt:
             "message": self.message,
             "latency_ms": self.latency_ms,
         }
+
+
+@dataclass
+class Run:
+    """One client request on its way through the chain."""
+
+    request: ChatRequest
+    caller: Caller
+    resolution: Resolution
+    started: float
+    deadline: float
+    attempts: list[Attempt] = field(default_factory=list)
+    failures: list[ProviderError] = field(default_factory=list)
+
+
+@dataclass
+class OpenStream:
+    """An upstream stream that has produced its first payloads."""
+
+    stack: AsyncExitStack
+    chunks: AsyncIterator[bytes]
+    decoder: SSEDecoder
+    translator: StreamTranslator
+    first: list[bytes] = field(default_factory=list)
 
 
 @dataclass
@@ -191,15 +217,26 @@ class Engine:
             )
         return resolution
 
-    # -- non-stream ---------------------------------------------------------------
+    # -- one client request, whatever its shape ------------------------------------
 
-    async def complete(self, request: ChatRequest, caller: Caller) -> Answer:
+    async def _serve[T](
+        self, request: ChatRequest, caller: Caller, call: Callable[..., Awaitable[T]]
+    ) -> tuple[Run, DeploymentInfo, T]:
+        """Try the chain until ``call(deployment, adapter, target)`` succeeds.
+
+        Transient failures are retried on the same deployment; permanent ones
+        and rejections move on at once. If nothing succeeds, the usage entry of
+        the failure is written and an ApiError raised.
+        """
         started = time.monotonic()
-        resolution = await self.resolve(request.model)
-        attempts: list[Attempt] = []
-        failures: list[ProviderError] = []
-        deadline = started + self.settings.deadline_seconds
-        async with aclosing(self._candidates(resolution.chain)) as candidates:
+        run = Run(
+            request=request,
+            caller=caller,
+            resolution=await self.resolve(request.model),
+            started=started,
+            deadline=started + self.settings.deadline_seconds,
+        )
+        async with aclosing(self._candidates(run.resolution.chain)) as candidates:
             async for deployment in candidates:
                 adapter = adapter_for(deployment.protocol)
                 target = adapter_target(deployment)
@@ -207,117 +244,102 @@ class Engine:
                 while True:
                     attempt_started = time.monotonic()
                     try:
-                        async with asyncio.timeout(max(0.0, deadline - attempt_started)):
-                            upstream = adapter.chat_request(target, request)
-                            response = await self.http.post(upstream, timeouts(deployment))
-                            if response.status >= 300:
-                                raise adapter.classify(
-                                    response.status, response.headers, response.body
-                                )
-                            completion = adapter.parse_completion(target, request, response.body)
+                        async with asyncio.timeout(max(0.0, run.deadline - attempt_started)):
+                            result = await call(deployment, adapter, target)
                     except (ProviderError, TimeoutError) as exc:
-                        error = deadline_error() if isinstance(exc, TimeoutError) else exc
-                        error = scrubbed(error, deployment)
-                        attempts.append(failed_attempt(deployment, error, attempt_started))
-                        failures.append(error)
-                        await self._record_failure(deployment, error)
-                        wait = self._retry_wait(error, retry, deadline)
+                        wait = await self._failed(run, deployment, exc, attempt_started, retry)
                         if wait is None:
                             break
                         retry += 1
                         await asyncio.sleep(wait)
                         continue
-                    attempts.append(ok_attempt(deployment, attempt_started))
-                    cost = deployment.cost(
-                        completion.usage.prompt_tokens,
-                        completion.usage.completion_tokens,
-                        completion.usage.cached_tokens,
-                    )
-                    entry = self._entry(caller, request, resolution, started, attempts)
-                    fill_usage(entry, deployment, completion.usage, cost)
-                    await self._commit(entry, deployment)
-                    return Answer(
-                        caller.request_id, resolution.route, deployment, completion, attempts, cost
-                    )
-                if time.monotonic() >= deadline:
+                    run.attempts.append(ok_attempt(deployment, attempt_started))
+                    return run, deployment, result
+                if time.monotonic() >= run.deadline:
                     break
-        raise await self._give_up(caller, request, resolution, started, attempts, failures)
+        raise await self._give_up(run)
+
+    async def _failed(
+        self,
+        run: Run,
+        deployment: DeploymentInfo,
+        exc: ProviderError | TimeoutError,
+        attempt_started: float,
+        retry: int,
+    ) -> float | None:
+        """Record a failed attempt; the seconds to wait before retrying, or None to move on."""
+        error = deadline_error() if isinstance(exc, TimeoutError) else exc
+        error = scrubbed(error, deployment)
+        run.attempts.append(failed_attempt(deployment, error, attempt_started))
+        run.failures.append(error)
+        await self._record_failure(deployment, error)
+        return self._retry_wait(error, retry, run.deadline)
+
+    # -- non-stream ---------------------------------------------------------------
+
+    async def complete(self, request: ChatRequest, caller: Caller) -> Answer:
+        async def call(deployment: DeploymentInfo, adapter: Adapter, target: Target) -> Completion:
+            upstream = adapter.chat_request(target, request)
+            response = await self.http.post(upstream, timeouts(deployment))
+            if response.status >= 300:
+                raise adapter.classify(response.status, response.headers, response.body)
+            return adapter.parse_completion(target, request, response.body)
+
+        run, deployment, completion = await self._serve(request, caller, call)
+        usage = completion.usage
+        cost = deployment.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+        entry = self._entry(run)
+        fill_usage(entry, deployment, usage, cost)
+        await self._commit(entry, deployment)
+        return Answer(
+            caller.request_id, run.resolution.route, deployment, completion, run.attempts, cost
+        )
 
     # -- stream ------------------------------------------------------------------
 
     async def open_stream(self, request: ChatRequest, caller: Caller) -> StreamAnswer:
         """Fall back until some candidate has produced its first payload."""
-        started = time.monotonic()
-        resolution = await self.resolve(request.model)
-        attempts: list[Attempt] = []
-        failures: list[ProviderError] = []
-        deadline = started + self.settings.deadline_seconds
-        async with aclosing(self._candidates(resolution.chain)) as candidates:
-            async for deployment in candidates:
-                adapter = adapter_for(deployment.protocol)
-                target = adapter_target(deployment)
-                retry = 0
-                while True:
-                    attempt_started = time.monotonic()
-                    stack = AsyncExitStack()
-                    try:
-                        async with asyncio.timeout(max(0.0, deadline - attempt_started)):
-                            upstream = adapter.chat_request(target, request)
-                            stream = await stack.enter_async_context(
-                                self.http.stream(upstream, timeouts(deployment))
-                            )
-                            if stream.status >= 300:
-                                body = await stream.read()
-                                raise adapter.classify(stream.status, stream.headers, body)
-                            translator = adapter.stream_translator(target, request)
-                            chunks = stream.chunks()
-                            decoder = SSEDecoder()
-                            first = await first_payloads(chunks, decoder, translator)
-                    except (ProviderError, TimeoutError) as exc:
-                        await stack.aclose()
-                        error = deadline_error() if isinstance(exc, TimeoutError) else exc
-                        error = scrubbed(error, deployment)
-                        attempts.append(failed_attempt(deployment, error, attempt_started))
-                        failures.append(error)
-                        await self._record_failure(deployment, error)
-                        wait = self._retry_wait(error, retry, deadline)
-                        if wait is None:
-                            break
-                        retry += 1
-                        await asyncio.sleep(wait)
-                        continue
-                    except BaseException:
-                        await stack.aclose()
-                        raise
-                    attempts.append(ok_attempt(deployment, attempt_started))
-                    entry = self._entry(caller, request, resolution, started, attempts)
-                    entry.streamed = True
-                    frames = self._stream_body(
-                        first, chunks, decoder, translator, stack, entry, deployment, request
-                    )
-                    return StreamAnswer(
-                        caller.request_id, resolution.route, deployment, attempts, frames
-                    )
-                if time.monotonic() >= deadline:
-                    break
-        raise await self._give_up(caller, request, resolution, started, attempts, failures)
+
+        async def call(deployment: DeploymentInfo, adapter: Adapter, target: Target) -> OpenStream:
+            stack = AsyncExitStack()
+            try:
+                upstream = adapter.chat_request(target, request)
+                stream = await stack.enter_async_context(
+                    self.http.stream(upstream, timeouts(deployment))
+                )
+                if stream.status >= 300:
+                    raise adapter.classify(stream.status, stream.headers, await stream.read())
+                opened = OpenStream(
+                    stack, stream.chunks(), SSEDecoder(), adapter.stream_translator(target, request)
+                )
+                opened.first = await first_payloads(
+                    opened.chunks, opened.decoder, opened.translator
+                )
+                return opened
+            except BaseException:
+                await stack.aclose()
+                raise
+
+        run, deployment, opened = await self._serve(request, caller, call)
+        entry = self._entry(run)
+        frames = self._stream_body(opened, entry, deployment, request)
+        return StreamAnswer(
+            caller.request_id, run.resolution.route, deployment, run.attempts, frames
+        )
 
     async def _stream_body(
         self,
-        first: list[bytes],
-        chunks: AsyncIterator[bytes],
-        decoder: SSEDecoder,
-        translator: StreamTranslator,
-        stack: AsyncExitStack,
+        opened: OpenStream,
         entry: UsageEntry,
         deployment: DeploymentInfo,
         request: ChatRequest,
     ) -> AsyncGenerator[bytes]:
+        decoder, translator = opened.decoder, opened.translator
         outcome, error = "ok", None
         try:
-            for payload in first:
+            for payload in opened.first:
                 yield frame(payload)
-            async for chunk in chunks:
+            async for chunk in opened.chunks:
                 for event in decoder.feed(chunk):
                     for payload in translator.feed(event):
                         yield frame(payload)
@@ -331,7 +353,7 @@ class Engine:
             outcome = "fail"
             yield frame(stream_error_payload(error))
         finally:
-            await stack.aclose()
+            await opened.stack.aclose()
             # Written whether the stream ended well, was cut upstream, or the client left.
             usage, estimated = stream_usage(translator, request)
             entry.usage_estimated = estimated
@@ -402,24 +424,18 @@ class Engine:
         outcome = "fatal" if error.kind is FailureKind.PERMANENT else "fail"
         await self.breakers.record(deployment.id, outcome, f"{error.code}: {error.message}")
 
-    def _entry(
-        self,
-        caller: Caller,
-        request: ChatRequest,
-        resolution: Resolution,
-        started: float,
-        attempts: list[Attempt],
-    ) -> UsageEntry:
+    def _entry(self, run: Run) -> UsageEntry:
+        caller, request = run.caller, run.request
         return UsageEntry(
             request_id=caller.request_id,
             created=timezone.now(),
             status="ok",
             client_key_id=caller.key.id if caller.key else None,
             client_key_name=caller.key.name if caller.key else "",
-            route=resolution.route,
-            latency_ms=int((time.monotonic() - started) * 1000),
+            route=run.resolution.route,
+            latency_ms=int((time.monotonic() - run.started) * 1000),
             streamed=request.stream,
-            attempts=[a.as_dict() for a in attempts],
+            attempts=[a.as_dict() for a in run.attempts],
             context=dict(request.metadata),
         )
 
@@ -439,15 +455,8 @@ class Engine:
 
         await self.breakers.run(build)
 
-    async def _give_up(
-        self,
-        caller: Caller,
-        request: ChatRequest,
-        resolution: Resolution,
-        started: float,
-        attempts: list[Attempt],
-        failures: list[ProviderError],
-    ) -> ApiError:
+    async def _give_up(self, run: Run) -> ApiError:
+        attempts, failures = run.attempts, run.failures
         if failures and all(f.kind is FailureKind.REJECTED for f in failures):
             first = failures[0]
             error = ApiError(
@@ -463,19 +472,18 @@ class Engine:
             )
             error = ApiError(
                 503,
-                f"No provider could answer '{resolution.route}' ({summary}). Try again shortly.",
+                f"No provider could answer '{run.resolution.route}' ({summary}). "
+                "Try again shortly.",
                 "all_providers_failed",
                 retry_after=max(1.0, min(waits)) if waits else 1.0,
             )
-        entry = self._entry(caller, request, resolution, started, attempts)
+        entry = self._entry(run)
         entry.status, entry.http_status, entry.error_code = "error", error.status, error.code
         await self._commit(entry, None)
         return error
 
 
-def adapter_target(deployment: DeploymentInfo) -> Any:
-    from routing.providers.base import Target
-
+def adapter_target(deployment: DeploymentInfo) -> Target:
     return Target(deployment.provider, deployment.base_url, deployment.model, deployment.api_key)
 
 
