@@ -49,7 +49,7 @@ class GatewayApp:
             log.exception("unexpected error on %s", scope["path"])
             if started:
                 raise  # too late for an error body; the server closes the connection
-            error = ApiError(500, "Switchboard failed unexpectedly; it has been logged.", "internal")
+            error = ApiError(500, "Switchboard failed unexpectedly; it was logged.", "internal")
             await send_json(send, 500, error.body())
 
     async def dispatch(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
