@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 
 import openai
 import pytest
 
 from billing.models import UsageRecord
 from tests.factories import drain_ledger
+from tests.servers import SimulatorHandle
 
 MESSAGES = [{"role": "user", "content": "Summarise: we agreed to ship on Friday."}]
 
@@ -98,7 +100,9 @@ def test_a_bad_key_is_an_authentication_error(gateway: str, demo: object) -> Non
     assert caught.value.code == "invalid_api_key"
 
 
-def test_a_malformed_body_is_a_bad_request_naming_the_field(openai_client: openai.OpenAI) -> None:
+def test_a_malformed_body_is_a_bad_request_naming_the_field(
+    openai_client: openai.OpenAI, demo: SimulatorHandle
+) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         openai_client.chat.completions.create(model="summary", messages=MESSAGES, temperature=7)
     assert "temperature" in caught.value.message
@@ -107,6 +111,22 @@ def test_a_malformed_body_is_a_bad_request_naming_the_field(openai_client: opena
             model="summary", messages=[{"role": "robot", "content": "hi"}]
         )
     assert "messages[0].role" in caught.value.message
+    assert sum(demo.count(p) for p in ("aimlapi", "openai", "google", "anthropic")) == 0
+
+
+def test_context_from_headers_and_metadata_reaches_the_ledger(
+    openai_client: openai.OpenAI,
+) -> None:
+    openai_client.chat.completions.create(
+        model="summary",
+        messages=MESSAGES,
+        metadata={"meeting_type": "sales"},
+        extra_headers={"X-Switchboard-Language": "de", "X-Switchboard-Meeting-Type": "standup"},
+    )
+
+    drain_ledger()
+    context = UsageRecord.objects.get().context
+    assert context == {"meeting_type": "sales", "language": "de"}
 
 
 def test_an_unknown_model_is_not_found(openai_client: openai.OpenAI) -> None:
