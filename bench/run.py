@@ -26,7 +26,7 @@ Every number is the median over rounds; overheads (gateway - direct) are
 paired within a round. CPU ms/request is user+system time of the gateway
 process (all threads, from /proc) during a measurement, over the requests it served.
 
-    .venv/bin/python bench/run.py            # full run, ~4-5 min; rewrites the generated part of bench/RESULTS.md
+    .venv/bin/python bench/run.py            # full run, ~4-5 min; rewrites part of RESULTS.md
     .venv/bin/python bench/run.py --quick    # ~1 min smoke run; prints the report only
     .venv/bin/python bench/run.py --transports aiohttp --rounds 5
 
@@ -38,6 +38,7 @@ Raw outputs and logs stay in /tmp/switchboard-bench/<UTC stamp>/.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -150,10 +151,8 @@ class Processes:
 
 
 def _killpg(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def free_port() -> int:
@@ -229,10 +228,8 @@ class RedisHandle:
     def cleanup(self) -> None:
         """Remove what the gateways wrote (ledger, breakers, config version): db 14 is scratch."""
         if self.embedded is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self.embedded.shutdown()
-            except Exception:
-                pass
             return
         try:
             keys = list(self.client.scan_iter(match="sb:*", count=1000))[:100_000]
@@ -297,7 +294,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def ttfb_probe(target: Target, seconds: float, max_requests: int = 50_000) -> dict[str, Any]:
-    """Sequential streams on one keep-alive connection: time to the first SSE event, and to the end."""
+    """Sequential streams on one keep-alive connection: time to first SSE event and to the end."""
     host, _, rest = target.url.removeprefix("http://").partition("/")
     hostname, _, port = host.partition(":")
     path = "/" + rest
@@ -452,7 +449,7 @@ def check_gateway(target: Target, simulator: str, redis: RedisHandle) -> None:
             simulator,
             {"provider": "openai", "mode": "error", "status": 503, "times": 2, "model": MODEL},
         )
-        status, headers, data = post(target.url, target.headers, BODY)
+        status, _, data = post(target.url, target.headers, BODY)
         assert status == 503, f"HTTP {status}, expected 503"
         error = json.loads(data)["error"]
         assert error["code"] == "all_providers_failed", f"code {error['code']}"
@@ -640,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     (run_dir / "logs").mkdir(parents=True)
     (run_dir / "raw").mkdir()
     started = time.time()
-    load_at_start = " ".join(open("/proc/loadavg").read().split()[:3])
+    load_at_start = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     log(f"run directory {run_dir}")
     procs = Processes()
     redis: RedisHandle | None = None
@@ -785,8 +782,8 @@ def main(argv: list[str] | None = None) -> int:
                             else f" {res['requests']:6d} req"
                         )
                         log(
-                            f"round {r} {sc:5} {t.name:8}{rps}  p50 {res['p50']:.2f}  p99 {res['p99']:.2f} ms"
-                            f"{cpu}  errors {res['errors']}"
+                            f"round {r} {sc:5} {t.name:8}{rps}  p50 {res['p50']:.2f}  "
+                            f"p99 {res['p99']:.2f} ms{cpu}  errors {res['errors']}"
                         )
                     time.sleep(plan.pause)
         signal.alarm(0)
@@ -879,27 +876,33 @@ def render(meta: dict[str, Any], targets: list[Target], results: list[dict[str, 
 
     c16, c16s = f"c{CONC}", f"c{CONC}s"
     default = meta["default_transport"]
+    plan = meta["plan"]
     names = [t.name for t in targets]
     lines = [
         MARK_BEGIN,
         "",
         f"## Gateway vs direct (`make bench`): {meta['date']}",
         "",
-        f"Machine: {meta['machine']}, shared with other work; load average at start {meta['load_at_start']}. "
+        f"Machine: {meta['machine']}, shared with other work; "
+        f"load average at start {meta['load_at_start']}. "
         "Load generator (wrk, 1 thread), simulator and gateways all run on it.",
         f"Code: git {meta['git']}. Versions: "
         + ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
         + ".",
-        f"Plan: {meta['plan']['rounds']} interleaved round(s); c1 {meta['plan']['c1']} s, c{CONC} {meta['plan']['cn']} s, "
-        f"c{CONC}s {meta['plan']['stream']} s, ttfb {meta['plan']['ttfb']} s per target per round; "
+        f"Plan: {plan['rounds']} interleaved round(s); c1 {plan['c1']} s, "
+        f"c{CONC} {plan['cn']} s, c{CONC}s {plan['stream']} s, ttfb {plan['ttfb']} s "
+        "per target per round; "
         f"{'quick run' if meta['quick'] else 'full run'}, {meta['elapsed_s']} s in all. "
-        "Each gateway: one uvicorn process (uvloop, httptools, no access log), `DEBUG=false`, isolated SQLite, "
-        "upstream = the provider simulator (OpenAI protocol, 0 ms delay). Cells: median over rounds (min–max).",
+        "Each gateway: one uvicorn process (uvloop, httptools, no access log), "
+        "`DEBUG=false`, isolated SQLite, upstream = the provider simulator "
+        "(OpenAI protocol, 0 ms delay). Cells: median over rounds (min–max).",
         "",
-        f"**Headline** (`direct` = the simulator itself; the others are one gateway process with that upstream "
-        f"transport; **{default}** is the default). Added = gateway − direct, paired per round.",
+        "**Headline** (`direct` = the simulator itself; the others are one gateway "
+        f"process with that upstream transport; **{default}** is the default). "
+        "Added = gateway − direct, paired per round.",
         "",
-        "| target | correct | p50 / p99 c1 (ms) | added p50 c1 | p50 ratio c1 | p50 / p99 c16 (ms) | RPS c16 | RPS vs direct "
+        "| target | correct | p50 / p99 c1 (ms) | added p50 c1 | p50 ratio c1 "
+        "| p50 / p99 c16 (ms) | RPS c16 | RPS vs direct "
         "| TTFB p50 (ms) | added TTFB | CPU ms/req (c16) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -917,9 +920,11 @@ def render(meta: dict[str, Any], targets: list[Target], results: list[dict[str, 
         ttfb = med(values(t.name, "ttfb", "p50"))
         direct = t.name == "direct"
         lines.append(
-            f"| {name} | {'—' if direct else ('yes' if t.correct else '**NO**')} | {fmt(p50)} / {fmt(p99)} "
+            f"| {name} | {'—' if direct else ('yes' if t.correct else '**NO**')} "
+            f"| {fmt(p50)} / {fmt(p99)} "
             f"| {'—' if direct else signed(med(paired(t.name, 'c1', 'p50')))} "
-            f"| {'—' if direct else fmt(p50 / d_p50, 1) + '×'} | {fmt(q50)} / {fmt(q99)} | {fmt(rps, 0)} "
+            f"| {'—' if direct else fmt(p50 / d_p50, 1) + '×'} "
+            f"| {fmt(q50)} / {fmt(q99)} | {fmt(rps, 0)} "
             f"| {'—' if direct else fmt(rps / d_rps, 3) + '×'} | {fmt(ttfb)} "
             f"| {'—' if direct else signed(med(paired(t.name, 'ttfb', 'p50')))} "
             f"| {'—' if direct else fmt(med(values(t.name, c16, 'cpu_ms')))} |"
@@ -948,7 +953,8 @@ def render(meta: dict[str, Any], targets: list[Target], results: list[dict[str, 
 
     titles = {
         "c1": "c1: non-stream, 1 connection (latency without queueing)",
-        c16: f"c{CONC}: non-stream, {CONC} connections (throughput; latency is mostly queueing, p50 ≈ {CONC}/RPS)",
+        c16: f"c{CONC}: non-stream, {CONC} connections "
+        f"(throughput; latency is mostly queueing, p50 ≈ {CONC}/RPS)",
         c16s: f"c{CONC}s: stream, {CONC} connections (wrk times the whole stream)",
     }
     for sc, title in titles.items():
@@ -956,19 +962,21 @@ def render(meta: dict[str, Any], targets: list[Target], results: list[dict[str, 
             "",
             f"#### {title}",
             "",
-            "| target | RPS | p50 ms | p90 ms | p99 ms | added p50 | added p99 | CPU ms/req gateway + upstream | rounds ok |",
+            "| target | RPS | p50 ms | p90 ms | p99 ms | added p50 | added p99 "
+            "| CPU ms/req gateway + upstream | rounds ok |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for name in names:
-            rps = values(name, sc, "rps")
-            p50, p99 = values(name, sc, "p50"), values(name, sc, "p99")
+            rps_v = values(name, sc, "rps")
+            p50_v, p99_v = values(name, sc, "p50"), values(name, sc, "p99")
             direct = name == "direct"
             cpu = "—" if direct else fmt(med(values(name, sc, "cpu_ms")))
-            n_ok = len(p50)
+            n_ok = len(p50_v)
             n_all = len([r for r in results if r["target"] == name and r["scenario"] == sc])
             lines.append(
-                f"| {name} | {fmt(med(rps), 0)}{spread(rps, 0)} | {fmt(med(p50))}{spread(p50)} "
-                f"| {fmt(med(values(name, sc, 'p90')))} | {fmt(med(p99))}{spread(p99)} "
+                f"| {name} | {fmt(med(rps_v), 0)}{spread(rps_v, 0)} "
+                f"| {fmt(med(p50_v))}{spread(p50_v)} "
+                f"| {fmt(med(values(name, sc, 'p90')))} | {fmt(med(p99_v))}{spread(p99_v)} "
                 f"| {'—' if direct else signed(med(paired(name, sc, 'p50')))} "
                 f"| {'—' if direct else signed(med(paired(name, sc, 'p99')))} "
                 f"| {cpu} + {fmt(med(values(name, sc, 'up_cpu_ms')), 3)} | {n_ok}/{n_all} |"
@@ -977,16 +985,19 @@ def render(meta: dict[str, Any], targets: list[Target], results: list[dict[str, 
         "",
         "#### ttfb: stream, one request at a time: time to the first SSE event",
         "",
-        "| target | requests/round | TTFB p50 ms | TTFB p99 ms | whole stream p50 ms | added TTFB p50 | rounds ok |",
+        "| target | requests/round | TTFB p50 ms | TTFB p99 ms | whole stream p50 ms "
+        "| added TTFB p50 | rounds ok |",
         "|---|---|---|---|---|---|---|",
     ]
     for name in names:
-        p50 = values(name, "ttfb", "p50")
+        ttfb_v = values(name, "ttfb", "p50")
         n_all = len([r for r in results if r["target"] == name and r["scenario"] == "ttfb"])
         lines.append(
-            f"| {name} | {fmt(med(values(name, 'ttfb', 'requests')), 0)} | {fmt(med(p50))}{spread(p50)} "
-            f"| {fmt(med(values(name, 'ttfb', 'p99')))} | {fmt(med(values(name, 'ttfb', 'total_p50')))} "
-            f"| {'—' if name == 'direct' else signed(med(paired(name, 'ttfb', 'p50')))} | {len(p50)}/{n_all} |"
+            f"| {name} | {fmt(med(values(name, 'ttfb', 'requests')), 0)} "
+            f"| {fmt(med(ttfb_v))}{spread(ttfb_v)} | {fmt(med(values(name, 'ttfb', 'p99')))} "
+            f"| {fmt(med(values(name, 'ttfb', 'total_p50')))} "
+            f"| {'—' if name == 'direct' else signed(med(paired(name, 'ttfb', 'p50')))} "
+            f"| {len(ttfb_v)}/{n_all} |"
         )
 
     lines += [
