@@ -52,7 +52,8 @@ class UsageEntry:
     context: dict[str, Any] = field(default_factory=dict)
 
     def encode(self) -> bytes:
-        return orjson.dumps(asdict(self), default=_encode_decimal)
+        # orjson serializes dataclasses natively (fields in order), without asdict's deep copy.
+        return orjson.dumps(self, default=_encode_decimal)
 
     @classmethod
     def decode(cls, raw: bytes) -> UsageEntry:

@@ -141,6 +141,8 @@ SWITCHBOARD = {
     "BREAKER_MIN_VOLUME": env.int("SWITCHBOARD_BREAKER_MIN_VOLUME", default=20),
     "BREAKER_WINDOW_SECONDS": env.int("SWITCHBOARD_BREAKER_WINDOW_SECONDS", default=60),
     "BREAKER_COOLDOWN_SECONDS": env.float("SWITCHBOARD_BREAKER_COOLDOWN_SECONDS", default=30.0),
+    # How long a gateway process trusts its last reading of a breaker (0 = ask Redis every time).
+    "BREAKER_READ_CACHE_SECONDS": env.float("SWITCHBOARD_BREAKER_READ_CACHE_SECONDS", default=0.5),
     # Which HTTP transport the upstream client uses: "aiohttp" or "httpx" (see bench/RESULTS.md).
     "UPSTREAM_TRANSPORT": env.str("SWITCHBOARD_UPSTREAM_TRANSPORT", default="aiohttp"),
 }

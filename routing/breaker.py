@@ -38,6 +38,7 @@ class Policy:
     min_volume: int
     window_seconds: int
     cooldown_seconds: float
+    read_cache_seconds: float = 0.5
 
     @classmethod
     def from_settings(cls) -> Policy:
@@ -50,6 +51,7 @@ class Policy:
             min_volume=conf["BREAKER_MIN_VOLUME"],
             window_seconds=conf["BREAKER_WINDOW_SECONDS"],
             cooldown_seconds=conf["BREAKER_COOLDOWN_SECONDS"],
+            read_cache_seconds=conf.get("BREAKER_READ_CACHE_SECONDS", 0.5),
         )
 
 
@@ -141,25 +143,42 @@ class Breakers:
         self.policy = policy
         self.record_sha = sha1(RECORD)
         self.acquire_sha = sha1(ACQUIRE_TRIAL)
+        # Readings younger than policy.read_cache_seconds are served from memory:
+        # a breaker another process opens is seen here at most that late; this
+        # process's own failures drop the entry, so it sees its own openings at once.
+        self._cache: dict[int, tuple[float, Reading]] = {}
 
     async def load_scripts(self) -> None:
         await self.redis.script_load(RECORD)
         await self.redis.script_load(ACQUIRE_TRIAL)
 
     async def read(self, deployment_ids: list[int]) -> dict[int, Reading]:
-        pipe = self.redis.pipeline(transaction=False)
+        now = time.monotonic()
+        readings: dict[int, Reading] = {}
+        stale = []
         for deployment_id in deployment_ids:
+            hit = self._cache.get(deployment_id)
+            if hit is not None and now - hit[0] < self.policy.read_cache_seconds:
+                readings[deployment_id] = hit[1]
+            else:
+                stale.append(deployment_id)
+        if not stale:
+            return readings
+        pipe = self.redis.pipeline(transaction=False)
+        for deployment_id in stale:
             pipe.hmget(KEY.format(deployment_id), "state", "opened_at")
         rows = await pipe.execute()
-        readings = {}
-        for deployment_id, (state, opened_at) in zip(deployment_ids, rows, strict=True):
+        for deployment_id, (state, opened_at) in zip(stale, rows, strict=True):
             if state is None or state == b"closed":
-                readings[deployment_id] = CLOSED
+                reading = CLOSED
             else:
-                readings[deployment_id] = Reading(State(state.decode()), float(opened_at or 0))
+                reading = Reading(State(state.decode()), float(opened_at or 0))
+            readings[deployment_id] = reading
+            self._cache[deployment_id] = (now, reading)
         return readings
 
     async def acquire_trial(self, deployment_id: int) -> bool:
+        self._cache.pop(deployment_id, None)
         args = [deployment_id, time.time(), self.policy.cooldown_seconds, TRIAL_LEASE_SECONDS]
         keys = [KEY.format(deployment_id), TRANSITIONS_KEY]
         try:
@@ -171,6 +190,9 @@ class Breakers:
 
     def queue_record(self, pipe: Any, deployment_id: int, outcome: str, reason: str = "") -> None:
         """Add one call's outcome (ok, fail or fatal) to ``pipe``."""
+        cached = self._cache.get(deployment_id)
+        if outcome != "ok" or (cached is not None and cached[1] is not CLOSED):
+            self._cache.pop(deployment_id, None)  # the state may change: read it again next time
         policy = self.policy
         pipe.evalsha(
             self.record_sha,

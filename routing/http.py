@@ -4,10 +4,11 @@ It owns the pooled clients (one per event loop), sets per-phase timeouts, and
 turns every transport failure into a TRANSIENT `ProviderError`, so that the
 engine only ever sees our own errors. Nothing else imports httpx.
 
-Three interchangeable transports sit behind the same httpx API, chosen by
-``SWITCHBOARD["UPSTREAM_TRANSPORT"]``: ``httpx`` (httpcore), ``httpx2`` and
-``aiohttp`` (httpx's API over aiohttp's connection pool, via httpx-aiohttp).
-`bench/RESULTS.md` compares them; the default is the fastest that passed.
+Interchangeable transports, chosen by ``SWITCHBOARD["UPSTREAM_TRANSPORT"]``:
+``aiohttp`` (aiohttp's ClientSession used directly, no cookie jar), and three
+behind httpx's API: ``httpx`` (httpcore), ``httpx2`` and ``httpx-aiohttp``
+(httpx over aiohttp's pool). `bench/RESULTS.md` compares them; the default is
+the fastest that passed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import httpx
 
 from routing.providers.base import FailureKind, ProviderError, UpstreamRequest
 
-TRANSPORTS = ("httpx", "httpx2", "aiohttp")
+TRANSPORTS = ("aiohttp", "httpx", "httpx2", "httpx-aiohttp")
 POOL_LIMITS = {"max_connections": 512, "max_keepalive_connections": 128}
 
 
@@ -80,7 +81,7 @@ def _make_client(transport: str) -> Any:
         import httpx2
 
         return httpx2.AsyncClient(limits=httpx2.Limits(**POOL_LIMITS), http2=False)
-    if transport == "aiohttp":
+    if transport == "httpx-aiohttp":
         from httpx_aiohttp import AiohttpTransport
 
         return httpx.AsyncClient(transport=AiohttpTransport(limits=httpx.Limits(**POOL_LIMITS)))
@@ -147,6 +148,95 @@ class UpstreamClient:
         await self._client.aclose()
 
 
+class _AiohttpBody:
+    """What UpstreamStream needs of a response (aiter_raw, aread), over aiohttp."""
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+
+    def aiter_raw(self) -> AsyncIterator[bytes]:
+        return self._response.content.iter_any()
+
+    async def aread(self) -> bytes:
+        return bytes(await self._response.read())
+
+
+class AiohttpUpstreamClient(UpstreamClient):
+    """aiohttp's ClientSession used directly: no httpx Request/Response/cookie layer per call.
+
+    No cookie jar (DummyCookieJar): a provider's cookies must never be replayed on
+    another client's request.
+    """
+
+    transport = "aiohttp"
+
+    def __init__(self) -> None:  # no super().__init__(): there is no httpx client to make
+        import aiohttp
+
+        self._aiohttp = aiohttp
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=POOL_LIMITS["max_connections"], ttl_dns_cache=300),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        self._timeouts: dict[Timeouts, Any] = {}
+
+    def _timeout(self, timeouts: Timeouts) -> Any:
+        timeout = self._timeouts.get(timeouts)
+        if timeout is None:
+            timeout = self._aiohttp.ClientTimeout(
+                total=None,
+                connect=timeouts.connect,
+                sock_connect=timeouts.connect,
+                sock_read=timeouts.read,
+            )
+            self._timeouts[timeouts] = timeout
+        return timeout
+
+    async def post(self, request: UpstreamRequest, timeouts: Timeouts) -> UpstreamResponse:
+        try:
+            async with self._session.post(
+                request.url,
+                data=request.body,
+                headers=request.headers,
+                timeout=self._timeout(timeouts),
+            ) as response:
+                body = await response.read()
+        except Exception as exc:
+            raise transport_error(exc) from None
+        return UpstreamResponse(response.status, response.headers, body)
+
+    @asynccontextmanager
+    async def stream(
+        self, request: UpstreamRequest, timeouts: Timeouts
+    ) -> AsyncIterator[UpstreamStream]:
+        try:
+            response = await self._session.post(
+                request.url,
+                data=request.body,
+                headers=request.headers,
+                timeout=self._timeout(timeouts),
+            )
+        except Exception as exc:
+            raise transport_error(exc) from None
+        try:
+            yield UpstreamStream(response.status, response.headers, _AiohttpBody(response))
+        finally:
+            response.release()  # back to the pool if read to the end, else the connection is closed
+
+    async def get(self, url: str, headers: dict[str, str], timeouts: Timeouts) -> UpstreamResponse:
+        try:
+            async with self._session.get(
+                url, headers=headers, timeout=self._timeout(timeouts)
+            ) as response:
+                body = await response.read()
+        except Exception as exc:
+            raise transport_error(exc) from None
+        return UpstreamResponse(response.status, response.headers, body)
+
+    async def aclose(self) -> None:
+        await self._session.close()
+
+
 _clients: dict[int, UpstreamClient] = {}
 
 
@@ -156,7 +246,8 @@ def upstream_client() -> UpstreamClient:
     loop = asyncio.get_running_loop()
     client = _clients.get(id(loop))
     if client is None:
-        client = UpstreamClient(settings.SWITCHBOARD["UPSTREAM_TRANSPORT"])
+        transport = settings.SWITCHBOARD["UPSTREAM_TRANSPORT"]
+        client = AiohttpUpstreamClient() if transport == "aiohttp" else UpstreamClient(transport)
         _clients[id(loop)] = client
     return client
 
