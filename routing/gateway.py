@@ -49,8 +49,8 @@ class GatewayApp:
             log.exception("unexpected error on %s", scope["path"])
             if started:
                 raise  # too late for an error body; the server closes the connection
-            error = ApiError(500, "Switchboard failed unexpectedly; it was logged.", "internal")
-            await send_json(send, 500, error.body())
+            internal = ApiError(500, "Switchboard failed unexpectedly; it was logged.", "internal")
+            await send_json(send, 500, internal.body())
 
     async def dispatch(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]

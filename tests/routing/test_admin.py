@@ -11,8 +11,13 @@ from routing.models import ClientKey, hash_key
 from tests.servers import SimulatorHandle
 
 PAGES = [
-    "routing_provider", "routing_deployment", "routing_route", "routing_clientkey",
-    "routing_breakerevent", "billing_usagerecord", "billing_budget",
+    "routing_provider",
+    "routing_deployment",
+    "routing_route",
+    "routing_clientkey",
+    "routing_breakerevent",
+    "billing_usagerecord",
+    "billing_budget",
 ]
 
 
