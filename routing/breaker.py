@@ -148,6 +148,9 @@ class Breakers:
         # process's own failures drop the entry, so it sees its own openings at once.
         self._cache: dict[int, tuple[float, Reading]] = {}
 
+    def forget(self) -> None:
+        self._cache.clear()
+
     async def load_scripts(self) -> None:
         await self.redis.script_load(RECORD)
         await self.redis.script_load(ACQUIRE_TRIAL)

@@ -58,10 +58,11 @@ async def close_engine() -> None:
     await close_async_client()
 
 
-def invalidate_tables() -> None:
-    """Make every engine of this process re-read its routing table (tests, admin actions)."""
+def forget_cached_state() -> None:
+    """Make every engine of this process re-read its routing table and breaker states."""
     for engine in list(_engines.values()):
         engine.tables.invalidate()
+        engine.breakers.forget()
 
 
 class EnhancedHybridAIClient:

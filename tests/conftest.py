@@ -33,13 +33,13 @@ from tests.servers import RunningServer, SimulatorHandle, start_server  # noqa: 
 def redis() -> Iterator[object]:
     """A clean Redis for every test, and gateways that forget what they cached."""
     from project.redis import sync_client
-    from routing.client import invalidate_tables
+    from routing.client import forget_cached_state
 
     client = sync_client()
     client.flushdb()
-    invalidate_tables()
+    forget_cached_state()
     yield client
-    invalidate_tables()
+    forget_cached_state()
 
 
 @pytest.fixture(scope="session")

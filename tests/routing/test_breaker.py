@@ -115,14 +115,44 @@ def test_a_high_failure_rate_opens_it_without_consecutive_failures(
     )
 
     async def alternate() -> None:
-        from project.redis import async_client
+        from project.redis import async_client, close_async_client
 
         breakers = Breakers(async_client(), policy)
         for index in range(10):
             await breakers.record(7, "fail" if index % 2 else "ok", "test")
-        await async_client().aclose()
+        await close_async_client()
 
     asyncio.run(alternate())
 
     assert state(redis, 7) == "open"
     assert redis.llen(TRANSITIONS_KEY) == 1
+
+
+def test_a_breaker_another_process_opens_is_honoured_within_the_read_cache_time(
+    redis: Redis, transactional_db: None
+) -> None:
+    import asyncio
+
+    from project.redis import async_client, close_async_client
+    from routing.breaker import Breakers, Policy, State
+
+    policy = Policy(
+        consecutive_failures=5,
+        failure_rate=0.5,
+        min_volume=20,
+        window_seconds=60,
+        cooldown_seconds=30,
+        read_cache_seconds=0.2,
+    )
+
+    async def scenario() -> list[State]:
+        here, elsewhere = Breakers(async_client(), policy), Breakers(async_client(), policy)
+        seen = [(await here.read([9]))[9].state]
+        await elsewhere.record(9, "fatal", "no credit")
+        seen.append((await here.read([9]))[9].state)  # still the cached reading
+        await asyncio.sleep(0.25)
+        seen.append((await here.read([9]))[9].state)
+        await close_async_client()
+        return seen
+
+    assert asyncio.run(scenario()) == [State.CLOSED, State.CLOSED, State.OPEN]

@@ -10,7 +10,7 @@ from django.db.backends.signals import connection_created
 
 from billing.models import UsageRecord
 from project.errors import ApiError
-from routing.client import EnhancedHybridAIClient, close_engine, invalidate_tables
+from routing.client import EnhancedHybridAIClient, close_engine, forget_cached_state
 from tests.factories import drain_ledger
 from tests.servers import SimulatorHandle
 
@@ -80,7 +80,7 @@ def test_a_warm_request_makes_no_database_query(demo: SimulatorHandle, client_ke
     connection.close()
     try:
         client = EnhancedHybridAIClient(key=client_key)
-        invalidate_tables()
+        forget_cached_state()
         client.complete(model="summary", messages=MESSAGES)
         assert counter.count > 0, "the cold request read the routing table (the counter works)"
         counter.count = 0
