@@ -34,6 +34,7 @@ class ApiError(Exception):
     code: str
     param: str | None = None
     retry_after: float | None = None
+    request_id: str | None = None  # set once a request has one, to find its ledger row
 
     def body(self) -> dict[str, Any]:
         return {
@@ -46,9 +47,12 @@ class ApiError(Exception):
         }
 
     def headers(self) -> dict[str, str]:
-        if self.retry_after is None:
-            return {}
-        return {"Retry-After": str(max(1, round(self.retry_after)))}
+        headers = {}
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(max(1, round(self.retry_after)))
+        if self.request_id is not None:
+            headers["x-switchboard-request-id"] = self.request_id
+        return headers
 
 
 def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:

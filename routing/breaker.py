@@ -67,7 +67,8 @@ class Reading:
 CLOSED = Reading(State.CLOSED, 0.0)
 
 # KEYS: breaker hash, transitions list. ARGV: deployment id, outcome (ok|fail|fatal),
-# now, consecutive threshold, failure rate, min volume, window seconds, reason.
+# now, consecutive threshold, failure rate, min volume, window seconds, reason,
+# and when the call started.
 RECORD = """
 local h, log = KEYS[1], KEYS[2]
 local id, outcome, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -82,13 +83,21 @@ local total = redis.call('HINCRBY', h, 'win_total', 1)
 local function move(to, reason)
   redis.call('HSET', h, 'state', to)
   if to == 'open' then redis.call('HSET', h, 'opened_at', now) end
+  if to == 'closed' then
+    -- The failures that opened it must not count against the recovered provider.
+    redis.call('HSET', h, 'win_start', now, 'win_total', 0, 'win_fail', 0)
+  end
   redis.call('RPUSH', log, cjson.encode({deployment_id=tonumber(id), from_state=state,
     to_state=to, reason=reason, at=now}))
   state = to
 end
 if outcome == 'ok' then
   redis.call('HSET', h, 'failures', 0)
-  if state ~= 'closed' then move('closed', 'a call succeeded') end
+  local opened = tonumber(redis.call('HGET', h, 'opened_at') or '0')
+  -- A call that started before the breaker opened says nothing about recovery.
+  if state ~= 'closed' and tonumber(ARGV[9]) >= opened then
+    move('closed', 'a call succeeded')
+  end
   return state
 end
 local failures = redis.call('HINCRBY', h, 'failures', 1)
@@ -189,10 +198,18 @@ class Breakers:
         except NoScriptError:
             await self.load_scripts()
             result = await self.redis.evalsha(self.acquire_sha, 2, *keys, *args)  # type: ignore[misc]
-        return bool(result in (b"trial", "trial"))
+        # 'closed': another process closed it since our reading; it is usable.
+        return bool(result in (b"trial", "trial", b"closed", "closed"))
 
-    def queue_record(self, pipe: Any, deployment_id: int, outcome: str, reason: str = "") -> None:
-        """Add one call's outcome (ok, fail or fatal) to ``pipe``."""
+    def queue_record(
+        self,
+        pipe: Any,
+        deployment_id: int,
+        outcome: str,
+        reason: str = "",
+        started_at: float | None = None,
+    ) -> None:
+        """Add one call's outcome (ok, fail or fatal) to ``pipe``; ``started_at`` is epoch time."""
         cached = self._cache.get(deployment_id)
         if outcome != "ok" or (cached is not None and cached[1] is not CLOSED):
             self._cache.pop(deployment_id, None)  # the state may change: read it again next time
@@ -210,10 +227,15 @@ class Breakers:
             policy.min_volume,
             policy.window_seconds,
             reason[:150],
+            started_at if started_at is not None else time.time(),
         )
 
-    async def record(self, deployment_id: int, outcome: str, reason: str = "") -> None:
-        await self.run(lambda pipe: self.queue_record(pipe, deployment_id, outcome, reason))
+    async def record(
+        self, deployment_id: int, outcome: str, reason: str = "", started_at: float | None = None
+    ) -> None:
+        await self.run(
+            lambda pipe: self.queue_record(pipe, deployment_id, outcome, reason, started_at)
+        )
 
     async def run(self, build: Any) -> list[Any]:
         """Execute a pipeline built by ``build(pipe)``; reload scripts once if Redis lost them.

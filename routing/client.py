@@ -19,6 +19,7 @@ import atexit
 import hashlib
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -83,15 +84,16 @@ class EnhancedHybridAIClient:
 
     async def astream(self, **body: Any) -> AsyncGenerator[dict[str, Any]]:
         answer = await self.open_stream(validate_chat_body({**body, "stream": True}))
-        async for frame in answer.body:
-            payload = frame.removeprefix(b"data: ").strip()
-            if payload == b"[DONE]":
-                return
-            chunk = orjson.loads(payload)
-            if "error" in chunk:
-                error = chunk["error"]
-                raise ApiError(502, error["message"], error.get("code") or "stream_cut")
-            yield chunk
+        async with aclosing(answer.body) as frames:
+            async for frame in frames:
+                payload = frame.removeprefix(b"data: ").strip()
+                if payload == b"[DONE]":
+                    return
+                chunk = orjson.loads(payload)
+                if "error" in chunk:
+                    error = chunk["error"]
+                    raise ApiError(502, error["message"], error.get("code") or "stream_cut")
+                yield chunk
 
     async def run(self, request: ChatRequest, caller: Caller | None = None) -> Answer:
         engine = current_engine()

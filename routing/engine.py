@@ -115,6 +115,9 @@ class Run:
     deadline: float
     attempts: list[Attempt] = field(default_factory=list)
     failures: list[ProviderError] = field(default_factory=list)
+    # Wall-clock start of the attempt that answered: the breaker ignores successes
+    # of calls that were already in flight when it opened.
+    answered_call_started: float = 0.0
 
 
 @dataclass
@@ -192,8 +195,20 @@ class Engine:
         self.redis = redis
         self.http = http
         self.tables = tables
-        self.settings = settings
+        self._settings = settings
+        self._settings_source: object = None
         self.breakers = Breakers(redis, policy)
+
+    @property
+    def settings(self) -> EngineSettings:
+        """The tunables, re-read when Django's SWITCHBOARD setting is replaced."""
+        from django.conf import settings
+
+        source = settings.SWITCHBOARD
+        if source is not self._settings_source:
+            self._settings = EngineSettings.from_settings()
+            self._settings_source = source
+        return self._settings
 
     async def table(self) -> RoutingTable:
         return await self.tables.get(self.redis)
@@ -237,14 +252,17 @@ class Engine:
             deadline=started + self.settings.deadline_seconds,
         )
         async with aclosing(self._candidates(run.resolution.chain)) as candidates:
+            chain = run.resolution.chain
             async for deployment in candidates:
                 adapter = adapter_for(deployment.protocol)
                 target = adapter_target(deployment)
+                later = len(chain) - 1 - chain.index(deployment)
                 retry = 0
                 while True:
                     attempt_started = time.monotonic()
+                    wall_started = time.time()
                     try:
-                        async with asyncio.timeout(max(0.0, run.deadline - attempt_started)):
+                        async with asyncio.timeout(attempt_budget(run.deadline, later)):
                             result = await call(deployment, adapter, target)
                     except (ProviderError, TimeoutError) as exc:
                         wait = await self._failed(run, deployment, exc, attempt_started, retry)
@@ -254,6 +272,7 @@ class Engine:
                         await asyncio.sleep(wait)
                         continue
                     run.attempts.append(ok_attempt(deployment, attempt_started))
+                    run.answered_call_started = wall_started
                     return run, deployment, result
                 if time.monotonic() >= run.deadline:
                     break
@@ -290,7 +309,7 @@ class Engine:
         cost = deployment.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
         entry = self._entry(run)
         fill_usage(entry, deployment, usage, cost)
-        await self._commit(entry, deployment)
+        await self._commit(entry, deployment, "ok", started_at=run.answered_call_started)
         return Answer(
             caller.request_id, run.resolution.route, deployment, completion, run.attempts, cost
         )
@@ -322,7 +341,7 @@ class Engine:
 
         run, deployment, opened = await self._serve(request, caller, call)
         entry = self._entry(run)
-        frames = self._stream_body(opened, entry, deployment, request)
+        frames = self._stream_body(opened, entry, deployment, request, run.answered_call_started)
         return StreamAnswer(
             caller.request_id, run.resolution.route, deployment, run.attempts, frames
         )
@@ -333,9 +352,10 @@ class Engine:
         entry: UsageEntry,
         deployment: DeploymentInfo,
         request: ChatRequest,
+        call_started: float,
     ) -> AsyncGenerator[bytes]:
         decoder, translator = opened.decoder, opened.translator
-        outcome, error = "ok", None
+        error = None
         try:
             for payload in opened.first:
                 yield frame(payload)
@@ -350,8 +370,6 @@ class Engine:
                 yield frame(payload)
         except ProviderError as exc:
             error = scrubbed(exc, deployment)
-            outcome = "fail"
-            yield frame(stream_error_payload(error))
         finally:
             await opened.stack.aclose()
             # Written whether the stream ended well, was cut upstream, or the client left.
@@ -368,8 +386,14 @@ class Engine:
                 entry.attempts[-1].update(
                     outcome=error.kind.value, code=error.code, message=error.message
                 )
-            await self._commit(entry, deployment, outcome, error.message if error else "")
-        if request.include_usage and error is None:
+            # Committed before the client hears of a cut, so an in-process
+            # caller that stops at the error still finds the usage recorded.
+            outcome = breaker_outcome(error) if error else "ok"
+            reason = f"{error.code}: {error.message}" if error else ""
+            await self._commit(entry, deployment, outcome, reason, started_at=call_started)
+        if error is not None:
+            yield frame(stream_error_payload(error))
+        elif request.include_usage:
             yield frame(usage_chunk(translator, usage))
         yield DONE
 
@@ -419,10 +443,9 @@ class Engine:
         return wait
 
     async def _record_failure(self, deployment: DeploymentInfo, error: ProviderError) -> None:
-        if error.kind is FailureKind.REJECTED:
-            return  # the request's fault, not the provider's
-        outcome = "fatal" if error.kind is FailureKind.PERMANENT else "fail"
-        await self.breakers.record(deployment.id, outcome, f"{error.code}: {error.message}")
+        outcome = breaker_outcome(error)
+        if outcome is not None:
+            await self.breakers.record(deployment.id, outcome, f"{error.code}: {error.message}")
 
     def _entry(self, run: Run) -> UsageEntry:
         caller, request = run.caller, run.request
@@ -443,15 +466,16 @@ class Engine:
         self,
         entry: UsageEntry,
         deployment: DeploymentInfo | None,
-        outcome: str = "ok",
+        outcome: str | None = "ok",
         reason: str = "",
+        started_at: float | None = None,
     ) -> None:
         raw = entry.encode()
 
         def build(pipe: Any) -> None:
             pipe.rpush(LEDGER_KEY, raw)
-            if deployment is not None:
-                self.breakers.queue_record(pipe, deployment.id, outcome, reason)
+            if deployment is not None and outcome is not None:
+                self.breakers.queue_record(pipe, deployment.id, outcome, reason, started_at)
 
         await self.breakers.run(build)
 
@@ -465,22 +489,49 @@ class Engine:
                 first.code or "invalid_request",
             )
         else:
-            waits = [f.retry_after for f in failures if f.retry_after]
             summary = (
                 "; ".join(f"{a.provider}/{a.model}: {a.code or a.outcome}" for a in attempts)
                 or "no provider was tried"
             )
-            error = ApiError(
-                503,
-                f"No provider could answer '{run.resolution.route}' ({summary}). "
-                "Try again shortly.",
-                "all_providers_failed",
-                retry_after=max(1.0, min(waits)) if waits else 1.0,
-            )
+            route = run.resolution.route
+            if failures and all(f.kind is FailureKind.PERMANENT for f in failures):
+                # Bad keys or no credit everywhere: retrying will not help, so no Retry-After.
+                error = ApiError(
+                    502,
+                    f"No provider can serve '{route}' ({summary}). An operator must act.",
+                    "all_providers_refused",
+                )
+            else:
+                waits = [f.retry_after for f in failures if f.retry_after]
+                error = ApiError(
+                    503,
+                    f"No provider could answer '{route}' ({summary}). Try again shortly.",
+                    "all_providers_failed",
+                    retry_after=max(1.0, min(waits)) if waits else 1.0,
+                )
         entry = self._entry(run)
         entry.status, entry.http_status, entry.error_code = "error", error.status, error.code
         await self._commit(entry, None)
         return error
+
+
+def breaker_outcome(error: ProviderError) -> str | None:
+    """What a failure tells the breaker; None for a rejected request, not the provider's fault."""
+    if error.kind is FailureKind.REJECTED:
+        return None
+    return "fatal" if error.kind is FailureKind.PERMANENT else "fail"
+
+
+# An attempt may use at most this share of the time left while other candidates
+# wait, so that a provider that hangs cannot spend the whole deadline.
+ATTEMPT_SHARE = 0.5
+
+
+def attempt_budget(deadline: float, later_candidates: int) -> float:
+    remaining = max(0.0, deadline - time.monotonic())
+    if later_candidates == 0:
+        return remaining
+    return max(min(remaining, 1.0), remaining * ATTEMPT_SHARE)
 
 
 def adapter_target(deployment: DeploymentInfo) -> Target:

@@ -7,6 +7,8 @@ through `EnhancedHybridAIClient`.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -17,7 +19,7 @@ import orjson
 from project.errors import ApiError
 from routing.client import EnhancedHybridAIClient, close_engine, current_engine
 from routing.engine import Caller
-from routing.schema import parse_chat_request
+from routing.schema import ChatRequest, parse_chat_request
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,14 @@ class GatewayApp:
         for name, value in context_headers(scope).items():
             request.metadata.setdefault(name, value)
         caller = Caller(key=key)
+        try:
+            await self._answer(request, caller, receive, send)
+        except ApiError as error:
+            raise dataclasses.replace(error, request_id=caller.request_id) from None
+
+    async def _answer(
+        self, request: ChatRequest, caller: Caller, receive: Receive, send: Send
+    ) -> None:
         if not request.stream:
             answer = await self.client.run(request, caller)
             await send(
@@ -84,12 +94,17 @@ class GatewayApp:
         headers = [SSE, (b"cache-control", b"no-cache"), *encode_headers(stream.headers())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         body = stream.body
+        # uvicorn's send() returns quietly once the client has gone, so watch
+        # receive() for the disconnect and stop reading (and paying for) upstream.
+        gone = asyncio.create_task(wait_for_disconnect(receive))
         try:
             async for frame in body:
+                if gone.done():
+                    log.info("client went away during stream %s", caller.request_id)
+                    break
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
-        except OSError:
-            log.info("client went away during stream %s", caller.request_id)
         finally:
+            gone.cancel()
             await body.aclose()  # records usage even if the client left
         await send({"type": "http.response.body", "body": b""})
 
@@ -112,6 +127,11 @@ class GatewayApp:
                 await close_engine()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def bearer(scope: dict[str, Any]) -> str | None:

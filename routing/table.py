@@ -105,7 +105,12 @@ def build_table(version: int) -> RoutingTable:
 def _build_table(version: int) -> RoutingTable:
     from routing.models import ClientKey, Deployment, Route
 
-    deployments = {d.id: _info(d) for d in Deployment.objects.enabled().select_related("provider")}
+    ordered = (
+        Deployment.objects.enabled()
+        .select_related("provider")
+        .order_by("provider__priority", "provider__name", "name")
+    )
+    deployments = {d.id: _info(d) for d in ordered}
     routes: dict[str, tuple[DeploymentInfo, ...]] = {}
     for route in Route.objects.filter(enabled=True).prefetch_related("steps"):
         chain = tuple(

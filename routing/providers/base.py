@@ -54,7 +54,7 @@ class Target:
     provider: str
     base_url: str
     model: str
-    api_key: str
+    api_key: str = field(repr=False)
 
 
 @dataclass(frozen=True)
