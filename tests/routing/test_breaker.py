@@ -156,3 +156,74 @@ def test_a_breaker_another_process_opens_is_honoured_within_the_read_cache_time(
         return seen
 
     assert asyncio.run(scenario()) == [State.CLOSED, State.CLOSED, State.OPEN]
+
+
+def _policy() -> object:
+    from routing.breaker import Policy
+
+    return Policy(
+        consecutive_failures=100,
+        failure_rate=0.5,
+        min_volume=10,
+        window_seconds=60,
+        cooldown_seconds=30,
+        read_cache_seconds=0,
+    )
+
+
+def test_a_recovered_breaker_does_not_reopen_on_its_first_failure(
+    redis: Redis, transactional_db: None
+) -> None:
+    import asyncio
+
+    from project.redis import async_client, close_async_client
+    from routing.breaker import Breakers
+
+    async def scenario() -> str:
+        breakers = Breakers(async_client(), _policy())  # type: ignore[arg-type]
+        for index in range(10):
+            await breakers.record(3, "fail" if index % 2 else "ok", "test")
+        redis.hset(KEY.format(3), "opened_at", time.time() - 31)
+        assert await breakers.acquire_trial(3)
+        await breakers.record(3, "ok")
+        await breakers.record(3, "fail", "one blip")
+        await close_async_client()
+        return state(redis, 3)
+
+    assert asyncio.run(scenario()) == "closed"
+
+
+def test_a_success_from_a_call_started_before_the_breaker_opened_does_not_close_it(
+    redis: Redis, transactional_db: None
+) -> None:
+    import asyncio
+
+    from project.redis import async_client, close_async_client
+    from routing.breaker import Breakers
+
+    async def scenario() -> str:
+        breakers = Breakers(async_client(), _policy())  # type: ignore[arg-type]
+        started = time.time()
+        await breakers.record(4, "fatal", "no credit")
+        await breakers.record(4, "ok", started_at=started - 1)
+        await close_async_client()
+        return state(redis, 4)
+
+    assert asyncio.run(scenario()) == "open"
+
+
+def test_only_one_process_gets_the_trial_call(redis: Redis, transactional_db: None) -> None:
+    import asyncio
+
+    from project.redis import async_client, close_async_client
+    from routing.breaker import Breakers
+
+    async def scenario() -> list[bool]:
+        processes = [Breakers(async_client(), _policy()) for _ in range(5)]  # type: ignore[arg-type]
+        await processes[0].record(5, "fatal", "no credit")
+        redis.hset(KEY.format(5), "opened_at", time.time() - 31)
+        grants = await asyncio.gather(*(b.acquire_trial(5) for b in processes))
+        await close_async_client()
+        return list(grants)
+
+    assert sorted(asyncio.run(scenario())) == [False, False, False, False, True]
