@@ -10,14 +10,16 @@ re-inserts rows the database already refuses.
 from __future__ import annotations
 
 import logging
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import orjson
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from redis import Redis
+from redis.exceptions import LockError
 
 from billing.models import UsageRecord
 
@@ -69,6 +71,26 @@ def _encode_decimal(value: object) -> str:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
+# Longest value each text column takes; an entry is clamped to them, so that one
+# long provider error code cannot fail a whole batch on PostgreSQL.
+TEXT_LIMITS = {
+    "request_id": 64,
+    "client_key_name": 100,
+    "route": 200,
+    "provider": 64,
+    "model": 200,
+    "error_code": 64,
+    "status": 10,
+}
+
+
+def _record(entry: UsageEntry) -> UsageRecord:
+    fields = asdict(entry)
+    for name, limit in TEXT_LIMITS.items():
+        fields[name] = str(fields[name])[:limit]
+    return UsageRecord(**fields)
+
+
 def drain(redis: Redis, batch_size: int = 500) -> int:
     """Move every pending entry into the database; returns how many were moved."""
     lock = redis.lock(DRAIN_LOCK_KEY, timeout=120, blocking=False)
@@ -83,17 +105,32 @@ def drain(redis: Redis, batch_size: int = 500) -> int:
             rows = []
             for raw in raw_items:
                 try:
-                    rows.append(UsageRecord(**asdict(UsageEntry.decode(raw))))
+                    rows.append((raw, _record(UsageEntry.decode(raw))))
                 except (ValueError, TypeError, KeyError):
                     log.exception("ledger entry unreadable; kept in %s", DEAD_LETTER_KEY)
                     redis.rpush(DEAD_LETTER_KEY, raw)
-            with transaction.atomic():
-                UsageRecord.objects.bulk_create(rows, ignore_conflicts=True)
+            try:
+                with transaction.atomic():
+                    UsageRecord.objects.bulk_create([r for _, r in rows], ignore_conflicts=True)
+            except DatabaseError:
+                _insert_one_by_one(redis, rows)
             redis.ltrim(LEDGER_KEY, len(raw_items), -1)
             moved += len(raw_items)
             lock.extend(120, replace_ttl=True)
     finally:
-        lock.release()
+        with suppress(LockError):  # it expired: another drainer may hold it now
+            lock.release()
+
+
+def _insert_one_by_one(redis: Redis, rows: list[tuple[bytes, UsageRecord]]) -> None:
+    """The batch failed as a whole: keep every row the database accepts, set the rest aside."""
+    for raw, row in rows:
+        try:
+            with transaction.atomic():
+                UsageRecord.objects.bulk_create([row], ignore_conflicts=True)
+        except DatabaseError:
+            log.exception("ledger entry refused by the database; kept in %s", DEAD_LETTER_KEY)
+            redis.rpush(DEAD_LETTER_KEY, raw)
 
 
 def pending(redis: Redis) -> int:

@@ -26,7 +26,7 @@ class UsageRecord(models.Model):
     created = models.DateTimeField(default=timezone.now)
     client_key_id = models.BigIntegerField(null=True, blank=True)
     client_key_name = models.CharField(max_length=100, blank=True)
-    route = models.CharField(max_length=64, blank=True)
+    route = models.CharField(max_length=200, blank=True)  # a route, or a provider/model asked for
     provider = models.CharField(max_length=64, blank=True)
     model = models.CharField(max_length=200, blank=True)
     deployment_id = models.BigIntegerField(null=True, blank=True)

@@ -8,7 +8,9 @@ rest, so the web server, the workers and management commands agree on state.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import weakref
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -49,26 +51,26 @@ def sync_client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL)
 
 
-_async_clients: dict[int, redis.asyncio.Redis] = {}
+# Keyed by the loop itself, weakly: a finished loop takes its entry with it, and a
+# new loop can never be handed a dead one's pool because it reused an id().
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def async_client() -> redis.asyncio.Redis:
     """One asyncio client per event loop: redis-py's pool is bound to the loop it started on."""
-    import asyncio
-
     from django.conf import settings
 
     loop = asyncio.get_running_loop()
-    client = _async_clients.get(id(loop))
+    client = _async_clients.get(loop)
     if client is None:
         client = redis.asyncio.Redis.from_url(settings.REDIS_URL, max_connections=64)
-        _async_clients[id(loop)] = client
+        _async_clients[loop] = client
     return client
 
 
 async def close_async_client() -> None:
-    import asyncio
-
-    client = _async_clients.pop(id(asyncio.get_running_loop()), None)
+    client = _async_clients.pop(asyncio.get_running_loop(), None)
     if client is not None:
         await client.aclose()

@@ -26,7 +26,9 @@ if PRODUCTION:
     # Production refuses to start without its secrets rather than run on a default.
     SECRET_KEY = env.str("SECRET_KEY")
     ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
+    SWITCHBOARD_ENCRYPTION_KEYS = env.list("SWITCHBOARD_ENCRYPTION_KEYS")
 else:
+    SWITCHBOARD_ENCRYPTION_KEYS = env.list("SWITCHBOARD_ENCRYPTION_KEYS", default=[])
     SECRET_KEY = env.str("SECRET_KEY", default="dev-only-not-secret-switchboard")
     ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 

@@ -12,7 +12,7 @@ from billing.actions import upsert_budget
 from billing.models import Budget
 from billing.prices import list_price
 from routing.config import GatewayConfig, ModelSpec
-from routing.models import ClientKey, Deployment, Provider, Route, RouteStep, hash_key
+from routing.models import ClientKey, Deployment, Provider, Route, RouteStep
 from routing.signals import config_changed
 
 
@@ -34,6 +34,10 @@ def import_config(config: GatewayConfig) -> Counter[str]:
             read_timeout=spec.read_timeout,
             enabled=spec.enabled,
         )
+        if provider.stored_api_key() != spec.api_key:  # compare decrypted: ciphertexts differ
+            provider.set_api_key(spec.api_key)
+            provider.save(update_fields=["api_key_encrypted", "api_key_last4"])
+            outcome = "updated" if outcome == "unchanged" else outcome
         providers[spec.name] = provider
         report[f"provider {outcome}"] += 1
     deployments = {}
@@ -187,14 +191,9 @@ def create_client_key(
     name: str, scopes: list[str], environment: str = "prod"
 ) -> tuple[ClientKey, str]:
     """A new key and its raw value, which is shown once and never stored."""
-    raw = ClientKey.new_raw_key(environment)
-    key = ClientKey.objects.create(
-        name=name,
-        prefix=raw[: len(f"sb-{environment}-") + 6],
-        key_hash=hash_key(raw),
-        scopes=scopes,
-        environment=environment,
-    )
+    key = ClientKey(name=name, scopes=scopes, environment=environment)
+    raw = key.assign_new_secret()
+    key.save()
     return key, raw
 
 

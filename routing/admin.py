@@ -15,12 +15,10 @@ from routing.models import (
     BreakerEvent,
     ClientKey,
     Deployment,
-    Environment,
     Provider,
     Route,
     RouteStep,
     Scope,
-    hash_key,
 )
 
 
@@ -31,13 +29,59 @@ class DeploymentInline(admin.TabularInline):
     show_change_link = True
 
 
+class ProviderForm(forms.ModelForm):
+    api_key = forms.CharField(
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False),
+        label="API key",
+        help_text="Stored encrypted; leave empty to keep the current one. "
+        "Or name an environment variable above instead.",
+    )
+    clear_api_key = forms.BooleanField(required=False, label="Remove the stored API key")
+
+    class Meta:
+        model = Provider
+        fields = [
+            "name",
+            "protocol",
+            "base_url",
+            "api_key_env",
+            "vendor",
+            "priority",
+            "connect_timeout",
+            "read_timeout",
+            "enabled",
+        ]
+
+    def save(self, commit: bool = True) -> Provider:
+        provider = super().save(commit=False)
+        if self.cleaned_data.get("clear_api_key"):
+            provider.set_api_key("")
+        elif self.cleaned_data.get("api_key"):
+            provider.set_api_key(self.cleaned_data["api_key"])
+        if commit:
+            provider.save()
+        return provider
+
+
 @admin.register(Provider)
 class ProviderAdmin(admin.ModelAdmin):
-    list_display = ["name", "protocol", "base_url", "api_key_env", "priority", "enabled"]
+    form = ProviderForm
+    list_display = ["name", "protocol", "base_url", "api_key_source", "priority", "enabled"]
     list_editable = ["priority", "enabled"]
     list_filter = ["protocol", "enabled"]
     search_fields = ["name", "base_url"]
+    readonly_fields = ["api_key_source"]
     inlines = [DeploymentInline]
+
+    @admin.display(description="API key")
+    def api_key_source(self, provider: Provider) -> str:
+        if provider.api_key_encrypted:
+            return (
+                f"stored, ending …{provider.api_key_last4}" if provider.api_key_last4 else "stored"
+            )
+        return f"${provider.api_key_env}" if provider.api_key_env else "none"
 
 
 class BreakerEventInline(admin.TabularInline):
@@ -112,11 +156,8 @@ class ClientKeyAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: ClientKey, form: Any, change: bool) -> None:
         if not change:
-            raw = ClientKey.new_raw_key(obj.environment or Environment.PROD)
-            obj.prefix = raw[: len(f"sb-{obj.environment}-") + 6]
-            obj.key_hash = hash_key(raw)
             # Kept on the instance only for the page below; never stored or logged.
-            obj._raw_key = raw  # type: ignore[attr-defined]
+            obj._raw_key = obj.assign_new_secret()  # type: ignore[attr-defined]
         super().save_model(request, obj, form, change)
 
     def response_add(

@@ -18,6 +18,7 @@ import asyncio
 import atexit
 import hashlib
 import threading
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator
 from contextlib import aclosing
 from typing import Any
@@ -33,13 +34,15 @@ from routing.http import close_upstream_client, upstream_client
 from routing.schema import ChatRequest, validate_chat_body
 from routing.table import KeyInfo, TableCache
 
-_engines: dict[int, Engine] = {}
+# Keyed by the loop itself, weakly: a finished loop takes its entry with it, and a
+# new loop can never be handed a dead one's pool because it reused an id().
+_engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Engine] = weakref.WeakKeyDictionary()
 
 
 def current_engine() -> Engine:
     """The engine of the running event loop (Redis and HTTP pools are loop-bound)."""
     loop = asyncio.get_running_loop()
-    engine = _engines.get(id(loop))
+    engine = _engines.get(loop)
     if engine is None:
         engine = Engine(
             redis=async_client(),
@@ -48,13 +51,13 @@ def current_engine() -> Engine:
             settings=EngineSettings.from_settings(),
             policy=Policy.from_settings(),
         )
-        _engines[id(loop)] = engine
+        _engines[loop] = engine
     return engine
 
 
 async def close_engine() -> None:
     """Close the running loop's engine and its pools (server shutdown, end of asyncio.run)."""
-    _engines.pop(id(asyncio.get_running_loop()), None)
+    _engines.pop(asyncio.get_running_loop(), None)
     await close_upstream_client()
     await close_async_client()
 

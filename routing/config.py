@@ -78,6 +78,7 @@ class ProviderSpec:
     protocol: str
     base_url: str
     api_key_env: str = ""
+    api_key: str = field(default="", repr=False)  # stored encrypted, never exported
     vendor: str = ""
     priority: int = 100
     connect_timeout: float = 5.0
@@ -186,12 +187,18 @@ def _fields(node: Node, where: str, allowed: set[str]) -> dict[str, Node]:
 
 
 def _str(
-    fields: dict[str, Node], key: str, where: str, required: bool = False, default: str = ""
+    fields: dict[str, Node],
+    key: str,
+    where: str,
+    required: bool = False,
+    default: str = "",
+    line: int | None = None,
 ) -> str:
+    """A string field; ``line`` (the enclosing entry's) names where a missing one belongs."""
     node = fields.get(key)
     if node is None:
         if required:
-            raise ConfigError(None, f"{where}.{key}", "is required")
+            raise ConfigError(line, f"{where}.{key}", "is required")
         return default
     if not isinstance(node.value, str) or (required and not node.value):
         raise ConfigError(node.line, f"{where}.{key}", "must be a non-empty string")
@@ -238,24 +245,21 @@ def _bool(fields: dict[str, Node], key: str, where: str, default: bool) -> bool:
 def _provider(name: str, node: Node, priority: int) -> ProviderSpec:
     where = f"providers.{name}"
     fields = _fields(node, where, PROVIDER_FIELDS)
-    protocol = _str(fields, "protocol", where, required=True)
+    protocol = _str(fields, "protocol", where, required=True, line=node.line)
     if protocol not in Protocol.values:
         raise ConfigError(
             fields["protocol"].line,
             f"{where}.protocol",
             f"must be one of {', '.join(Protocol.values)}",
         )
-    base_url = _str(fields, "base_url", where, required=True)
+    base_url = _str(fields, "base_url", where, required=True, line=node.line)
     if not base_url.startswith(("http://", "https://")):
         raise ConfigError(
             fields["base_url"].line, f"{where}.base_url", "must start with http:// or https://"
         )
-    if "api_key" in fields:
-        # Secrets in the file are refused until they can be stored encrypted.
+    if "api_key" in fields and "api_key_env" in fields:
         raise ConfigError(
-            fields["api_key"].line,
-            f"{where}.api_key",
-            "inline keys are not accepted yet; name an environment variable with api_key_env",
+            fields["api_key"].line, f"{where}.api_key", "give api_key or api_key_env, not both"
         )
     vendor = _str(fields, "vendor", where, default=name if name in KNOWN_VENDORS else "")
     return ProviderSpec(
@@ -263,6 +267,7 @@ def _provider(name: str, node: Node, priority: int) -> ProviderSpec:
         protocol=protocol,
         base_url=base_url,
         api_key_env=_str(fields, "api_key_env", where),
+        api_key=_str(fields, "api_key", where),
         vendor=vendor,
         priority=_number(fields, "priority", where, int, priority),
         connect_timeout=_number(fields, "connect_timeout", where, float, 5.0),
@@ -274,7 +279,7 @@ def _provider(name: str, node: Node, priority: int) -> ProviderSpec:
 
 def _model(node: Node, where: str, providers: set[str]) -> ModelSpec:
     fields = _fields(node, where, MODEL_FIELDS)
-    provider = _str(fields, "provider", where, required=True)
+    provider = _str(fields, "provider", where, required=True, line=node.line)
     if provider not in providers:
         raise ConfigError(
             fields["provider"].line,
@@ -283,7 +288,7 @@ def _model(node: Node, where: str, providers: set[str]) -> ModelSpec:
         )
     return ModelSpec(
         provider=provider,
-        name=_str(fields, "name", where, required=True),
+        name=_str(fields, "name", where, required=True, line=node.line),
         input_usd_per_mtok=_decimal(fields, "input_usd_per_mtok", where),
         output_usd_per_mtok=_decimal(fields, "output_usd_per_mtok", where),
         cached_input_usd_per_mtok=_decimal(fields, "cached_input_usd_per_mtok", where),
@@ -314,7 +319,7 @@ def _route(name: str, node: Node, deployments: set[tuple[str, str]]) -> RouteSpe
 
 def _budget(node: Node, where: str) -> BudgetSpec:
     fields = _fields(node, where, BUDGET_FIELDS)
-    scope = _str(fields, "scope", where, required=True)
+    scope = _str(fields, "scope", where, required=True, line=node.line)
     if scope not in ("global", "key", "route", "provider"):
         raise ConfigError(
             fields["scope"].line, f"{where}.scope", "must be global, key, route or provider"

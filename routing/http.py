@@ -14,6 +14,7 @@ the fastest that passed.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -237,23 +238,27 @@ class AiohttpUpstreamClient(UpstreamClient):
         await self._session.close()
 
 
-_clients: dict[int, UpstreamClient] = {}
+# Keyed by the loop itself, weakly: a finished loop takes its entry with it, and a
+# new loop can never be handed a dead one's pool because it reused an id().
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, UpstreamClient] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def upstream_client() -> UpstreamClient:
     from django.conf import settings
 
     loop = asyncio.get_running_loop()
-    client = _clients.get(id(loop))
+    client = _clients.get(loop)
     if client is None:
         transport = settings.SWITCHBOARD["UPSTREAM_TRANSPORT"]
         client = AiohttpUpstreamClient() if transport == "aiohttp" else UpstreamClient(transport)
-        _clients[id(loop)] = client
+        _clients[loop] = client
     return client
 
 
 async def close_upstream_client() -> None:
     loop = asyncio.get_running_loop()
-    client = _clients.pop(id(loop), None)
+    client = _clients.pop(loop, None)
     if client is not None:
         await client.aclose()

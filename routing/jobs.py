@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from datetime import UTC, datetime
 
 from redis import Redis
+from redis.exceptions import LockError
 
 from project.redis import sync_client
 from routing.breaker import TRANSITIONS_KEY, decode_transition
@@ -20,7 +22,8 @@ def persist_breaker_transitions(batch_size: int = 500) -> int:
     try:
         return _persist(redis, batch_size)
     finally:
-        lock.release()
+        with suppress(LockError):  # it expired: another worker may hold it now
+            lock.release()
 
 
 def _persist(redis: Redis, batch_size: int) -> int:
@@ -34,15 +37,18 @@ def _persist(redis: Redis, batch_size: int) -> int:
         )
     )
     BreakerEvent.objects.bulk_create(
-        BreakerEvent(
-            deployment_id=t["deployment_id"],
-            from_state=t["from_state"],
-            to_state=t["to_state"],
-            reason=str(t.get("reason", ""))[:200],
-            created=datetime.fromtimestamp(float(t["at"]), tz=UTC),
-        )
-        for t in transitions
-        if t["deployment_id"] in known  # a deployment deleted since has no admin page
+        [
+            BreakerEvent(
+                deployment_id=t["deployment_id"],
+                from_state=t["from_state"],
+                to_state=t["to_state"],
+                reason=str(t.get("reason", ""))[:200],
+                created=datetime.fromtimestamp(float(t["at"]), tz=UTC),
+            )
+            for t in transitions
+            if t["deployment_id"] in known  # a deployment deleted since has no admin page
+        ],
+        ignore_conflicts=True,
     )
     redis.ltrim(TRANSITIONS_KEY, len(raw_items), -1)
     return len(raw_items)

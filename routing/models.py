@@ -7,6 +7,7 @@ in-memory snapshot and rebuilds it when the config version in Redis changes.
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 from decimal import Decimal
 from uuid import uuid4
@@ -16,6 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing.money import MONEY_DECIMAL_PLACES, MONEY_MAX_DIGITS
+from project.secrets import decrypt, encrypt, last4
 
 
 class Protocol(models.TextChoices):
@@ -38,6 +40,10 @@ class Provider(models.Model):
         blank=True,
         help_text="Name of the environment variable that holds the API key.",
     )
+    # A key given directly (config file or admin) instead of api_key_env, stored
+    # encrypted (project.secrets); only its last four characters are shown.
+    api_key_encrypted = models.TextField(blank=True, editable=False)
+    api_key_last4 = models.CharField(max_length=4, blank=True, editable=False)
     vendor = models.SlugField(
         max_length=64,
         blank=True,
@@ -61,6 +67,19 @@ class Provider(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def set_api_key(self, raw: str) -> None:
+        self.api_key_encrypted = encrypt(raw) if raw else ""
+        self.api_key_last4 = last4(raw)
+
+    def stored_api_key(self) -> str:
+        return decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
+
+    def api_key(self) -> str:
+        """The key to send: the stored one, else the named environment variable's."""
+        if self.api_key_encrypted:
+            return self.stored_api_key()
+        return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
 
 
 class DeploymentQuerySet(models.QuerySet["Deployment"]):
@@ -202,9 +221,12 @@ class ClientKey(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
 
-    @staticmethod
-    def new_raw_key(environment: str) -> str:
-        return f"sb-{environment}-{secrets.token_urlsafe(24)}"
+    def assign_new_secret(self) -> str:
+        """Give this key a fresh secret; returns the raw key, the only time it exists."""
+        raw = f"sb-{self.environment}-{secrets.token_urlsafe(24)}"
+        self.prefix = raw[: len(f"sb-{self.environment}-") + 6]
+        self.key_hash = hash_key(raw)
+        return raw
 
     @property
     def is_active(self) -> bool:
@@ -229,6 +251,12 @@ class BreakerEvent(models.Model):
         ordering = ["-created"]
         # Serves the admin's "latest transitions of this deployment" list.
         indexes = [models.Index(fields=["deployment", "-created"], name="routing_breaker_recent")]
+        constraints = [
+            # A copy job that dies before trimming Redis copies the same transitions again.
+            models.UniqueConstraint(
+                fields=["deployment", "created", "to_state"], name="routing_breakerevent_once"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.deployment}: {self.from_state} → {self.to_state}"

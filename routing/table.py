@@ -9,7 +9,6 @@ Redis for the version at most once per ``TABLE_CHECK_SECONDS``.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -98,8 +97,10 @@ def build_table(version: int) -> RoutingTable:
         return _build_table(version)
     finally:
         # Runs in a pool thread outside any request cycle, so nothing else
-        # would ever close this thread's connection.
-        connection.close()
+        # would ever close this thread's connection (unless a caller's
+        # transaction is using it).
+        if not connection.in_atomic_block:
+            connection.close()
 
 
 def _build_table(version: int) -> RoutingTable:
@@ -148,7 +149,7 @@ def _info(deployment: object) -> DeploymentInfo:
         protocol=provider.protocol,
         base_url=provider.base_url.rstrip("/"),
         model=deployment.name,
-        api_key=os.environ.get(provider.api_key_env, "") if provider.api_key_env else "",
+        api_key=provider.api_key(),
         vendor=provider.vendor,
         input_usd_per_mtok=deployment.input_usd_per_mtok,
         output_usd_per_mtok=deployment.output_usd_per_mtok,

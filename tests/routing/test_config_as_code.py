@@ -104,7 +104,7 @@ def test_an_edit_updates_in_place(tmp_path: Path) -> None:
             "providers:\n  x: {protocol: grpc, base_url: 'http://x'}\n",
             "line 2: providers.x.protocol: must be one of",
         ),
-        ("providers:\n  x: {protocol: openai}\n", "providers.x.base_url: is required"),
+        ("providers:\n  x: {protocol: openai}\n", "line 2: providers.x.base_url: is required"),
         (
             "providers:\n  x: {protocol: openai, base_url: 'http://x'}\n"
             "models:\n  - {provider: y, name: m}\n",
@@ -123,8 +123,9 @@ def test_an_edit_updates_in_place(tmp_path: Path) -> None:
         ("providers: [\n", "not valid YAML"),
         ("flavours: {}\n", "line 1: flavours: unknown section"),
         (
-            "providers:\n  x: {protocol: openai, base_url: 'http://x', api_key: sk-secret}\n",
-            "line 2: providers.x.api_key",
+            "providers:\n  x: {protocol: openai, base_url: 'http://x', api_key: sk-secret,"
+            " api_key_env: X}\n",
+            "line 2: providers.x.api_key: give api_key or api_key_env, not both",
         ),
     ],
 )
@@ -160,3 +161,33 @@ def test_create_client_key_refuses_an_unknown_scope() -> None:
     with pytest.raises(CommandError, match="Unknown scope everything"):
         run("create_client_key", "--name", "x", "--scopes", "chat,everything")
     assert not ClientKey.objects.exists()
+
+
+def test_an_inline_api_key_is_stored_encrypted_used_and_never_exported(tmp_path: Path) -> None:
+    from django.db import connection
+
+    from routing.table import build_table
+
+    secret = "sk-inline-secret-0123456789"
+    text = EXAMPLE.read_text().replace("api_key_env: OPENAI_API_KEY", f"api_key: {secret}")
+    run("import_config", write(tmp_path, text))
+
+    openai = Provider.objects.get(name="openai")
+    assert openai.api_key_last4 == "6789"
+    assert openai.api_key() == secret
+    deployment = build_table(1).resolve("openai/gpt-4o-mini").chain[0]  # type: ignore[union-attr]
+    assert deployment.api_key == secret
+    assert secret not in repr(deployment)
+    assert secret not in run("export_config")
+    assert secret not in dump_database(connection)
+    assert "4 provider unchanged" in run("import_config", write(tmp_path, text))
+
+
+def dump_database(connection: object) -> str:
+    """Every row of every table, as text."""
+    lines = []
+    with connection.cursor() as cursor:  # type: ignore[attr-defined]
+        for table in connection.introspection.table_names():  # type: ignore[attr-defined]
+            cursor.execute(f'SELECT * FROM "{table}"')
+            lines.extend(repr(row) for row in cursor.fetchall())
+    return "\n".join(lines)
