@@ -356,6 +356,7 @@ class Engine:
     ) -> AsyncGenerator[bytes]:
         decoder, translator = opened.decoder, opened.translator
         error = None
+        finished = False
         try:
             for payload in opened.first:
                 yield frame(payload)
@@ -368,6 +369,7 @@ class Engine:
                     yield frame(payload)
             for payload in translator.finish():
                 yield frame(payload)
+            finished = True
         except ProviderError as exc:
             error = scrubbed(exc, deployment)
         finally:
@@ -386,6 +388,8 @@ class Engine:
                 entry.attempts[-1].update(
                     outcome=error.kind.value, code=error.code, message=error.message
                 )
+            elif not finished:  # the caller stopped reading: charged for what was generated
+                entry.status, entry.error_code = "partial", "client_closed"
             # Committed before the client hears of a cut, so an in-process
             # caller that stops at the error still finds the usage recorded.
             outcome = breaker_outcome(error) if error else "ok"

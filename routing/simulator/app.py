@@ -31,6 +31,7 @@ from routing.simulator.wire import (
     read_body,
     send_bytes,
     send_events,
+    send_events_slowly,
     send_json,
     start_then_drop,
 )
@@ -147,6 +148,12 @@ class Simulator:
         if mode == "stream_cut":
             events = [*plan.head, *plan.content[:2]]
             await send_events(send, events, plan.headers, plan.content_type, complete=False)
+            return
+        if mode == "slow_stream":
+            # One content event every delay_ms, like a model generating token by token.
+            assert fault is not None
+            delay_ms = DEFAULT_SLOW_MS if fault.delay_ms is None else fault.delay_ms
+            await send_events_slowly(send, receive, plan, delay_ms / 1000)
             return
         if mode == "malformed":
             events = [*plan.head, provider.malformed_event(request), *plan.tail]

@@ -11,7 +11,17 @@ from itertools import count
 from typing import Any
 
 PROVIDERS = ("aimlapi", "openai", "anthropic", "google")
-MODES = ("error", "rate_limit", "no_credit", "timeout", "slow", "reset", "malformed", "stream_cut")
+MODES = (
+    "error",
+    "rate_limit",
+    "no_credit",
+    "timeout",
+    "slow",
+    "slow_stream",
+    "reset",
+    "malformed",
+    "stream_cut",
+)
 DEFAULT_TIMEOUT_MS = 60_000
 DEFAULT_SLOW_MS = 1_000
 

@@ -166,6 +166,23 @@ async def send_events(
     await send({"type": "http.response.body", "body": b"".join(events), "more_body": not complete})
 
 
+async def send_events_slowly(send: Send, receive: Receive, plan: Any, interval: float) -> None:
+    """The head at once, then a content event every ``interval``; stops if the client left."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [plan.content_type, NO_CACHE, *plan.headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"".join(plan.head), "more_body": True})
+    for event in plan.content:
+        if await pause(receive, interval):
+            return
+        await send({"type": "http.response.body", "body": event, "more_body": True})
+    await send({"type": "http.response.body", "body": b"".join(plan.tail), "more_body": False})
+
+
 async def start_then_drop(send: Send, headers: Headers) -> None:
     """Begin a chunked 200 and return without finishing it.
 

@@ -183,3 +183,32 @@ def test_nothing_is_charged_twice_when_a_retry_succeeds(
     record = UsageRecord.objects.get()
     assert len(record.attempts) == 2
     assert record.cost_usd == Decimal(raw.headers["x-switchboard-cost-usd"])
+
+
+def test_a_client_that_leaves_mid_stream_stops_the_upstream_read_and_is_charged_for_what_it_got(
+    gateway: str, client_key: str, demo: SimulatorHandle, redis: Redis
+) -> None:
+    import time
+
+    import httpx
+
+    demo.fault(provider="aimlapi", mode="slow_stream", delay_ms=300)
+    body = {"model": "summary", "stream": True, "messages": MESSAGES}
+    headers = {"Authorization": f"Bearer {client_key}"}
+
+    with (
+        httpx.Client() as client,
+        client.stream("POST", f"{gateway}/v1/chat/completions", json=body, headers=headers) as r,
+    ):
+        first = next(r.iter_lines())
+        assert first.startswith("data: ")
+    left = time.monotonic()
+
+    while not redis.llen(LEDGER_KEY) and time.monotonic() - left < 5:
+        time.sleep(0.05)
+    # The whole stream would take 300 ms for each of its ~10 events.
+    assert time.monotonic() - left < 1.5
+    drain_ledger()
+    record = UsageRecord.objects.get()
+    assert (record.status, record.error_code) == ("partial", "client_closed")
+    assert record.provider == "aimlapi" and record.usage_estimated
