@@ -12,6 +12,7 @@ from uuid import uuid4
 from django.db import models
 from django.utils import timezone
 
+from billing.budgets import BudgetInfo
 from billing.money import MONEY_DECIMAL_PLACES, MONEY_MAX_DIGITS
 
 
@@ -82,7 +83,9 @@ class Budget(models.Model):
         max_length=100, blank=True, help_text="Key, route or provider name; empty for global."
     )
     period = models.CharField(max_length=8, choices=Period.choices, default=Period.MONTHLY)
-    amount_usd = models.DecimalField(max_digits=MONEY_MAX_DIGITS, decimal_places=2)
+    amount_usd = models.DecimalField(
+        max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES
+    )
     hard = models.BooleanField(
         default=False, help_text="Refuse calls over budget (else alert only)."
     )
@@ -101,5 +104,19 @@ class Budget(models.Model):
         ]
 
     def __str__(self) -> str:
-        target = f" {self.scope_ref}" if self.scope_ref else ""
-        return f"{self.scope}{target} {self.period} ${self.amount_usd}"
+        return f"{self.label} ${self.amount_usd.normalize():f}"
+
+    @property
+    def label(self) -> str:
+        return " ".join(part for part in (self.scope, self.scope_ref, self.period) if part)
+
+    def info(self) -> BudgetInfo:
+        return BudgetInfo(
+            id=self.id,
+            label=self.label,
+            scope=self.scope,
+            scope_ref=self.scope_ref,
+            period=self.period,
+            amount_usd=self.amount_usd,
+            hard=self.hard,
+        )

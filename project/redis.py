@@ -65,7 +65,12 @@ def async_client() -> redis.asyncio.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        client = redis.asyncio.Redis.from_url(settings.REDIS_URL, max_connections=64)
+        # A blocking pool: under a burst, a command waits for a free connection
+        # instead of failing with "Too many connections".
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, max_connections=128, timeout=10
+        )
+        client = redis.asyncio.Redis(connection_pool=pool)
         _async_clients[loop] = client
     return client
 
@@ -73,4 +78,4 @@ def async_client() -> redis.asyncio.Redis:
 async def close_async_client() -> None:
     client = _async_clients.pop(asyncio.get_running_loop(), None)
     if client is not None:
-        await client.aclose()
+        await client.aclose(close_connection_pool=True)

@@ -147,9 +147,11 @@ class Breakers:
     add a SCRIPT EXISTS round trip to every pipeline.
     """
 
-    def __init__(self, redis: Redis, policy: Policy) -> None:
+    def __init__(self, redis: Redis, policy: Policy, extra_scripts: tuple[str, ...] = ()) -> None:
         self.redis = redis
         self.policy = policy
+        # Other scripts run through the same pipelines (budget reservations), reloaded with ours.
+        self.extra_scripts = extra_scripts
         self.record_sha = sha1(RECORD)
         self.acquire_sha = sha1(ACQUIRE_TRIAL)
         # Readings younger than policy.read_cache_seconds are served from memory:
@@ -161,8 +163,8 @@ class Breakers:
         self._cache.clear()
 
     async def load_scripts(self) -> None:
-        await self.redis.script_load(RECORD)
-        await self.redis.script_load(ACQUIRE_TRIAL)
+        for script in (RECORD, ACQUIRE_TRIAL, *self.extra_scripts):
+            await self.redis.script_load(script)
 
     async def read(self, deployment_ids: list[int]) -> dict[int, Reading]:
         now = time.monotonic()
@@ -236,6 +238,14 @@ class Breakers:
         await self.run(
             lambda pipe: self.queue_record(pipe, deployment_id, outcome, reason, started_at)
         )
+
+    async def evalsha(self, *args: Any) -> Any:
+        """One EVALSHA of any known script, loading the scripts if Redis lost them."""
+        try:
+            return await self.redis.execute_command("EVALSHA", *args)
+        except NoScriptError:
+            await self.load_scripts()
+            return await self.redis.execute_command("EVALSHA", *args)
 
     async def run(self, build: Any) -> list[Any]:
         """Execute a pipeline built by ``build(pipe)``; reload scripts once if Redis lost them.

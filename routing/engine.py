@@ -29,6 +29,8 @@ import orjson
 from django.utils import timezone
 from redis.asyncio import Redis
 
+from billing.budgets import SCRIPTS as BUDGET_SCRIPTS
+from billing.budgets import Reservation, reserve_args
 from billing.ledger import LEDGER_KEY, UsageEntry
 from project.errors import ApiError
 from routing.breaker import Breakers, Policy, State
@@ -118,6 +120,7 @@ class Run:
     # Wall-clock start of the attempt that answered: the breaker ignores successes
     # of calls that were already in flight when it opened.
     answered_call_started: float = 0.0
+    reservation: Reservation | None = None  # settled with the ledger write
 
 
 @dataclass
@@ -197,7 +200,7 @@ class Engine:
         self.tables = tables
         self._settings = settings
         self._settings_source: object = None
-        self.breakers = Breakers(redis, policy)
+        self.breakers = Breakers(redis, policy, extra_scripts=tuple(BUDGET_SCRIPTS.values()))
 
     @property
     def settings(self) -> EngineSettings:
@@ -251,6 +254,7 @@ class Engine:
             started=started,
             deadline=started + self.settings.deadline_seconds,
         )
+        await self._reserve(run)
         async with aclosing(self._candidates(run.resolution.chain)) as candidates:
             chain = run.resolution.chain
             async for deployment in candidates:
@@ -277,6 +281,37 @@ class Engine:
                 if time.monotonic() >= run.deadline:
                     break
         raise await self._give_up(run)
+
+    async def _reserve(self, run: Run) -> None:
+        """Reserve the worst-case cost on every budget that applies, or refuse with 429."""
+        budgets = [
+            b
+            for b in (await self.table()).budgets
+            if b.applies_to(run.caller.key.name if run.caller.key else "", run.resolution.route)
+        ]
+        if not budgets:
+            return
+        worst = worst_case_cost(run.request, run.resolution.chain)
+        now = timezone.now()
+        reservation, args = reserve_args(budgets, run.caller.request_id, worst, now)
+        refused = int(await self.breakers.evalsha(*args))
+        if not refused:
+            run.reservation = reservation
+            return
+        budget = budgets[refused - 1]
+        resets = budget.period_end(now)
+        error = ApiError(
+            429,
+            f"The {budget.label} budget of ${budget.amount_usd.normalize():f} is exhausted: "
+            "this request "
+            f"could cost up to ${worst:.6f}. It resets at {resets:%Y-%m-%d %H:%M} UTC.",
+            "budget_exceeded",
+            retry_after=(resets - now).total_seconds(),
+        )
+        entry = self._entry(run)
+        entry.status, entry.http_status, entry.error_code = "rejected", 429, "budget_exceeded"
+        await self._commit(entry, None)
+        raise error
 
     async def _failed(
         self,
@@ -309,7 +344,13 @@ class Engine:
         cost = deployment.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
         entry = self._entry(run)
         fill_usage(entry, deployment, usage, cost)
-        await self._commit(entry, deployment, "ok", started_at=run.answered_call_started)
+        await self._commit(
+            entry,
+            deployment,
+            "ok",
+            started_at=run.answered_call_started,
+            reservation=run.reservation,
+        )
         return Answer(
             caller.request_id, run.resolution.route, deployment, completion, run.attempts, cost
         )
@@ -341,7 +382,7 @@ class Engine:
 
         run, deployment, opened = await self._serve(request, caller, call)
         entry = self._entry(run)
-        frames = self._stream_body(opened, entry, deployment, request, run.answered_call_started)
+        frames = self._stream_body(opened, entry, deployment, request, run)
         return StreamAnswer(
             caller.request_id, run.resolution.route, deployment, run.attempts, frames
         )
@@ -352,7 +393,7 @@ class Engine:
         entry: UsageEntry,
         deployment: DeploymentInfo,
         request: ChatRequest,
-        call_started: float,
+        run: Run,
     ) -> AsyncGenerator[bytes]:
         decoder, translator = opened.decoder, opened.translator
         error = None
@@ -394,7 +435,14 @@ class Engine:
             # caller that stops at the error still finds the usage recorded.
             outcome = breaker_outcome(error) if error else "ok"
             reason = f"{error.code}: {error.message}" if error else ""
-            await self._commit(entry, deployment, outcome, reason, started_at=call_started)
+            await self._commit(
+                entry,
+                deployment,
+                outcome,
+                reason,
+                started_at=run.answered_call_started,
+                reservation=run.reservation,
+            )
         if error is not None:
             yield frame(stream_error_payload(error))
         elif request.include_usage:
@@ -473,13 +521,17 @@ class Engine:
         outcome: str | None = "ok",
         reason: str = "",
         started_at: float | None = None,
+        reservation: Reservation | None = None,
     ) -> None:
+        """Write the usage entry, the breaker's record and the budget settlement in one trip."""
         raw = entry.encode()
 
         def build(pipe: Any) -> None:
             pipe.rpush(LEDGER_KEY, raw)
             if deployment is not None and outcome is not None:
                 self.breakers.queue_record(pipe, deployment.id, outcome, reason, started_at)
+            if reservation is not None:
+                pipe.execute_command("EVALSHA", *reservation.settle_args(entry.cost_usd))
 
         await self.breakers.run(build)
 
@@ -515,8 +567,25 @@ class Engine:
                 )
         entry = self._entry(run)
         entry.status, entry.http_status, entry.error_code = "error", error.status, error.code
-        await self._commit(entry, None)
+        await self._commit(entry, None, reservation=run.reservation)
         return error
+
+
+# Output tokens assumed when a request sets no limit and its model declares none.
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
+
+
+def worst_case_cost(request: ChatRequest, chain: tuple[DeploymentInfo, ...]) -> Decimal:
+    """The most this request can cost on any candidate: what a budget must hold back."""
+    # About four characters a token in the languages served; a margin per message.
+    prompt = request.prompt_chars() // 3 + 8 * len(request.messages)
+    worst = Decimal(0)
+    for deployment in chain:
+        output = (
+            request.max_output_tokens or deployment.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS
+        )
+        worst = max(worst, deployment.cost(prompt, output))
+    return worst
 
 
 def breaker_outcome(error: ProviderError) -> str | None:

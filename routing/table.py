@@ -17,6 +17,7 @@ from asgiref.sync import sync_to_async
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
+from billing.budgets import BudgetInfo
 from billing.money import token_cost
 
 VERSION_KEY = "sb:config:version"
@@ -74,6 +75,7 @@ class RoutingTable:
     routes: dict[str, tuple[DeploymentInfo, ...]]
     models: dict[str, tuple[DeploymentInfo, ...]]
     keys: dict[str, KeyInfo]
+    budgets: tuple[BudgetInfo, ...] = ()
 
     def resolve(self, name: str) -> Resolution | None:
         """A route name, a "provider/model" label, or a bare model name."""
@@ -104,6 +106,7 @@ def build_table(version: int) -> RoutingTable:
 
 
 def _build_table(version: int) -> RoutingTable:
+    from billing.models import Budget
     from routing.models import ClientKey, Deployment, Route
 
     ordered = (
@@ -135,6 +138,7 @@ def _build_table(version: int) -> RoutingTable:
         routes=routes,
         models={name: tuple(chain) for name, chain in models.items()},
         keys=keys,
+        budgets=tuple(b.info() for b in Budget.objects.all()),
     )
 
 

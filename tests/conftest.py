@@ -100,3 +100,37 @@ def openai_client(gateway: str, client_key: str, demo: SimulatorHandle) -> Itera
     client = openai.OpenAI(base_url=f"{gateway}/v1", api_key=client_key, max_retries=0)
     yield client
     client.close()
+
+
+def database_url() -> str:
+    """The test database, as a URL another process can open."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    user = db["USER"] or "postgres"
+    return f"postgres://{user}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture
+def two_gateways(demo: SimulatorHandle) -> Iterator[list[str]]:
+    """Two more gateway processes sharing this test's database and Redis."""
+    from django.conf import settings
+
+    from tests.servers import start_gateway_processes
+
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "SWITCHBOARD_TABLE_CHECK_SECONDS": "0",
+    }
+    started = start_gateway_processes(2, env)
+    try:
+        yield [url for url, _ in started]
+    finally:
+        for _, process in started:
+            process.terminate()
+        for _, process in started:
+            process.wait(timeout=10)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -70,3 +73,49 @@ class SimulatorHandle:
 
     def count(self, provider: str) -> int:
         return int(self.calls().get(provider, {}).get("count", 0))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_gateway_processes(count: int, env: dict[str, str]) -> list[tuple[str, Any]]:
+    """``count`` separate uvicorn processes of the gateway; returns (url, process) pairs."""
+    started = []
+    for _ in range(count):
+        port = free_port()
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "project.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
+        process = subprocess.Popen(command, cwd=ROOT, env=env)
+        started.append((f"http://127.0.0.1:{port}", process))
+    for url, process in started:
+        wait_until_serving(url, process)
+    return started
+
+
+def wait_until_serving(url: str, process: Any) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("the gateway process exited")
+        try:
+            with _opener.open(f"{url}/healthz", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not start")

@@ -1,0 +1,166 @@
+"""Budgets that hold under concurrency: reservations and spend in Redis.
+
+Before a call the engine reserves the request's worst-case cost against every
+budget that applies (atomically, in one Lua script: all fit or none is
+taken); after the call it settles the reservation to the actual cost. Spend
+and outstanding reservations are integers of the money quantum (1e-10 USD), so
+Redis adds them exactly. A reservation is a lease: if the process holding it
+dies, the next reservation against that budget releases it after it expires.
+
+Hard budgets refuse what does not fit; soft budgets only count (alerts read
+their spend). `spend()` reads a budget's current-period spend at any moment.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from billing.money import MONEY_QUANTUM
+
+LEASE_SECONDS = 600  # longer than any request deadline and most streams
+KEY = "sb:budget:{id}:{period}"
+
+
+def to_units(amount: Decimal) -> int:
+    return int((amount / MONEY_QUANTUM).to_integral_value())
+
+
+def from_units(units: int) -> Decimal:
+    return Decimal(units) * MONEY_QUANTUM
+
+
+@dataclass(frozen=True)
+class BudgetInfo:
+    """A budget as the request path needs it (built into the routing table)."""
+
+    id: int
+    label: str  # "global monthly", "route summary daily", ...
+    scope: str
+    scope_ref: str
+    period: str  # monthly | daily
+    amount_usd: Decimal
+    hard: bool
+
+    def period_key(self, now: datetime) -> str:
+        return now.strftime("%Y-%m" if self.period == "monthly" else "%Y-%m-%d")
+
+    def period_start(self, now: datetime) -> datetime:
+        if self.period == "daily":
+            return datetime(now.year, now.month, now.day, tzinfo=UTC)
+        return datetime(now.year, now.month, 1, tzinfo=UTC)
+
+    def period_end(self, now: datetime) -> datetime:
+        if self.period == "daily":
+            return datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
+        last = calendar.monthrange(now.year, now.month)[1]
+        return datetime(now.year, now.month, last, tzinfo=UTC) + timedelta(days=1)
+
+    def key(self, now: datetime) -> str:
+        return KEY.format(id=self.id, period=self.period_key(now))
+
+    def applies_to(self, key_name: str, route: str, provider: str | None = None) -> bool:
+        if self.scope == "global":
+            return True
+        if self.scope == "key":
+            return self.scope_ref == key_name
+        if self.scope == "route":
+            return self.scope_ref == route
+        return provider is not None and self.scope_ref == provider
+
+
+# KEYS: one budget hash per budget. ARGV: request id, now, lease expiry, then for
+# each budget: limit units (-1 for a soft budget), amount units.
+# Returns 0 when every hard budget fits (and reserves on all), else the 1-based
+# index of the first budget that does not fit (and reserves nothing).
+RESERVE = """
+local request, now, expiry = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+for i, key in ipairs(KEYS) do
+  -- Release leases whose holder died without settling.
+  local expired = redis.call('ZRANGEBYSCORE', key .. ':leases', '-inf', now)
+  for _, id in ipairs(expired) do
+    local held = tonumber(redis.call('HGET', key .. ':held', id) or '0')
+    redis.call('HINCRBY', key, 'reserved', -held)
+    redis.call('HDEL', key .. ':held', id)
+    redis.call('ZREM', key .. ':leases', id)
+  end
+end
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[2 + i * 2])
+  local amount = tonumber(ARGV[3 + i * 2])
+  if limit >= 0 then
+    local spent = tonumber(redis.call('HGET', key, 'spent') or '0')
+    local reserved = tonumber(redis.call('HGET', key, 'reserved') or '0')
+    if spent + reserved + amount > limit then return i end
+  end
+end
+for i, key in ipairs(KEYS) do
+  local amount = tonumber(ARGV[3 + i * 2])
+  redis.call('HINCRBY', key, 'reserved', amount)
+  redis.call('HSET', key .. ':held', request, amount)
+  redis.call('ZADD', key .. ':leases', expiry, request)
+end
+return 0
+"""
+
+# KEYS: the same budget hashes. ARGV: request id, actual cost units, key TTL seconds.
+# The engine settles each reservation once. A lease that expired (and was
+# released by a later reservation) leaves nothing to release: the actual cost
+# is still added, so a long stream is charged in full.
+SETTLE = """
+local request, actual, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+for _, key in ipairs(KEYS) do
+  local held = tonumber(redis.call('HGET', key .. ':held', request) or '0')
+  redis.call('HINCRBY', key, 'reserved', -held)
+  redis.call('HINCRBY', key, 'spent', actual)
+  redis.call('HDEL', key .. ':held', request)
+  redis.call('ZREM', key .. ':leases', request)
+  redis.call('EXPIRE', key, ttl)
+  redis.call('EXPIRE', key .. ':held', ttl)
+  redis.call('EXPIRE', key .. ':leases', ttl)
+end
+return 0
+"""
+
+RESERVE_SHA = hashlib.sha1(RESERVE.encode()).hexdigest()
+SETTLE_SHA = hashlib.sha1(SETTLE.encode()).hexdigest()
+SCRIPTS = {RESERVE_SHA: RESERVE, SETTLE_SHA: SETTLE}
+
+
+@dataclass(frozen=True)
+class Reservation:
+    request_id: str
+    keys: tuple[str, ...]
+    budgets: tuple[BudgetInfo, ...]
+    ttl_seconds: int
+
+    def settle_args(self, actual: Decimal) -> list[Any]:
+        units = to_units(actual)
+        return [SETTLE_SHA, len(self.keys), *self.keys, self.request_id, units, self.ttl_seconds]
+
+
+def reserve_args(
+    budgets: list[BudgetInfo], request_id: str, amount: Decimal, now: datetime
+) -> tuple[Reservation, list[Any]]:
+    """The reservation and the EVALSHA arguments that take it."""
+    keys = tuple(b.key(now) for b in budgets)
+    units = to_units(amount)
+    per_budget: list[Any] = []
+    for budget in budgets:
+        per_budget += [to_units(budget.amount_usd) if budget.hard else -1, units]
+    stamp = now.timestamp()
+    # Keys outlive their period by a month, for reports and reconciliation.
+    ttl = int((max(b.period_end(now) for b in budgets) - now).total_seconds()) + 31 * 86400
+    reservation = Reservation(request_id, keys, tuple(budgets), ttl)
+    args = [RESERVE_SHA, len(keys), *keys, request_id, stamp, stamp + LEASE_SECONDS, *per_budget]
+    return reservation, args
+
+
+def current_spend(redis: Any, budget: BudgetInfo, now: datetime) -> tuple[Decimal, Decimal]:
+    """(spent, reserved) in the budget's current period, as every gateway sees it now."""
+    raw = redis.hgetall(budget.key(now))
+    return from_units(int(raw.get(b"spent", 0))), from_units(int(raw.get(b"reserved", 0)))

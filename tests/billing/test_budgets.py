@@ -1,0 +1,147 @@
+"""Hard budgets hold under concurrency: reserve the worst case, settle to the actual cost."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import openai
+import pytest
+from redis import Redis
+
+from billing.budgets import BudgetInfo, current_spend, reserve_args
+from billing.models import Budget, UsageRecord
+from routing.models import ClientKey
+from tests.factories import drain_ledger
+from tests.servers import SimulatorHandle
+
+MESSAGES = [{"role": "user", "content": "Summarise: we agreed to ship on Friday."}]
+
+
+def spent(redis: Redis, budget: Budget) -> tuple[Decimal, Decimal]:
+    return current_spend(redis, budget.info(), datetime.now(UTC))
+
+
+def key_budget(amount: Decimal) -> Budget:
+    name = ClientKey.objects.get().name
+    return Budget.objects.create(
+        scope="key", scope_ref=name, period="monthly", amount_usd=amount, hard=True
+    )
+
+
+def one_cost(client: openai.OpenAI) -> Decimal:
+    raw = client.chat.completions.with_raw_response.create(
+        model="summary", messages=MESSAGES, max_tokens=40
+    )
+    return Decimal(raw.headers["x-switchboard-cost-usd"])
+
+
+def test_spend_settles_to_the_actual_cost_and_nothing_stays_reserved(
+    openai_client: openai.OpenAI, redis: Redis
+) -> None:
+    budget = key_budget(Decimal("10"))
+
+    costs = [one_cost(openai_client) for _ in range(3)]
+
+    assert spent(redis, budget) == (sum(costs), Decimal(0))
+    drain_ledger()
+    assert sum(r.cost_usd for r in UsageRecord.objects.all()) == sum(costs)
+
+
+def test_a_request_that_does_not_fit_is_refused_with_budget_exceeded(
+    openai_client: openai.OpenAI, demo: SimulatorHandle, redis: Redis
+) -> None:
+    key_budget(Decimal("0.0000001"))
+
+    with pytest.raises(openai.RateLimitError) as caught:
+        openai_client.chat.completions.create(model="summary", messages=MESSAGES)
+
+    assert caught.value.code == "budget_exceeded"
+    assert "key tests monthly budget" in caught.value.message
+    assert int(caught.value.response.headers["retry-after"]) > 0
+    assert demo.count("aimlapi") == 0, "refused before any provider was called"
+    drain_ledger()
+    assert UsageRecord.objects.get().status == "rejected"
+
+
+@pytest.mark.slow
+def test_two_hundred_concurrent_requests_through_two_gateways_never_overspend(
+    two_gateways: list[str], openai_client: openai.OpenAI, client_key: str, redis: Redis
+) -> None:
+    cost = one_cost(openai_client)  # before the budget exists
+    budget = key_budget(cost * 50)
+
+    async def fire() -> list[object]:
+        clients = [
+            openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=client_key, max_retries=0)
+            for url in two_gateways
+        ]
+        try:
+            calls = [
+                clients[i % 2].chat.completions.create(
+                    model="summary", messages=MESSAGES, max_tokens=40
+                )
+                for i in range(200)
+            ]
+            return await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            for client in clients:
+                await client.close()
+
+    results = asyncio.run(fire())
+
+    answered = [r for r in results if not isinstance(r, Exception)]
+    refused = [r for r in results if isinstance(r, Exception)]
+    assert 0 < len(answered) <= 50
+    reasons = {f"{type(r).__name__}: {getattr(r, 'code', r)}" for r in refused}
+    assert reasons == {"RateLimitError: budget_exceeded"}
+    total, reserved = spent(redis, budget)
+    assert total <= budget.amount_usd and reserved == 0
+    assert total == cost * len(answered)
+
+
+def test_a_stream_the_client_abandons_is_charged_for_what_it_got(
+    gateway: str, client_key: str, demo: SimulatorHandle, redis: Redis
+) -> None:
+    import time
+
+    import httpx
+
+    budget = key_budget(Decimal("10"))
+    demo.fault(provider="aimlapi", mode="slow_stream", delay_ms=200)
+    body = {"model": "summary", "stream": True, "messages": MESSAGES}
+    headers = {"Authorization": f"Bearer {client_key}"}
+    with (
+        httpx.Client() as client,
+        client.stream("POST", f"{gateway}/v1/chat/completions", json=body, headers=headers) as r,
+    ):
+        next(r.iter_lines())
+    deadline = time.monotonic() + 5
+    while spent(redis, budget)[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    drain_ledger()
+    record = UsageRecord.objects.get()
+    assert record.status == "partial" and record.cost_usd > 0
+    assert spent(redis, budget) == (record.cost_usd, Decimal(0))
+
+
+def test_a_lease_whose_holder_died_is_released_by_the_next_reservation(redis: Redis) -> None:
+    budget = BudgetInfo(1, "global monthly", "global", "", "monthly", Decimal("1"), hard=True)
+    now = datetime.now(UTC)
+    _, held = reserve_args([budget], "dead-request", Decimal("0.9"), now - timedelta(hours=1))
+    held[3] = budget.key(now)  # the same period as now
+    assert redis.execute_command("EVAL", _script(held[0]), *held[1:]) == 0
+
+    _, fresh = reserve_args([budget], "live-request", Decimal("0.5"), now)
+
+    assert redis.execute_command("EVAL", _script(fresh[0]), *fresh[1:]) == 0, (
+        "the dead lease expired"
+    )
+
+
+def _script(sha: str) -> str:
+    from billing.budgets import SCRIPTS
+
+    return SCRIPTS[sha]
