@@ -1,12 +1,19 @@
 from __future__ import annotations
 
+import csv
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django import forms
 from django.contrib import admin
-from django.http import HttpRequest
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
 from django.utils import timezone
 
+from billing import reports
 from billing.budgets import current_spend
 from billing.models import Budget, UsageRecord
 from project.redis import sync_client
@@ -32,6 +39,37 @@ class UsageRecordAdmin(admin.ModelAdmin):
     search_fields = ["request_id", "client_key_name", "model"]
     date_hierarchy = "created"
 
+    def get_urls(self) -> list[URLPattern]:
+        savings = self.admin_site.admin_view(self.savings_view)
+        return [path("savings/", savings, name="billing_savings"), *super().get_urls()]
+
+    def savings_view(self, request: HttpRequest) -> HttpResponse:
+        """The savings report against the 70% target, as a page or (?format=csv) a file."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form = SavingsForm(request.GET or None)
+        group_by, start, end = "day", None, None
+        if form.is_valid():
+            group_by = form.cleaned_data["group_by"] or "day"
+            start, end = form.cleaned_data["start"], form.cleaned_data["end"]
+        rows, total = reports.savings(group_by, _day(start), _day(end, 1))
+        if request.GET.get("format") == "csv":
+            return savings_csv(rows, total, group_by)
+        widest = max([r.direct_usd for r in rows] + [r.actual_usd for r in rows] + [Decimal(1)])
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Savings against direct providers",
+            "opts": self.model._meta,
+            "form": form,
+            "rows": [
+                (row, _pct(row.actual_usd, widest), _pct(row.direct_usd, widest)) for row in rows
+            ],
+            "total": total,
+            "target": reports.TARGET_SAVING_PCT,
+            "csv_query": {**request.GET.dict(), "format": "csv"},
+        }
+        return TemplateResponse(request, "billing/savings.html", context)
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # the ledger is append-only, written by the gateway
 
@@ -40,6 +78,56 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class SavingsForm(forms.Form):
+    group_by = forms.ChoiceField(choices=[(g, g) for g in reports.GROUPINGS], required=False)
+    start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+
+def _day(day: date | None, offset: int = 0) -> datetime | None:
+    if day is None:
+        return None
+    return datetime.combine(day + timedelta(days=offset), time.min, tzinfo=UTC)
+
+
+def _pct(value: Decimal, widest: Decimal) -> int:
+    return int(value / widest * 100)
+
+
+def savings_csv(
+    rows: list[reports.SavingsRow], total: reports.SavingsRow, group_by: str
+) -> HttpResponse:
+    response = HttpResponse(content_type="text/csv")
+    response["Content-Disposition"] = (
+        f'attachment; filename="switchboard-savings-by-{group_by}.csv"'
+    )
+    writer = csv.writer(response)
+    writer.writerow(
+        [
+            group_by,
+            "requests",
+            "actual_usd",
+            "direct_usd",
+            "saving_usd",
+            "saving_pct",
+            "unpriced_requests",
+        ]
+    )
+    for row in [*rows, total]:
+        writer.writerow(
+            [
+                row.bucket,
+                row.requests,
+                f"{row.actual_usd:f}",
+                f"{row.direct_usd:f}",
+                f"{row.saving_usd:f}",
+                "" if row.saving_pct is None else f"{row.saving_pct:f}",
+                row.unpriced_requests,
+            ]
+        )
+    return response
 
 
 @admin.register(Budget)

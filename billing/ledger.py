@@ -46,6 +46,7 @@ class UsageEntry:
     completion_tokens: int = 0
     cached_tokens: int = 0
     cost_usd: Decimal = Decimal(0)
+    direct_cost_usd: Decimal | None = None
     latency_ms: int = 0
     error_code: str = ""
     streamed: bool = False
@@ -62,6 +63,8 @@ class UsageEntry:
         data = orjson.loads(raw)
         data["created"] = datetime.fromisoformat(data["created"])
         data["cost_usd"] = Decimal(data["cost_usd"])
+        if data.get("direct_cost_usd") is not None:
+            data["direct_cost_usd"] = Decimal(data["direct_cost_usd"])
         return cls(**data)
 
 

@@ -37,6 +37,14 @@ class UsageRecord(models.Model):
     cost_usd = models.DecimalField(
         max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES, default=Decimal(0)
     )
+    direct_cost_usd = models.DecimalField(
+        max_digits=MONEY_MAX_DIGITS,
+        decimal_places=MONEY_DECIMAL_PLACES,
+        null=True,
+        blank=True,
+        help_text="The same tokens at the model's original vendor's list price; "
+        "empty when that price is unknown.",
+    )
     latency_ms = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=10, choices=Status.choices)
     http_status = models.PositiveSmallIntegerField(default=200)

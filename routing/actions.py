@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from billing.actions import upsert_budget
 from billing.models import Budget
-from billing.prices import list_price
+from billing.prices import direct_price, list_price
 from routing.config import GatewayConfig, ModelSpec
 from routing.models import ClientKey, Deployment, Provider, Route, RouteStep
 from routing.signals import config_changed
@@ -80,7 +80,7 @@ def import_config(config: GatewayConfig) -> Counter[str]:
 
 
 def _deployment_fields(model: ModelSpec, provider: Provider) -> dict[str, Any]:
-    fields: dict[str, Any] = {"enabled": model.enabled}
+    fields: dict[str, Any] = {"enabled": model.enabled, **_direct_fields(model, provider)}
     if model.context_window:
         fields["context_window"] = model.context_window
     if model.max_output_tokens:
@@ -106,6 +106,25 @@ def _deployment_fields(model: ModelSpec, provider: Provider) -> dict[str, Any]:
             price_source=Deployment.PriceSource.LIST,
         )
     return fields
+
+
+def _direct_fields(model: ModelSpec, provider: Provider) -> dict[str, Any]:
+    direct = direct_price(model.name, provider.vendor)
+    if direct is None:
+        return {
+            "direct_vendor": "",
+            "direct_model": "",
+            "direct_input_usd_per_mtok": None,
+            "direct_output_usd_per_mtok": None,
+            "direct_cached_input_usd_per_mtok": None,
+        }
+    return {
+        "direct_vendor": direct.vendor,
+        "direct_model": direct.model,
+        "direct_input_usd_per_mtok": direct.price.input_usd_per_mtok,
+        "direct_output_usd_per_mtok": direct.price.output_usd_per_mtok,
+        "direct_cached_input_usd_per_mtok": direct.price.cached_input_usd_per_mtok,
+    }
 
 
 def _upsert(model: type[Any], lookup: dict[str, Any], **fields: Any) -> tuple[Any, str]:

@@ -661,6 +661,9 @@ def fill_usage(entry: UsageEntry, deployment: DeploymentInfo, usage: Usage, cost
     entry.completion_tokens = usage.completion_tokens
     entry.cached_tokens = usage.cached_tokens
     entry.cost_usd = cost
+    entry.direct_cost_usd = deployment.direct_cost(
+        usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
+    )
 
 
 async def first_payloads(

@@ -109,6 +109,18 @@ class Deployment(models.Model):
     price_source = models.CharField(
         max_length=16, choices=PriceSource.choices, default=PriceSource.CONFIG
     )
+    # The savings baseline: the model's original vendor's list price (genai-prices).
+    direct_vendor = models.SlugField(max_length=64, blank=True)
+    direct_model = models.CharField(max_length=200, blank=True)
+    direct_input_usd_per_mtok = models.DecimalField(
+        max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES, null=True, blank=True
+    )
+    direct_output_usd_per_mtok = models.DecimalField(
+        max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES, null=True, blank=True
+    )
+    direct_cached_input_usd_per_mtok = models.DecimalField(
+        max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES, null=True, blank=True
+    )
     context_window = models.PositiveIntegerField(default=128_000)
     max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
     enabled = models.BooleanField(default=True)

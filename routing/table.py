@@ -39,10 +39,29 @@ class DeploymentInfo:
     max_output_tokens: int | None
     connect_timeout: float
     read_timeout: float
+    # The original vendor's list prices (the savings baseline); None when unknown.
+    direct_input_usd_per_mtok: Decimal | None = None
+    direct_output_usd_per_mtok: Decimal | None = None
+    direct_cached_input_usd_per_mtok: Decimal | None = None
 
     @property
     def label(self) -> str:
         return f"{self.provider}/{self.model}"
+
+    def direct_cost(
+        self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0
+    ) -> Decimal | None:
+        """What the same tokens would cost at the model's vendor's list price."""
+        if self.direct_input_usd_per_mtok is None or self.direct_output_usd_per_mtok is None:
+            return None
+        return token_cost(
+            prompt_tokens,
+            completion_tokens,
+            self.direct_input_usd_per_mtok,
+            self.direct_output_usd_per_mtok,
+            cached_tokens,
+            self.direct_cached_input_usd_per_mtok,
+        )
 
     def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> Decimal:
         return token_cost(
@@ -162,6 +181,9 @@ def _info(deployment: object) -> DeploymentInfo:
         max_output_tokens=deployment.max_output_tokens,
         connect_timeout=provider.connect_timeout,
         read_timeout=provider.read_timeout,
+        direct_input_usd_per_mtok=deployment.direct_input_usd_per_mtok,
+        direct_output_usd_per_mtok=deployment.direct_output_usd_per_mtok,
+        direct_cached_input_usd_per_mtok=deployment.direct_cached_input_usd_per_mtok,
     )
 
 
