@@ -15,6 +15,7 @@ from routing.models import (
     BreakerEvent,
     ClientKey,
     Deployment,
+    PriceOverride,
     Provider,
     Route,
     RouteStep,
@@ -94,6 +95,18 @@ class BreakerEventInline(admin.TabularInline):
     ordering = ["-created"]
 
 
+class PriceOverrideInline(admin.TabularInline):
+    model = PriceOverride
+    extra = 0
+    fields = [
+        "effective_from",
+        "input_usd_per_mtok",
+        "output_usd_per_mtok",
+        "cached_input_usd_per_mtok",
+        "note",
+    ]
+
+
 @admin.register(Deployment)
 class DeploymentAdmin(admin.ModelAdmin):
     list_display = [
@@ -108,7 +121,7 @@ class DeploymentAdmin(admin.ModelAdmin):
     list_filter = ["provider", "enabled", "price_source"]
     search_fields = ["name", "provider__name"]
     list_select_related = ["provider"]
-    inlines = [BreakerEventInline]
+    inlines = [PriceOverrideInline, BreakerEventInline]
 
     @admin.display(description="Breaker")
     def breaker(self, deployment: Deployment) -> str:

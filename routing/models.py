@@ -248,6 +248,37 @@ class ClientKey(models.Model):
         return scope in self.scopes
 
 
+class PriceOverride(models.Model):
+    """An admin's price for a deployment from a date on; the latest one in effect wins."""
+
+    deployment = models.ForeignKey(
+        Deployment, on_delete=models.CASCADE, related_name="price_overrides"
+    )
+    effective_from = models.DateTimeField(help_text="From when this price applies (UTC).")
+    input_usd_per_mtok = models.DecimalField(
+        max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES
+    )
+    output_usd_per_mtok = models.DecimalField(
+        max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES
+    )
+    cached_input_usd_per_mtok = models.DecimalField(
+        max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES, null=True, blank=True
+    )
+    note = models.CharField(max_length=200, blank=True, help_text="Why, e.g. the negotiated rate.")
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["deployment", "-effective_from"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["deployment", "effective_from"], name="routing_priceoverride_one_per_date"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.deployment} from {self.effective_from:%Y-%m-%d %H:%M}"
+
+
 class BreakerEvent(models.Model):
     """A circuit-breaker transition, copied from Redis by a worker for the admin."""
 

@@ -39,6 +39,8 @@ class DeploymentInfo:
     max_output_tokens: int | None
     connect_timeout: float
     read_timeout: float
+    # Admin price overrides, latest first: (effective from, input, output, cached input).
+    overrides: tuple[tuple[float, Decimal, Decimal, Decimal | None], ...] = ()
     # The original vendor's list prices (the savings baseline); None when unknown.
     direct_input_usd_per_mtok: Decimal | None = None
     direct_output_usd_per_mtok: Decimal | None = None
@@ -64,14 +66,21 @@ class DeploymentInfo:
         )
 
     def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> Decimal:
+        input_price, output_price, cached_price = self.prices_at(time.time())
         return token_cost(
-            prompt_tokens,
-            completion_tokens,
-            self.input_usd_per_mtok,
-            self.output_usd_per_mtok,
-            cached_tokens,
-            self.cached_input_usd_per_mtok,
+            prompt_tokens, completion_tokens, input_price, output_price, cached_tokens, cached_price
         )
+
+    def prices_at(self, when: float) -> tuple[Decimal, Decimal, Decimal | None]:
+        """The price in effect at ``when`` (epoch seconds): the latest override that has begun.
+
+        Overrides are in the table with their dates, so one that begins later takes
+        effect on time without the table being rebuilt.
+        """
+        for effective_from, input_price, output_price, cached_price in self.overrides:
+            if effective_from <= when:
+                return input_price, output_price, cached_price
+        return self.input_usd_per_mtok, self.output_usd_per_mtok, self.cached_input_usd_per_mtok
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,7 @@ def _build_table(version: int) -> RoutingTable:
     ordered = (
         Deployment.objects.enabled()
         .select_related("provider")
+        .prefetch_related("price_overrides")
         .order_by("provider__priority", "provider__name", "name")
     )
     deployments = {d.id: _info(d) for d in ordered}
@@ -184,6 +194,15 @@ def _info(deployment: object) -> DeploymentInfo:
         direct_input_usd_per_mtok=deployment.direct_input_usd_per_mtok,
         direct_output_usd_per_mtok=deployment.direct_output_usd_per_mtok,
         direct_cached_input_usd_per_mtok=deployment.direct_cached_input_usd_per_mtok,
+        overrides=tuple(
+            (
+                o.effective_from.timestamp(),
+                o.input_usd_per_mtok,
+                o.output_usd_per_mtok,
+                o.cached_input_usd_per_mtok,
+            )
+            for o in deployment.price_overrides.all()  # newest first (Meta.ordering)
+        ),
     )
 
 
