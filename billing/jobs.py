@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
-from billing import ledger
+from billing import ledger, watch
 from project.redis import sync_client
 
 
 def drain_ledger() -> int:
     return ledger.drain(sync_client())
+
+
+def check_budgets() -> int:
+    """Alert budget thresholds crossed (70/85/95% by default), once per period each."""
+    return len(watch.check_thresholds(sync_client()))
+
+
+def reconcile_spend() -> int:
+    """Raise Redis's real-time spend to the ledger's where it fell behind."""
+    return len(watch.reconcile(sync_client()))
+
+
+def check_spend_anomaly() -> bool:
+    return watch.check_anomaly()

@@ -14,6 +14,10 @@ PERIODIC_JOBS: list[tuple[str, int]] = [
     # (job, every N seconds)
     ("billing.jobs.drain_ledger", 2),
     ("routing.jobs.persist_breaker_transitions", 5),
+    ("project.jobs.deliver_alerts", 10),
+    ("billing.jobs.check_budgets", 30),
+    ("billing.jobs.reconcile_spend", 300),
+    ("billing.jobs.check_spend_anomaly", 300),
 ]
 
 for dotted_path, seconds in PERIODIC_JOBS:

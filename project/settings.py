@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "django_rq",
+    "project",  # the alert outbox (project/README.md)
     "billing",
     "routing",
     "checklist",
@@ -148,3 +149,44 @@ SWITCHBOARD = {
     # Which HTTP transport the upstream client uses: "aiohttp" or "httpx" (see bench/RESULTS.md).
     "UPSTREAM_TRANSPORT": env.str("SWITCHBOARD_UPSTREAM_TRANSPORT", default="aiohttp"),
 }
+
+# The alert outbox (project/README.md). Delivery attempts back off by this schedule
+# (seconds after the 1st, 2nd, ... failed attempt; the last value repeats), and an
+# alert still failing after MAX_ATTEMPTS is marked failed.
+SWITCHBOARD_ALERT_BACKOFF_SECONDS = env.list(
+    "SWITCHBOARD_ALERT_BACKOFF_SECONDS", cast=int, default=[30, 120, 600, 3600]
+)
+SWITCHBOARD_ALERT_MAX_ATTEMPTS = env.int("SWITCHBOARD_ALERT_MAX_ATTEMPTS", default=5)
+# An alert 'delivering' for longer than this lost its worker; another one takes it over.
+SWITCHBOARD_ALERT_CLAIM_TIMEOUT_SECONDS = env.int(
+    "SWITCHBOARD_ALERT_CLAIM_TIMEOUT_SECONDS", default=600
+)
+SWITCHBOARD_ALERT_TIMEOUT = env.float("SWITCHBOARD_ALERT_TIMEOUT_SECONDS", default=10.0)
+# The one function that POSTs webhook JSON: routing.http owns every HTTP client,
+# and project imports no app, so it is named here and imported when first used.
+SWITCHBOARD_ALERT_HTTP = "routing.http.post_json_sync"
+
+# Alert email, through Django 6.1's MAILERS (the EMAIL_* settings are deprecated; the
+# variables keep their familiar names). Development prints mail to the console; the
+# test runner swaps every mailer for the in-memory one.
+_mail_backend = env.str("EMAIL_BACKEND", default="") or (
+    "django.core.mail.backends.smtp.EmailBackend"
+    if PRODUCTION
+    else "django.core.mail.backends.console.EmailBackend"
+)
+_smtp_options = {
+    "host": env.str("EMAIL_HOST", default="localhost"),
+    "port": env.int("EMAIL_PORT", default=25),
+    "username": env.str("EMAIL_HOST_USER", default=""),
+    "password": env.str("EMAIL_HOST_PASSWORD", default=""),
+    "use_tls": env.bool("EMAIL_USE_TLS", default=False),
+    # A mail server that never answers must not hold a delivery worker forever.
+    "timeout": env.int("EMAIL_TIMEOUT", default=10),
+}
+MAILERS = {
+    "default": {
+        "BACKEND": _mail_backend,
+        "OPTIONS": _smtp_options if _mail_backend.endswith(".smtp.EmailBackend") else {},
+    }
+}
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="switchboard@localhost")

@@ -262,3 +262,19 @@ async def close_upstream_client() -> None:
     client = _clients.pop(loop, None)
     if client is not None:
         await client.aclose()
+
+
+def post_json_sync(url: str, payload: Any, timeout: float) -> tuple[int, str]:
+    """POST JSON from a worker (alert webhooks); return the status and the start of the body.
+
+    A failure on the wire raises TimeoutError or ConnectionError naming only what
+    went wrong: the URL may hold a secret token, so no message or traceback has it.
+    """
+    try:
+        with httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0))) as client:
+            response = client.post(url, json=payload, headers={"user-agent": "switchboard-alerts"})
+            return response.status_code, response.text[:1000]
+    except httpx.TimeoutException:
+        raise TimeoutError("the webhook did not answer in time") from None
+    except Exception as exc:
+        raise ConnectionError(f"the webhook request failed ({type(exc).__name__})") from None

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from project.alerts import retry_alerts, send_test_alert
+from project.models import Alert, Channel, DeliveryAttempt
+
+
+@admin.register(Channel)
+class ChannelAdmin(admin.ModelAdmin):
+    # The list never shows a webhook URL whole: its path usually is the secret.
+    list_display = ["name", "kind", "destination", "receives", "enabled", "created"]
+    list_filter = ["kind", "enabled"]
+    search_fields = ["name"]
+    fields = ["name", "kind", "target", "alert_kinds", "enabled"]
+    actions = ["send_test"]
+
+    @admin.display(description="Sends to")
+    def destination(self, channel: Channel) -> str:
+        return channel.target_display()
+
+    @admin.display(description="Alert kinds")
+    def receives(self, channel: Channel) -> str:
+        return ", ".join(channel.alert_kinds) or "all"
+
+    @admin.action(description="Send a test alert", permissions=["change"])
+    def send_test(self, request: HttpRequest, queryset: QuerySet[Channel]) -> None:
+        for channel in queryset:
+            error = send_test_alert(channel)
+            if error:
+                self.message_user(
+                    request, f"{channel.name}: the test alert failed ({error}).", messages.ERROR
+                )
+            else:
+                self.message_user(request, f"{channel.name}: test alert sent.", messages.SUCCESS)
+
+
+class DeliveryAttemptInline(admin.TabularInline):
+    model = DeliveryAttempt
+    extra = 0
+    max_num = 0
+    can_delete = False
+    fields = ("created", "attempt", "channel_name", "ok", "status_code", "error", "duration_ms")
+    readonly_fields = fields
+    ordering = ["created", "id"]
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    """The outbox, read-only: rows are written by raise_alert() and the delivery job."""
+
+    list_display = [
+        "created",
+        "kind",
+        "severity",
+        "subject",
+        "period",
+        "threshold",
+        "status",
+        "attempts",
+        "next_attempt_at",
+    ]
+    list_filter = ["status", "severity", "kind", "attempts"]
+    search_fields = ["kind", "subject", "title"]
+    date_hierarchy = "created"
+    readonly_fields = (
+        "code",
+        "kind",
+        "severity",
+        "subject",
+        "period",
+        "threshold",
+        "title",
+        "body",
+        "data",
+        "created",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "claimed_at",
+        "delivered_at",
+        "last_error",
+    )
+    fields = readonly_fields
+    inlines = [DeliveryAttemptInline]
+    actions = ["retry_now"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # Deleting a row would let its crossing alert again this period.
+        return False
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        # The change form is read-only for everyone; retrying needs the change permission.
+        return request.user.has_perm("project.change_alert")
+
+    @admin.action(description="Retry now", permissions=["retry"])
+    def retry_now(self, request: HttpRequest, queryset: QuerySet[Alert]) -> None:
+        count = retry_alerts(queryset)
+        self.message_user(
+            request, f"{count} alert(s) will be sent at the next delivery run.", messages.SUCCESS
+        )

@@ -1,0 +1,203 @@
+"""The alert outbox: where alerts go (Channel), what happened (Alert), each try (DeliveryAttempt).
+
+An app that notices a state change calls `project.alerts.raise_alert()`, which
+inserts one Alert row, unique per crossing; `project.jobs.deliver_alerts()`
+claims due rows atomically and sends them through `project.transports`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+from uuid import uuid4
+
+from django.core.exceptions import ValidationError
+from django.core.serializers.json import DjangoJSONEncoder
+from django.core.validators import URLValidator, validate_email
+from django.db import models
+from django.db.models import F
+from django.utils import timezone
+
+
+class ChannelQuerySet(models.QuerySet["Channel"]):
+    def enabled(self) -> ChannelQuerySet:
+        return self.filter(enabled=True)
+
+
+class Channel(models.Model):
+    """Where alerts are sent: an email address or a (Slack-compatible) webhook URL."""
+
+    class Kind(models.TextChoices):
+        EMAIL = "email", "Email"
+        WEBHOOK = "webhook", "Webhook (Slack-compatible)"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    name = models.CharField(max_length=100)
+    # A webhook URL usually holds a secret token in its path: it is never logged,
+    # never written to an audit row, and the admin list shows only its host.
+    target = models.CharField(
+        max_length=500, help_text="An email address, or the webhook URL (http or https)."
+    )
+    enabled = models.BooleanField(default=True)
+    alert_kinds = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Alert kinds this channel receives, e.g. ["budget_threshold"]; '
+        "empty receives every kind.",
+    )
+    created = models.DateTimeField(default=timezone.now)
+    code = models.UUIDField(default=uuid4, unique=True, editable=False)
+
+    objects = ChannelQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.kind == self.Kind.EMAIL:
+            try:
+                validate_email(self.target)
+            except ValidationError:
+                raise ValidationError({"target": "Enter an email address."}) from None
+        elif self.kind == self.Kind.WEBHOOK:
+            try:
+                URLValidator(schemes=["http", "https"])(self.target)
+            except ValidationError:
+                raise ValidationError({"target": "Enter an http(s) URL."}) from None
+        if not isinstance(self.alert_kinds, list) or not all(
+            isinstance(kind, str) for kind in self.alert_kinds
+        ):
+            raise ValidationError({"alert_kinds": 'A list of kinds, e.g. ["provider_down"].'})
+
+    def receives(self, alert_kind: str) -> bool:
+        return not self.alert_kinds or alert_kind in self.alert_kinds
+
+    def target_display(self) -> str:
+        """What may be shown of the target: an email address whole, a URL only by its host."""
+        if self.kind == self.Kind.WEBHOOK:
+            parts = urlsplit(self.target)
+            host = parts.hostname or "?"
+            return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}/…"
+        return self.target
+
+
+class AlertQuerySet(models.QuerySet["Alert"]):
+    def due(self, now: datetime) -> AlertQuerySet:
+        return self.filter(status=Alert.Status.PENDING, next_attempt_at__lte=now).order_by(
+            "next_attempt_at", "id"
+        )
+
+    def claim(self, alert_id: int, now: datetime) -> bool:
+        """Take one due alert for this worker. True for exactly one of any racing workers.
+
+        A conditional UPDATE, not read-modify-save: the database re-checks
+        `status = pending` under the row lock, so a second worker updates nothing.
+        """
+        claimed = self.filter(
+            id=alert_id, status=Alert.Status.PENDING, next_attempt_at__lte=now
+        ).update(status=Alert.Status.DELIVERING, claimed_at=now, attempts=F("attempts") + 1)
+        return claimed == 1
+
+    def stuck(self, claimed_before: datetime) -> AlertQuerySet:
+        return self.filter(status=Alert.Status.DELIVERING, claimed_at__lt=claimed_before)
+
+
+class Alert(models.Model):
+    """One outbox row: something worth telling an operator, and how far its delivery got."""
+
+    class Severity(models.TextChoices):
+        INFO = "info", "Info"
+        WARNING = "warning", "Warning"
+        CRITICAL = "critical", "Critical"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELIVERING = "delivering", "Delivering"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed"
+
+    kind = models.SlugField(max_length=64, help_text="e.g. budget_threshold, provider_down")
+    severity = models.CharField(max_length=10, choices=Severity.choices, default=Severity.WARNING)
+    subject = models.CharField(max_length=200, help_text="What it is about: budget:global:monthly")
+    period = models.CharField(max_length=32, blank=True, help_text="e.g. 2026-11")
+    threshold = models.CharField(max_length=32, blank=True, help_text='e.g. "70"; empty if none')
+    title = models.CharField(max_length=200)
+    body = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    created = models.DateTimeField(default=timezone.now)
+    code = models.UUIDField(default=uuid4, unique=True, editable=False)
+
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Delivery attempts started.")
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+
+    objects = AlertQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created"]
+        constraints = [
+            # A crossing alerts once per period, however many workers notice it.
+            models.UniqueConstraint(
+                fields=["kind", "subject", "period", "threshold"],
+                name="project_alert_once_per_crossing",
+            )
+        ]
+        indexes = [
+            # Serves deliver_alerts(): pending rows whose next attempt is due, oldest first;
+            # its status prefix also serves the scan for rows stuck in 'delivering'.
+            models.Index(fields=["status", "next_attempt_at"], name="project_alert_due"),
+        ]
+
+    def __str__(self) -> str:
+        return " ".join(
+            part for part in (self.kind, self.subject, self.period, self.threshold) if part
+        )
+
+    def payload(self) -> dict[str, Any]:
+        """What a receiving system may read of this alert (the webhook's `switchboard` key)."""
+        return {
+            "code": str(self.code),
+            "kind": self.kind,
+            "severity": self.severity,
+            "subject": self.subject,
+            "period": self.period,
+            "threshold": self.threshold,
+            "title": self.title,
+            "created": self.created.isoformat(),
+            "data": self.data,
+        }
+
+
+class DeliveryAttempt(models.Model):
+    """The audit row for one try of one alert on one channel. Never holds the target."""
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="deliveries")
+    # The audit outlives a deleted channel; its name is kept by value.
+    channel = models.ForeignKey(
+        Channel, on_delete=models.SET_NULL, null=True, related_name="deliveries"
+    )
+    channel_name = models.CharField(max_length=100)
+    attempt = models.PositiveSmallIntegerField(help_text="Which of the alert's attempts.")
+    created = models.DateTimeField(default=timezone.now)
+    ok = models.BooleanField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["created", "id"]
+        indexes = [
+            # Serves a retry's question "which channels already have this alert?".
+            models.Index(fields=["alert", "ok"], name="project_attempt_alert_ok"),
+        ]
+
+    def __str__(self) -> str:
+        outcome = "ok" if self.ok else f"failed: {self.error}"
+        return f"{self.alert} → {self.channel_name} (attempt {self.attempt}) {outcome}"
