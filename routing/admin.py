@@ -17,10 +17,17 @@ from routing.models import (
     Deployment,
     PriceOverride,
     Provider,
+    ProviderPlan,
     Route,
     RouteStep,
     Scope,
 )
+
+
+class ProviderPlanInline(admin.StackedInline):
+    model = ProviderPlan
+    extra = 0
+    max_num = 1
 
 
 class DeploymentInline(admin.TabularInline):
@@ -74,7 +81,7 @@ class ProviderAdmin(admin.ModelAdmin):
     list_filter = ["protocol", "enabled"]
     search_fields = ["name", "base_url"]
     readonly_fields = ["api_key_source"]
-    inlines = [DeploymentInline]
+    inlines = [ProviderPlanInline, DeploymentInline]
 
     @admin.display(description="API key")
     def api_key_source(self, provider: Provider) -> str:

@@ -32,6 +32,7 @@ from redis.asyncio import Redis
 from billing.budgets import SCRIPTS as BUDGET_SCRIPTS
 from billing.budgets import Reservation, reserve_args
 from billing.ledger import LEDGER_KEY, UsageEntry
+from billing.money import PER_MTOK, quantize
 from project.errors import ApiError
 from routing.breaker import Breakers, Policy, State
 from routing.http import Timeouts, UpstreamClient
@@ -282,6 +283,21 @@ class Engine:
                     break
         raise await self._give_up(run)
 
+    async def _cost(self, deployment: DeploymentInfo, usage: Usage) -> Decimal:
+        """What the call cost: its per-token price, or its share of the provider's plan."""
+        plan = deployment.plan
+        if plan is None:
+            return deployment.cost(
+                usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
+            )
+        tokens = usage.total_tokens
+        key = plan.key(timezone.now())
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.incrby(key, tokens)
+        pipe.expire(key, 40 * 86400)  # the month's count is kept into the next for reports
+        used_after, _ = await pipe.execute()
+        return plan.cost(int(used_after) - tokens, tokens)
+
     async def _reserve(self, run: Run) -> None:
         """Reserve the worst-case cost on every budget that applies, or refuse with 429."""
         budgets = [
@@ -341,7 +357,7 @@ class Engine:
 
         run, deployment, completion = await self._serve(request, caller, call)
         usage = completion.usage
-        cost = deployment.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+        cost = await self._cost(deployment, usage)
         entry = self._entry(run)
         fill_usage(entry, deployment, usage, cost)
         await self._commit(
@@ -422,7 +438,7 @@ class Engine:
                 entry,
                 deployment,
                 usage,
-                deployment.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens),
+                await self._cost(deployment, usage),
             )
             if error is not None:
                 entry.status, entry.error_code = "partial", error.code or "stream_cut"
@@ -584,7 +600,11 @@ def worst_case_cost(request: ChatRequest, chain: tuple[DeploymentInfo, ...]) -> 
         output = (
             request.max_output_tokens or deployment.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS
         )
-        worst = max(worst, deployment.cost(prompt, output))
+        if deployment.plan is not None:
+            cost = quantize((prompt + output) * deployment.plan.highest_rate_per_mtok() / PER_MTOK)
+        else:
+            cost = deployment.cost(prompt, output)
+        worst = max(worst, cost)
     return worst
 
 

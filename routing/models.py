@@ -17,6 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing.money import MONEY_DECIMAL_PLACES, MONEY_MAX_DIGITS
+from billing.plans import PlanInfo, Tier
 from project.secrets import decrypt, encrypt, last4
 
 
@@ -80,6 +81,61 @@ class Provider(models.Model):
         if self.api_key_encrypted:
             return self.stored_api_key()
         return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+
+
+class ProviderPlan(models.Model):
+    """A subscription: a monthly fee with included tokens, then overage by volume tier.
+
+    While a plan is enabled it prices every call to its provider (billing.plans).
+    """
+
+    provider = models.OneToOneField(Provider, on_delete=models.CASCADE, related_name="plan")
+    monthly_fee_usd = models.DecimalField(
+        max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES
+    )
+    included_tokens = models.PositiveBigIntegerField(help_text="Tokens a month the fee buys.")
+    overage_usd_per_mtok = models.DecimalField(
+        max_digits=MONEY_MAX_DIGITS,
+        decimal_places=MONEY_DECIMAL_PLACES,
+        help_text="Price per million tokens past the allowance.",
+    )
+    volume_tiers = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Lower overage prices as the month grows: [{"from_tokens": 1000000000, '
+        '"usd_per_mtok": "0.45"}]',
+    )
+    enabled = models.BooleanField(default=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.provider}: ${self.monthly_fee_usd.normalize():f}/month"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        try:
+            self.info()
+        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            raise ValidationError(
+                {"volume_tiers": f"each tier needs from_tokens and usd_per_mtok ({exc})"}
+            ) from None
+
+    def info(self) -> PlanInfo:
+        tiers = sorted(
+            (
+                Tier(int(t["from_tokens"]), Decimal(str(t["usd_per_mtok"])))
+                for t in self.volume_tiers
+            ),
+            key=lambda t: t.from_tokens,
+        )
+        return PlanInfo(
+            provider=self.provider.name,
+            monthly_fee_usd=self.monthly_fee_usd,
+            included_tokens=self.included_tokens,
+            overage_usd_per_mtok=self.overage_usd_per_mtok,
+            tiers=tuple(tiers),
+        )
 
 
 class DeploymentQuerySet(models.QuerySet["Deployment"]):

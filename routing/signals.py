@@ -10,7 +10,15 @@ from django.db.models.signals import post_delete, post_save
 
 from billing.models import Budget
 from project.redis import sync_client
-from routing.models import ClientKey, Deployment, PriceOverride, Provider, Route, RouteStep
+from routing.models import (
+    ClientKey,
+    Deployment,
+    PriceOverride,
+    Provider,
+    ProviderPlan,
+    Route,
+    RouteStep,
+)
 from routing.table import bump_version
 
 
@@ -22,7 +30,16 @@ def _on_save_or_delete(sender: type, **kwargs: Any) -> None:
     config_changed()
 
 
-for model in (Provider, Deployment, Route, RouteStep, ClientKey, Budget, PriceOverride):
+for model in (
+    Provider,
+    ProviderPlan,
+    Deployment,
+    PriceOverride,
+    Route,
+    RouteStep,
+    ClientKey,
+    Budget,
+):
     name = model.__name__
     post_save.connect(_on_save_or_delete, sender=model, dispatch_uid=f"config-{name}-save")
     post_delete.connect(_on_save_or_delete, sender=model, dispatch_uid=f"config-{name}-delete")

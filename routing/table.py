@@ -12,6 +12,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from redis import Redis as SyncRedis
@@ -19,6 +20,7 @@ from redis.asyncio import Redis
 
 from billing.budgets import BudgetInfo
 from billing.money import token_cost
+from billing.plans import PlanInfo
 
 VERSION_KEY = "sb:config:version"
 
@@ -39,6 +41,8 @@ class DeploymentInfo:
     max_output_tokens: int | None
     connect_timeout: float
     read_timeout: float
+    # A subscription plan that prices every call to this provider, if one is enabled.
+    plan: PlanInfo | None = None
     # Admin price overrides, latest first: (effective from, input, output, cached input).
     overrides: tuple[tuple[float, Decimal, Decimal, Decimal | None], ...] = ()
     # The original vendor's list prices (the savings baseline); None when unknown.
@@ -139,7 +143,7 @@ def _build_table(version: int) -> RoutingTable:
 
     ordered = (
         Deployment.objects.enabled()
-        .select_related("provider")
+        .select_related("provider", "provider__plan")
         .prefetch_related("price_overrides")
         .order_by("provider__priority", "provider__name", "name")
     )
@@ -191,6 +195,7 @@ def _info(deployment: object) -> DeploymentInfo:
         max_output_tokens=deployment.max_output_tokens,
         connect_timeout=provider.connect_timeout,
         read_timeout=provider.read_timeout,
+        plan=_plan(provider),
         direct_input_usd_per_mtok=deployment.direct_input_usd_per_mtok,
         direct_output_usd_per_mtok=deployment.direct_output_usd_per_mtok,
         direct_cached_input_usd_per_mtok=deployment.direct_cached_input_usd_per_mtok,
@@ -204,6 +209,11 @@ def _info(deployment: object) -> DeploymentInfo:
             for o in deployment.price_overrides.all()  # newest first (Meta.ordering)
         ),
     )
+
+
+def _plan(provider: Any) -> PlanInfo | None:
+    plan = getattr(provider, "plan", None)  # the reverse one-to-one raises when absent
+    return plan.info() if plan is not None and plan.enabled else None
 
 
 def bump_version(redis: SyncRedis) -> int:
