@@ -45,6 +45,7 @@ class BudgetInfo:
     period: str  # monthly | daily
     amount_usd: Decimal
     hard: bool
+    degrade_at_pct: int | None = None  # from here on the cheapest candidate goes first
 
     def period_key(self, now: datetime) -> str:
         return now.strftime("%Y-%m" if self.period == "monthly" else "%Y-%m-%d")

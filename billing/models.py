@@ -100,6 +100,12 @@ class Budget(models.Model):
     alert_at = models.JSONField(
         default=list, help_text="Percentages that alert, e.g. [70, 85, 95]."
     )
+    degrade_at_pct = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="Budget-aware routing: from this percentage on, each route tries its "
+        "cheapest candidate first. Empty: never.",
+    )
     created = models.DateTimeField(default=timezone.now)
     code = models.UUIDField(default=uuid4, unique=True, editable=False)
 
@@ -127,4 +133,5 @@ class Budget(models.Model):
             period=self.period,
             amount_usd=self.amount_usd,
             hard=self.hard,
+            degrade_at_pct=self.degrade_at_pct,
         )

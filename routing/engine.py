@@ -19,9 +19,10 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -30,7 +31,7 @@ from django.utils import timezone
 from redis.asyncio import Redis
 
 from billing.budgets import SCRIPTS as BUDGET_SCRIPTS
-from billing.budgets import Reservation, reserve_args
+from billing.budgets import BudgetInfo, Reservation, from_units, reserve_args
 from billing.ledger import LEDGER_KEY, UsageEntry
 from billing.money import PER_MTOK, quantize
 from project.errors import ApiError
@@ -121,7 +122,7 @@ class Run:
     # Wall-clock start of the attempt that answered: the breaker ignores successes
     # of calls that were already in flight when it opened.
     answered_call_started: float = 0.0
-    reservation: Reservation | None = None  # settled with the ledger write
+    reservations: list[Reservation] = field(default_factory=list)  # settled with the ledger
 
 
 @dataclass
@@ -262,6 +263,15 @@ class Engine:
                 adapter = adapter_for(deployment.protocol)
                 target = adapter_target(deployment)
                 later = len(chain) - 1 - chain.index(deployment)
+                if not await self._reserve_for_provider(run, deployment):
+                    exhausted = ProviderError(
+                        FailureKind.REJECTED,
+                        f"the {deployment.provider} budget is exhausted",
+                        code="budget_exceeded",
+                    )
+                    run.attempts.append(failed_attempt(deployment, exhausted, time.monotonic()))
+                    run.failures.append(exhausted)
+                    continue
                 retry = 0
                 while True:
                     attempt_started = time.monotonic()
@@ -272,6 +282,7 @@ class Engine:
                     except (ProviderError, TimeoutError) as exc:
                         wait = await self._failed(run, deployment, exc, attempt_started, retry)
                         if wait is None:
+                            await self._release_provider_reservations(run)
                             break
                         retry += 1
                         await asyncio.sleep(wait)
@@ -312,7 +323,8 @@ class Engine:
         reservation, args = reserve_args(budgets, run.caller.request_id, worst, now)
         refused = int(await self.breakers.evalsha(*args))
         if not refused:
-            run.reservation = reservation
+            run.reservations.append(reservation)
+            await self._degrade_if_over(run, budgets, now)
             return
         budget = budgets[refused - 1]
         resets = budget.period_end(now)
@@ -328,6 +340,49 @@ class Engine:
         entry.status, entry.http_status, entry.error_code = "rejected", 429, "budget_exceeded"
         await self._commit(entry, None)
         raise error
+
+    async def _degrade_if_over(self, run: Run, budgets: list[BudgetInfo], now: datetime) -> None:
+        """Past a budget's degrade point, the route's cheapest candidate goes first."""
+        watched = [b for b in budgets if b.degrade_at_pct]
+        if not watched:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for budget in watched:
+            pipe.hget(budget.key(now), "spent")
+        for budget, spent in zip(watched, await pipe.execute(), strict=True):
+            assert budget.degrade_at_pct is not None
+            if from_units(int(spent or 0)) * 100 >= budget.amount_usd * budget.degrade_at_pct:
+                chain = sorted(run.resolution.chain, key=lambda d: d.cost(1_000_000, 1_000_000))
+                run.resolution = Resolution(run.resolution.route, tuple(chain))
+                run.request.metadata.setdefault("degraded_by", budget.label)
+                return
+
+    async def _reserve_for_provider(self, run: Run, deployment: DeploymentInfo) -> bool:
+        """Reserve on the budgets of this candidate's provider; False if one is exhausted."""
+        budgets = [
+            b
+            for b in (await self.table()).budgets
+            if b.scope == "provider" and b.scope_ref == deployment.provider
+        ]
+        if not budgets:
+            return True
+        worst = worst_case_cost(run.request, (deployment,))
+        request_id = f"{run.caller.request_id}:{deployment.provider}"
+        reservation, args = reserve_args(budgets, request_id, worst, timezone.now())
+        if int(await self.breakers.evalsha(*args)):
+            return False
+        run.reservations.append(reservation)
+        return True
+
+    async def _release_provider_reservations(self, run: Run) -> None:
+        """A candidate that failed hands its provider's reservation back."""
+        kept = []
+        for reservation in run.reservations:
+            if all(b.scope == "provider" for b in reservation.budgets):
+                await self.breakers.evalsha(*reservation.settle_args(Decimal(0)))
+            else:
+                kept.append(reservation)
+        run.reservations = kept
 
     async def _failed(
         self,
@@ -365,7 +420,7 @@ class Engine:
             deployment,
             "ok",
             started_at=run.answered_call_started,
-            reservation=run.reservation,
+            reservations=run.reservations,
         )
         return Answer(
             caller.request_id, run.resolution.route, deployment, completion, run.attempts, cost
@@ -457,7 +512,7 @@ class Engine:
                 outcome,
                 reason,
                 started_at=run.answered_call_started,
-                reservation=run.reservation,
+                reservations=run.reservations,
             )
         if error is not None:
             yield frame(stream_error_payload(error))
@@ -537,7 +592,7 @@ class Engine:
         outcome: str | None = "ok",
         reason: str = "",
         started_at: float | None = None,
-        reservation: Reservation | None = None,
+        reservations: Sequence[Reservation] = (),
     ) -> None:
         """Write the usage entry, the breaker's record and the budget settlement in one trip."""
         raw = entry.encode()
@@ -546,14 +601,23 @@ class Engine:
             pipe.rpush(LEDGER_KEY, raw)
             if deployment is not None and outcome is not None:
                 self.breakers.queue_record(pipe, deployment.id, outcome, reason, started_at)
-            if reservation is not None:
+            for reservation in reservations:
                 pipe.execute_command("EVALSHA", *reservation.settle_args(entry.cost_usd))
 
         await self.breakers.run(build)
 
     async def _give_up(self, run: Run) -> ApiError:
         attempts, failures = run.attempts, run.failures
-        if failures and all(f.kind is FailureKind.REJECTED for f in failures):
+        if failures and all(f.code == "budget_exceeded" for f in failures):
+            error = ApiError(
+                429,
+                "Every candidate's provider budget is exhausted: "
+                + ", ".join(sorted({a.provider for a in attempts}))
+                + ".",
+                "budget_exceeded",
+                retry_after=3600,
+            )
+        elif failures and all(f.kind is FailureKind.REJECTED for f in failures):
             first = failures[0]
             error = ApiError(
                 400,
@@ -583,7 +647,7 @@ class Engine:
                 )
         entry = self._entry(run)
         entry.status, entry.http_status, entry.error_code = "error", error.status, error.code
-        await self._commit(entry, None, reservation=run.reservation)
+        await self._commit(entry, None, reservations=run.reservations)
         return error
 
 

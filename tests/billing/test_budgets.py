@@ -10,7 +10,7 @@ import openai
 import pytest
 from redis import Redis
 
-from billing.budgets import BudgetInfo, current_spend, reserve_args
+from billing.budgets import BudgetInfo, current_spend, reserve_args, to_units
 from billing.models import Budget, UsageRecord
 from routing.models import ClientKey
 from tests.factories import drain_ledger
@@ -145,3 +145,86 @@ def _script(sha: str) -> str:
     from billing.budgets import SCRIPTS
 
     return SCRIPTS[sha]
+
+
+def premium_route() -> None:
+    from routing.models import Deployment, Route, RouteStep
+
+    route = Route.objects.create(name="premium")
+    for position, provider in enumerate(["anthropic", "openai", "google"], start=1):
+        RouteStep.objects.create(
+            route=route,
+            position=position,
+            deployment=Deployment.objects.get(provider__name=provider),
+        )
+
+
+def test_past_its_degrade_point_a_budget_sends_the_cheapest_candidate_first(
+    openai_client: openai.OpenAI, redis: Redis
+) -> None:
+    premium_route()
+    budget = Budget.objects.create(
+        scope="route", scope_ref="premium", amount_usd=Decimal("10"), hard=True, degrade_at_pct=50
+    )
+
+    def answered_by() -> str:
+        raw = openai_client.chat.completions.with_raw_response.create(
+            model="premium", messages=MESSAGES
+        )
+        return raw.headers["x-switchboard-provider"]
+
+    assert answered_by() == "anthropic"
+    redis.hincrby(budget.info().key(datetime.now(UTC)), "spent", to_units(Decimal("6")))
+
+    assert answered_by() == "google"  # $0.10/$0.40 per million, the cheapest of the three
+    drain_ledger()
+    assert UsageRecord.objects.latest("created").context["degraded_by"] == "route premium monthly"
+
+
+def test_an_exhausted_provider_budget_skips_that_provider_without_calling_it(
+    openai_client: openai.OpenAI, demo: SimulatorHandle, redis: Redis
+) -> None:
+    Budget.objects.create(
+        scope="provider", scope_ref="aimlapi", amount_usd=Decimal("0.0000001"), hard=True
+    )
+
+    raw = openai_client.chat.completions.with_raw_response.create(
+        model="summary", messages=MESSAGES
+    )
+
+    assert raw.headers["x-switchboard-provider"] == "openai"
+    assert demo.count("aimlapi") == 0
+    drain_ledger()
+    attempts = UsageRecord.objects.get().attempts
+    assert [(a["provider"], a["code"]) for a in attempts] == [
+        ("aimlapi", "budget_exceeded"),
+        ("openai", ""),
+    ]
+
+
+def test_when_every_providers_budget_is_exhausted_the_request_is_refused_with_429(
+    openai_client: openai.OpenAI, demo: SimulatorHandle
+) -> None:
+    for provider in ("aimlapi", "openai", "google", "anthropic"):
+        Budget.objects.create(
+            scope="provider", scope_ref=provider, amount_usd=Decimal("0.0000001"), hard=True
+        )
+
+    with pytest.raises(openai.RateLimitError) as caught:
+        openai_client.chat.completions.create(model="summary", messages=MESSAGES)
+
+    assert caught.value.code == "budget_exceeded"
+    assert sum(demo.count(p) for p in ("aimlapi", "openai", "google", "anthropic")) == 0
+
+
+def test_a_failed_candidate_hands_back_its_provider_reservation(
+    openai_client: openai.OpenAI, demo: SimulatorHandle, redis: Redis
+) -> None:
+    aimlapi = Budget.objects.create(
+        scope="provider", scope_ref="aimlapi", amount_usd=Decimal("1"), hard=True
+    )
+    demo.fault(provider="aimlapi", mode="error", status=500)
+
+    openai_client.chat.completions.create(model="summary", messages=MESSAGES)
+
+    assert spent(redis, aimlapi) == (Decimal(0), Decimal(0))
