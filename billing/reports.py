@@ -53,9 +53,25 @@ class SavingsRow:
         pct = self.saving_pct
         return None if pct is None else pct >= TARGET_SAVING_PCT
 
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "bucket": self.bucket,
+            "requests": self.requests,
+            "actual_usd": f"{self.actual_usd:f}",
+            "direct_usd": f"{self.direct_usd:f}",
+            "saving_usd": f"{self.saving_usd:f}",
+            "saving_pct": None if self.saving_pct is None else f"{self.saving_pct:f}",
+            "meets_target": self.meets_target,
+            "unpriced_requests": self.unpriced_requests,
+        }
 
-def answered(start: datetime | None = None, end: datetime | None = None) -> QuerySet[UsageRecord]:
+
+def answered(
+    start: datetime | None = None, end: datetime | None = None, client_key_id: int | None = None
+) -> QuerySet[UsageRecord]:
     records = UsageRecord.objects.filter(status__in=["ok", "partial"])
+    if client_key_id is not None:
+        records = records.filter(client_key_id=client_key_id)
     if start is not None:
         records = records.filter(created__gte=start)
     if end is not None:
@@ -64,7 +80,10 @@ def answered(start: datetime | None = None, end: datetime | None = None) -> Quer
 
 
 def savings(
-    group_by: str, start: datetime | None = None, end: datetime | None = None
+    group_by: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    client_key_id: int | None = None,
 ) -> tuple[list[SavingsRow], SavingsRow]:
     """Rows per bucket (newest or largest first) and the total over the period."""
     if group_by not in GROUPINGS:
@@ -77,7 +96,7 @@ def savings(
         "direct": Sum("direct_cost_usd", filter=priced),
         "unpriced": Count("id", filter=~priced),
     }
-    records = answered(start, end)
+    records = answered(start, end, client_key_id)
     grouped = records.annotate(bucket=GROUPINGS[group_by]).values("bucket").annotate(**sums)
     order = "-bucket" if group_by in ("day", "week", "month") else "-actual"
     rows = [_row(item["bucket"], item, group_by) for item in grouped.order_by(order)]
