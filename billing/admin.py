@@ -13,7 +13,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils import timezone
 
-from billing import reports
+from billing import dashboard, reports
 from billing.budgets import current_spend
 from billing.models import Budget, UsageRecord
 from project.redis import sync_client
@@ -144,6 +144,23 @@ class BudgetAdmin(admin.ModelAdmin):
         "burn_per_day",
     ]
     list_filter = ["scope", "period", "hard"]
+    change_list_template = "billing/budget_change_list.html"  # adds the dashboard link
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view(self.dashboard_view)
+        return [path("dashboard/", view, name="billing_dashboard"), *super().get_urls()]
+
+    def dashboard_view(self, request: HttpRequest) -> HttpResponse:
+        """This month's spend and forecast against the budget, by provider and model; savings."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Spend dashboard",
+            "opts": self.model._meta,
+            **dashboard.dashboard(),
+        }
+        return TemplateResponse(request, "billing/dashboard.html", context)
 
     @admin.display(description="Spent this period")
     def spent(self, budget: Budget) -> str:

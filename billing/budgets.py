@@ -34,6 +34,10 @@ def from_units(units: int) -> Decimal:
     return Decimal(units) * MONEY_QUANTUM
 
 
+# The ledger column a budget of each scope counts (global counts every row).
+LEDGER_FIELD_BY_SCOPE = {"key": "client_key_name", "route": "route", "provider": "provider"}
+
+
 @dataclass(frozen=True)
 class BudgetInfo:
     """A budget as the request path needs it (built into the routing table)."""

@@ -20,5 +20,10 @@ def reconcile_spend() -> int:
     return len(watch.reconcile(sync_client()))
 
 
+def check_forecasts() -> int:
+    """Alert budgets projected to overrun this period (once per period each)."""
+    return len(watch.check_forecasts())
+
+
 def check_spend_anomaly() -> bool:
     return watch.check_anomaly()

@@ -15,7 +15,8 @@ from typing import Any
 from django.db.models import Q, Sum
 from django.utils import timezone
 
-from billing.budgets import BudgetInfo, current_spend, to_units
+from billing.budgets import LEDGER_FIELD_BY_SCOPE, BudgetInfo, current_spend, to_units
+from billing.forecast import forecast_budget
 from billing.models import Budget, UsageRecord
 from project.alerts import raise_alert
 
@@ -24,7 +25,7 @@ ANSWERED = ("ok", "partial")
 
 def scope_filter(budget: BudgetInfo) -> Q:
     """The ledger rows a budget counts."""
-    field = {"key": "client_key_name", "route": "route", "provider": "provider"}.get(budget.scope)
+    field = LEDGER_FIELD_BY_SCOPE.get(budget.scope)
     return Q(**{field: budget.scope_ref}) if field else Q()
 
 
@@ -80,6 +81,35 @@ def check_thresholds(redis: Any, now: datetime | None = None) -> list[Crossing]:
             if created:
                 raised.append(Crossing(budget, threshold, spent))
     return raised
+
+
+def check_forecasts(now: datetime | None = None) -> list[Budget]:
+    """Alert once per period each budget whose month-end projection passes its amount."""
+    now = now or timezone.now()
+    alerted = []
+    for budget in Budget.objects.all():
+        info = budget.info()
+        forecast = forecast_budget(info, now)
+        if not forecast.will_overrun:
+            continue
+        _, created = raise_alert(
+            "budget_forecast",
+            f"budget:{budget.pk}",
+            f"The {info.label} budget is projected to reach ${forecast.projected_total:.2f} "
+            f"({forecast.projected_pct}% of ${budget.amount_usd:.2f}) by the end of the period",
+            severity="warning",
+            period=info.period_key(now),
+            threshold="projected_overrun",
+            body=f"${forecast.spent_to_date:.2f} spent so far; method: {forecast.method}.",
+            data={
+                "budget_id": budget.pk,
+                "spent_usd": str(forecast.spent_to_date),
+                "projected_usd": str(forecast.projected_total),
+            },
+        )
+        if created:
+            alerted.append(budget)
+    return alerted
 
 
 def reconcile(redis: Any, now: datetime | None = None) -> dict[int, Decimal]:

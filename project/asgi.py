@@ -12,11 +12,18 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from django.conf import settings
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
 django_application = get_asgi_application()
+if settings.DEBUG:
+    # Development serves the admin's and the dashboards' static files itself;
+    # production collects them (collectstatic) behind its proxy.
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+    django_application = ASGIStaticFilesHandler(django_application)
 
 from routing.gateway import GatewayApp  # noqa: E402  (needs settings loaded)
 

@@ -18,6 +18,7 @@ PERIODIC_JOBS: list[tuple[str, int]] = [
     ("billing.jobs.check_budgets", 30),
     ("billing.jobs.reconcile_spend", 300),
     ("billing.jobs.check_spend_anomaly", 300),
+    ("billing.jobs.check_forecasts", 900),
 ]
 
 for dotted_path, seconds in PERIODIC_JOBS:

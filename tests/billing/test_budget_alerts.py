@@ -118,3 +118,28 @@ def test_an_hour_far_above_its_baseline_raises_a_spend_anomaly() -> None:
     assert watch.check_anomaly(NOW) is True
     assert watch.check_anomaly(NOW) is False, "once per hour"
     assert Alert.objects.get().kind == "spend_anomaly"
+
+
+def test_a_budget_projected_to_overrun_alerts_once_per_period() -> None:
+    budget("1000")
+    for day in range(1, 20):
+        UsageRecord.objects.create(
+            request_id=f"d{day}",
+            created=datetime(2026, 11, day, 10, tzinfo=UTC),
+            status="ok",
+            cost_usd=Decimal("45"),
+        )
+
+    assert len(watch.check_forecasts(NOW)) == 1  # ~$1,350 by the 30th
+    assert watch.check_forecasts(NOW) == []
+    alert = Alert.objects.get(kind="budget_forecast")
+    assert "projected to reach" in alert.title and alert.threshold == "projected_overrun"
+
+
+def test_a_budget_on_track_raises_no_forecast_alert() -> None:
+    budget("5000")
+    UsageRecord.objects.create(
+        request_id="small", created=NOW - timedelta(days=2), status="ok", cost_usd=Decimal("20")
+    )
+
+    assert watch.check_forecasts(NOW) == []

@@ -5,6 +5,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
@@ -42,4 +43,6 @@ class Command(BaseCommand):
         if not User.objects.filter(username="admin").exists():
             User.objects.create_superuser("admin", "admin@example.com", "admin")
             self.stdout.write("Admin user: admin / admin (development only)")
+        # A month of history, so the spend dashboard has a trend to draw and forecast.
+        call_command("seed_usage_history", stdout=self.stdout)
         self.stdout.write(f"Demo key: {raw}")
