@@ -73,6 +73,10 @@ class UsageRecord(models.Model):
         return len(self.attempts)
 
 
+def default_alert_thresholds() -> list[int]:
+    return [70, 85, 95]  # the customer's billing-alert plan
+
+
 class Budget(models.Model):
     """A spending limit. Issue-level enforcement (reservations, alerts) builds on this row."""
 
@@ -98,7 +102,9 @@ class Budget(models.Model):
         default=False, help_text="Refuse calls over budget (else alert only)."
     )
     alert_at = models.JSONField(
-        default=list, help_text="Percentages that alert, e.g. [70, 85, 95]."
+        default=default_alert_thresholds,
+        blank=True,
+        help_text="Percentages of the amount that alert, once per period each.",
     )
     degrade_at_pct = models.PositiveSmallIntegerField(
         null=True,

@@ -143,3 +143,7 @@ def test_a_budget_on_track_raises_no_forecast_alert() -> None:
     )
 
     assert watch.check_forecasts(NOW) == []
+
+
+def test_a_new_budget_alerts_at_70_85_and_95_percent_unless_told_otherwise() -> None:
+    assert Budget.objects.create(scope="global", amount_usd=Decimal("1")).alert_at == [70, 85, 95]
