@@ -78,25 +78,26 @@ class BudgetInfo:
         return provider is not None and self.scope_ref == provider
 
 
-# KEYS: one budget hash per budget. ARGV: request id, now, lease expiry, then for
-# each budget: limit units (-1 for a soft budget), amount units.
+# KEYS: one budget hash per budget. ARGV: request id, now, lease expiry, key TTL,
+# then for each budget: limit units (-1 for a soft budget), amount units.
 # Returns 0 when every hard budget fits (and reserves on all), else the 1-based
 # index of the first budget that does not fit (and reserves nothing).
 RESERVE = """
-local request, now, expiry = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local request, now, expiry, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 for i, key in ipairs(KEYS) do
   -- Release leases whose holder died without settling.
   local expired = redis.call('ZRANGEBYSCORE', key .. ':leases', '-inf', now)
   for _, id in ipairs(expired) do
     local held = tonumber(redis.call('HGET', key .. ':held', id) or '0')
-    redis.call('HINCRBY', key, 'reserved', -held)
+    -- Lua's -0 reaches Redis as "-0", which HINCRBY rejects before Redis 7.2.
+    if held > 0 then redis.call('HINCRBY', key, 'reserved', -held) end
     redis.call('HDEL', key .. ':held', id)
     redis.call('ZREM', key .. ':leases', id)
   end
 end
 for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[2 + i * 2])
-  local amount = tonumber(ARGV[3 + i * 2])
+  local limit = tonumber(ARGV[3 + i * 2])
+  local amount = tonumber(ARGV[4 + i * 2])
   if limit >= 0 then
     local spent = tonumber(redis.call('HGET', key, 'spent') or '0')
     local reserved = tonumber(redis.call('HGET', key, 'reserved') or '0')
@@ -104,10 +105,13 @@ for i, key in ipairs(KEYS) do
   end
 end
 for i, key in ipairs(KEYS) do
-  local amount = tonumber(ARGV[3 + i * 2])
+  local amount = tonumber(ARGV[4 + i * 2])
   redis.call('HINCRBY', key, 'reserved', amount)
   redis.call('HSET', key .. ':held', request, amount)
   redis.call('ZADD', key .. ':leases', expiry, request)
+  redis.call('EXPIRE', key, ttl)
+  redis.call('EXPIRE', key .. ':held', ttl)
+  redis.call('EXPIRE', key .. ':leases', ttl)
 end
 return 0
 """
@@ -120,7 +124,7 @@ SETTLE = """
 local request, actual, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 for _, key in ipairs(KEYS) do
   local held = tonumber(redis.call('HGET', key .. ':held', request) or '0')
-  redis.call('HINCRBY', key, 'reserved', -held)
+  if held > 0 then redis.call('HINCRBY', key, 'reserved', -held) end
   redis.call('HINCRBY', key, 'spent', actual)
   redis.call('HDEL', key .. ':held', request)
   redis.call('ZREM', key .. ':leases', request)
@@ -161,7 +165,16 @@ def reserve_args(
     # Keys outlive their period by a month, for reports and reconciliation.
     ttl = int((max(b.period_end(now) for b in budgets) - now).total_seconds()) + 31 * 86400
     reservation = Reservation(request_id, keys, tuple(budgets), ttl)
-    args = [RESERVE_SHA, len(keys), *keys, request_id, stamp, stamp + LEASE_SECONDS, *per_budget]
+    args = [
+        RESERVE_SHA,
+        len(keys),
+        *keys,
+        request_id,
+        stamp,
+        stamp + LEASE_SECONDS,
+        ttl,
+        *per_budget,
+    ]
     return reservation, args
 
 

@@ -20,7 +20,6 @@ import hashlib
 import threading
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator
-from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -87,8 +86,8 @@ class EnhancedHybridAIClient:
 
     async def astream(self, **body: Any) -> AsyncGenerator[dict[str, Any]]:
         answer = await self.open_stream(validate_chat_body({**body, "stream": True}))
-        async with aclosing(answer.body) as frames:
-            async for frame in frames:
+        try:
+            async for frame in answer.chunks():
                 payload = frame.removeprefix(b"data: ").strip()
                 if payload == b"[DONE]":
                     return
@@ -97,6 +96,8 @@ class EnhancedHybridAIClient:
                     error = chunk["error"]
                     raise ApiError(502, error["message"], error.get("code") or "stream_cut")
                 yield chunk
+        finally:
+            await answer.aclose()
 
     async def run(self, request: ChatRequest, caller: Caller | None = None) -> Answer:
         engine = current_engine()

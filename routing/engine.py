@@ -16,6 +16,7 @@ seen so far is still recorded.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 import uuid
@@ -50,6 +51,8 @@ from routing.providers.base import (
 from routing.providers.sse import SSEDecoder
 from routing.schema import ChatRequest
 from routing.table import DeploymentInfo, KeyInfo, Resolution, RoutingTable, TableCache
+
+log = logging.getLogger(__name__)
 
 DONE = b"data: [DONE]\n\n"
 
@@ -123,6 +126,9 @@ class Run:
     # of calls that were already in flight when it opened.
     answered_call_started: float = 0.0
     reservations: list[Reservation] = field(default_factory=list)  # settled with the ledger
+    # When the request began: its budget period and its ledger row's time, so that a
+    # request across midnight or a month's end counts in one period only.
+    started_at: datetime = field(default_factory=timezone.now)
 
 
 @dataclass
@@ -155,13 +161,27 @@ class Answer:
 
 @dataclass
 class StreamAnswer:
-    """A stream that has produced its first payload; `body` yields SSE bytes to the end."""
+    """A stream that has produced its first frame; `chunks()` yields SSE bytes to the end.
+
+    The frame generator is already running, so `aclose()` always runs its cleanup
+    (close upstream, write the usage, settle the budget), even if the caller
+    never reads a chunk; an async generator closed before it starts would skip it.
+    """
 
     request_id: str
     route: str
     deployment: DeploymentInfo
     attempts: list[Attempt]
-    body: AsyncGenerator[bytes]
+    first_frame: bytes
+    frames: AsyncGenerator[bytes]
+
+    async def chunks(self) -> AsyncGenerator[bytes]:
+        yield self.first_frame
+        async for frame in self.frames:
+            yield frame
+
+    async def aclose(self) -> None:
+        await self.frames.aclose()
 
     def headers(self) -> dict[str, str]:
         # The cost of a stream is known only at its end; clients read it from the ledger.
@@ -257,17 +277,33 @@ class Engine:
             deadline=started + self.settings.deadline_seconds,
         )
         await self._reserve(run)
+        try:
+            return await self._try_chain(run, call)
+        except BaseException:
+            # Nothing will settle these now (an unexpected error, a cancelled
+            # request): hand them back rather than hold them until their lease ends.
+            await asyncio.shield(self._release(run))
+            raise
+
+    async def _try_chain[T](
+        self, run: Run, call: Callable[..., Awaitable[T]]
+    ) -> tuple[Run, DeploymentInfo, T]:
         async with aclosing(self._candidates(run.resolution.chain)) as candidates:
             chain = run.resolution.chain
             async for deployment in candidates:
                 adapter = adapter_for(deployment.protocol)
                 target = adapter_target(deployment)
                 later = len(chain) - 1 - chain.index(deployment)
-                if not await self._reserve_for_provider(run, deployment):
+                exhausted_budget = await self._reserve_for_provider(run, deployment)
+                if exhausted_budget is not None:
+                    resets = exhausted_budget.period_end(run.started_at)
                     exhausted = ProviderError(
                         FailureKind.REJECTED,
-                        f"the {deployment.provider} budget is exhausted",
+                        f"the {exhausted_budget.label} budget of "
+                        f"${exhausted_budget.amount_usd.normalize():f} is exhausted until "
+                        f"{resets:%Y-%m-%d %H:%M} UTC",
                         code="budget_exceeded",
+                        retry_after=(resets - timezone.now()).total_seconds(),
                     )
                     run.attempts.append(failed_attempt(deployment, exhausted, time.monotonic()))
                     run.failures.append(exhausted)
@@ -309,6 +345,17 @@ class Engine:
         used_after, _ = await pipe.execute()
         return plan.cost(int(used_after) - tokens, tokens)
 
+    async def _cost_or_list_price(self, deployment: DeploymentInfo, usage: Usage) -> Decimal:
+        """For a stream's last act: if the plan's counter cannot be read, the per-token
+        price, so the usage row and the budget settlement are still written."""
+        try:
+            return await self._cost(deployment, usage)
+        except Exception:
+            log.exception("plan pricing failed for %s; per-token price used", deployment.label)
+            return deployment.cost(
+                usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
+            )
+
     async def _reserve(self, run: Run) -> None:
         """Reserve the worst-case cost on every budget that applies, or refuse with 429."""
         budgets = [
@@ -319,7 +366,7 @@ class Engine:
         if not budgets:
             return
         worst = worst_case_cost(run.request, run.resolution.chain)
-        now = timezone.now()
+        now = run.started_at
         reservation, args = reserve_args(budgets, run.caller.request_id, worst, now)
         refused = int(await self.breakers.evalsha(*args))
         if not refused:
@@ -352,27 +399,35 @@ class Engine:
         for budget, spent in zip(watched, await pipe.execute(), strict=True):
             assert budget.degrade_at_pct is not None
             if from_units(int(spent or 0)) * 100 >= budget.amount_usd * budget.degrade_at_pct:
-                chain = sorted(run.resolution.chain, key=lambda d: d.cost(1_000_000, 1_000_000))
+                chain = sorted(run.resolution.chain, key=price_per_mtok)
                 run.resolution = Resolution(run.resolution.route, tuple(chain))
                 run.request.metadata.setdefault("degraded_by", budget.label)
                 return
 
-    async def _reserve_for_provider(self, run: Run, deployment: DeploymentInfo) -> bool:
-        """Reserve on the budgets of this candidate's provider; False if one is exhausted."""
+    async def _reserve_for_provider(
+        self, run: Run, deployment: DeploymentInfo
+    ) -> BudgetInfo | None:
+        """Reserve on the budgets of this candidate's provider; the exhausted one, if any."""
         budgets = [
             b
             for b in (await self.table()).budgets
             if b.scope == "provider" and b.scope_ref == deployment.provider
         ]
         if not budgets:
-            return True
+            return None
         worst = worst_case_cost(run.request, (deployment,))
         request_id = f"{run.caller.request_id}:{deployment.provider}"
-        reservation, args = reserve_args(budgets, request_id, worst, timezone.now())
-        if int(await self.breakers.evalsha(*args)):
-            return False
+        reservation, args = reserve_args(budgets, request_id, worst, run.started_at)
+        refused = int(await self.breakers.evalsha(*args))
+        if refused:
+            return budgets[refused - 1]
         run.reservations.append(reservation)
-        return True
+        return None
+
+    async def _release(self, run: Run) -> None:
+        for reservation in run.reservations:
+            await self.breakers.evalsha(*reservation.settle_args(Decimal(0)))
+        run.reservations = []
 
     async def _release_provider_reservations(self, run: Run) -> None:
         """A candidate that failed hands its provider's reservation back."""
@@ -412,7 +467,11 @@ class Engine:
 
         run, deployment, completion = await self._serve(request, caller, call)
         usage = completion.usage
-        cost = await self._cost(deployment, usage)
+        try:
+            cost = await self._cost(deployment, usage)
+        except BaseException:
+            await asyncio.shield(self._release(run))
+            raise
         entry = self._entry(run)
         fill_usage(entry, deployment, usage, cost)
         await self._commit(
@@ -454,8 +513,13 @@ class Engine:
         run, deployment, opened = await self._serve(request, caller, call)
         entry = self._entry(run)
         frames = self._stream_body(opened, entry, deployment, request, run)
+        try:
+            first_frame = await anext(frames)
+        except BaseException:
+            await frames.aclose()
+            raise
         return StreamAnswer(
-            caller.request_id, run.resolution.route, deployment, run.attempts, frames
+            caller.request_id, run.resolution.route, deployment, run.attempts, first_frame, frames
         )
 
     async def _stream_body(
@@ -493,7 +557,7 @@ class Engine:
                 entry,
                 deployment,
                 usage,
-                await self._cost(deployment, usage),
+                await self._cost_or_list_price(deployment, usage),
             )
             if error is not None:
                 entry.status, entry.error_code = "partial", error.code or "stream_cut"
@@ -574,7 +638,7 @@ class Engine:
         caller, request = run.caller, run.request
         return UsageEntry(
             request_id=caller.request_id,
-            created=timezone.now(),
+            created=run.started_at,
             status="ok",
             client_key_id=caller.key.id if caller.key else None,
             client_key_name=caller.key.name if caller.key else "",
@@ -612,10 +676,10 @@ class Engine:
             error = ApiError(
                 429,
                 "Every candidate's provider budget is exhausted: "
-                + ", ".join(sorted({a.provider for a in attempts}))
+                + "; ".join(dict.fromkeys(f.message for f in failures))
                 + ".",
                 "budget_exceeded",
-                retry_after=3600,
+                retry_after=min(f.retry_after or 3600 for f in failures),
             )
         elif failures and all(f.kind is FailureKind.REJECTED for f in failures):
             first = failures[0]
@@ -648,6 +712,7 @@ class Engine:
         entry = self._entry(run)
         entry.status, entry.http_status, entry.error_code = "error", error.status, error.code
         await self._commit(entry, None, reservations=run.reservations)
+        run.reservations = []  # settled (to nothing) with the failure's row
         return error
 
 
@@ -657,10 +722,12 @@ DEFAULT_MAX_OUTPUT_TOKENS = 4096
 
 def worst_case_cost(request: ChatRequest, chain: tuple[DeploymentInfo, ...]) -> Decimal:
     """The most this request can cost on any candidate: what a budget must hold back."""
-    # About four characters a token in the languages served; a margin per message.
-    prompt = request.prompt_chars() // 3 + 8 * len(request.messages)
+    # A token is at least one byte of UTF-8, so the serialised conversation (text,
+    # tool calls, tool definitions) bounds the prompt from above in any language.
+    serialised = len(orjson.dumps([request.messages, request.params.get("tools")]))
     worst = Decimal(0)
     for deployment in chain:
+        prompt = min(serialised, deployment.context_window)
         output = (
             request.max_output_tokens or deployment.max_output_tokens or DEFAULT_MAX_OUTPUT_TOKENS
         )
@@ -670,6 +737,13 @@ def worst_case_cost(request: ChatRequest, chain: tuple[DeploymentInfo, ...]) -> 
             cost = deployment.cost(prompt, output)
         worst = max(worst, cost)
     return worst
+
+
+def price_per_mtok(deployment: DeploymentInfo) -> Decimal:
+    """A deployment's price for a million tokens each way, as budget-aware routing ranks it."""
+    if deployment.plan is not None:
+        return 2 * deployment.plan.highest_rate_per_mtok()
+    return deployment.cost(1_000_000, 1_000_000)
 
 
 def breaker_outcome(error: ProviderError) -> str | None:

@@ -92,20 +92,19 @@ class GatewayApp:
             return
         stream = await self.client.open_stream(request, caller)
         headers = [SSE, (b"cache-control", b"no-cache"), *encode_headers(stream.headers())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        body = stream.body
         # uvicorn's send() returns quietly once the client has gone, so watch
         # receive() for the disconnect and stop reading (and paying for) upstream.
         gone = asyncio.create_task(wait_for_disconnect(receive))
         try:
-            async for frame in body:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            async for frame in stream.chunks():
                 if gone.done():
                     log.info("client went away during stream %s", caller.request_id)
                     break
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
         finally:
             gone.cancel()
-            await body.aclose()  # records usage even if the client left
+            await stream.aclose()  # records usage and settles budgets even if the client left
         await send({"type": "http.response.body", "body": b""})
 
     async def models(self, scope: dict[str, Any], send: Send) -> None:

@@ -131,7 +131,7 @@ def test_a_lease_whose_holder_died_is_released_by_the_next_reservation(redis: Re
     budget = BudgetInfo(1, "global monthly", "global", "", "monthly", Decimal("1"), hard=True)
     now = datetime.now(UTC)
     _, held = reserve_args([budget], "dead-request", Decimal("0.9"), now - timedelta(hours=1))
-    held[3] = budget.key(now)  # the same period as now
+    held[2] = budget.key(now)  # the same period as now, even in a month's first hour
     assert redis.execute_command("EVAL", _script(held[0]), *held[1:]) == 0
 
     _, fresh = reserve_args([budget], "live-request", Decimal("0.5"), now)
@@ -228,3 +228,49 @@ def test_a_failed_candidate_hands_back_its_provider_reservation(
     openai_client.chat.completions.create(model="summary", messages=MESSAGES)
 
     assert spent(redis, aimlapi) == (Decimal(0), Decimal(0))
+
+
+def test_settling_after_the_lease_was_released_still_charges_the_actual_cost(
+    redis: Redis,
+) -> None:
+    budget = BudgetInfo(2, "global monthly", "global", "", "monthly", Decimal("10"), hard=True)
+    now = datetime.now(UTC)
+    slow, held = reserve_args([budget], "slow-stream", Decimal("1"), now - timedelta(hours=1))
+    held[2] = budget.key(now)
+    redis.execute_command("EVAL", _script(held[0]), *held[1:])
+    _, other = reserve_args([budget], "another", Decimal("1"), now)
+    redis.execute_command("EVAL", _script(other[0]), *other[1:])  # releases the slow lease
+
+    settle = slow.settle_args(Decimal("0.5"))
+    settle[2] = budget.key(now)
+    redis.execute_command("EVAL", _script(settle[0]), *settle[1:])
+
+    assert current_spend(redis, budget, now) == (Decimal("0.5"), Decimal("1"))
+
+
+def test_a_cancelled_request_hands_back_its_reservation(
+    demo: SimulatorHandle, redis: Redis
+) -> None:
+    from routing.client import EnhancedHybridAIClient, close_engine
+
+    global_budget = Budget.objects.get(scope="global")
+    demo.fault(provider="aimlapi", mode="slow", delay_ms=3000)
+
+    async def cancel_midway() -> tuple[Decimal, Decimal]:
+        try:
+            task = asyncio.create_task(
+                EnhancedHybridAIClient().acomplete(model="summary", messages=MESSAGES)
+            )
+            await asyncio.sleep(0.5)
+            held_while_running = spent(redis, global_budget)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return held_while_running
+        finally:
+            await close_engine()
+
+    _, in_flight = asyncio.run(cancel_midway())
+
+    assert in_flight > 0, "the request held a reservation while it ran"
+    assert spent(redis, global_budget) == (Decimal(0), Decimal(0))

@@ -112,3 +112,34 @@ def test_no_secret_reaches_the_logs_when_a_provider_fails(
     assert demo.calls()["google"]["last_headers"]["x-goog-api-key"] == secret
     assert secret not in caplog.text
     assert secret not in str(UsageRecord.objects.values_list())
+
+
+def test_a_stream_closed_before_anyone_reads_it_still_records_and_settles(
+    demo: SimulatorHandle, redis: object
+) -> None:
+    import asyncio
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from billing.budgets import current_spend
+    from billing.models import Budget
+    from routing.client import close_engine
+    from routing.schema import validate_chat_body
+
+    budget = Budget.objects.get(scope="global")
+    request = validate_chat_body({"model": "summary", "messages": MESSAGES, "stream": True})
+
+    async def open_and_walk_away() -> None:
+        try:
+            answer = await EnhancedHybridAIClient().open_stream(request)
+            await answer.aclose()
+        finally:
+            await close_engine()
+
+    asyncio.run(open_and_walk_away())
+
+    assert drain_ledger() == 1
+    record = UsageRecord.objects.get()
+    assert (record.status, record.error_code) == ("partial", "client_closed")
+    spent, in_flight = current_spend(redis, budget.info(), datetime.now(UTC))
+    assert (spent, in_flight) == (record.cost_usd, Decimal(0))
