@@ -85,6 +85,13 @@ routes:
   bench: [bench/{model}]
 """
 
+# With --budget: a global hard budget, so every request also reserves its worst
+# case in Redis before the call and settles it after (the production setup).
+BUDGET_YAML = """\
+budgets:
+  - {scope: global, period: monthly, amount_usd: "1000000", hard: true}
+"""
+
 BODY = {
     "model": MODEL,
     "max_tokens": 32,
@@ -569,10 +576,13 @@ def default_transport() -> str:
     return found.group(1) if found else "aiohttp"
 
 
-def setup_gateway_db(run_dir: Path, env: dict[str, str], simulator: str) -> str:
+def setup_gateway_db(
+    run_dir: Path, env: dict[str, str], simulator: str, budget: bool = False
+) -> str:
     """Migrate the isolated database, import the config, create a key; returns the raw key."""
     config = run_dir / "bench.yaml"
-    config.write_text(CONFIG_YAML.format(base=f"{simulator}/openai/v1", model=MODEL))
+    text = CONFIG_YAML.format(base=f"{simulator}/openai/v1", model=MODEL)
+    config.write_text(text + (BUDGET_YAML if budget else ""))
     steps = [
         ["manage.py", "migrate", "--noinput"],
         ["manage.py", "import_config", str(config)],
@@ -607,6 +617,11 @@ def main(argv: list[str] | None = None) -> int:
         help="update the generated section of --results (default for a full run)",
     )
     parser.add_argument("--no-write", dest="write", action="store_false")
+    parser.add_argument(
+        "--budget",
+        action="store_true",
+        help="configure a global hard budget, so every request reserves and settles it",
+    )
     parser.add_argument(
         "--max-seconds", type=int, help="hard time budget (default 480 full, 180 quick)"
     )
@@ -680,7 +695,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         wait_http(f"{simulator}/healthz", procs)
         log(f"simulator up on {simulator}")
-        key = setup_gateway_db(run_dir, base_env, simulator)
+        key = setup_gateway_db(run_dir, base_env, simulator, budget=args.budget)
         log("database migrated, config imported, client key created")
 
         targets = [
