@@ -14,6 +14,7 @@ PERIODIC_JOBS: list[tuple[str, int]] = [
     # (job, every N seconds)
     ("billing.jobs.drain_ledger", 2),
     ("routing.jobs.persist_breaker_transitions", 5),
+    ("routing.jobs.persist_key_usage", 60),
     ("project.jobs.deliver_alerts", 10),
     ("billing.jobs.check_budgets", 30),
     ("billing.jobs.reconcile_spend", 300),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
@@ -214,6 +215,29 @@ def create_client_key(
     raw = key.assign_new_secret()
     key.save()
     return key, raw
+
+
+@transaction.atomic
+def rotate_client_key(key: ClientKey, grace: timedelta) -> tuple[ClientKey, str]:
+    """Issue ``key``'s successor; the old key keeps working for ``grace``, then expires.
+
+    The successor has the same name, scopes, environment and allowed models.
+    Returns it and its raw value, which is shown once.
+    """
+    successor = ClientKey(
+        name=key.name,
+        scopes=list(key.scopes),
+        environment=key.environment,
+        allowed_models=list(key.allowed_models),
+        rotated_from=key,
+    )
+    raw = successor.assign_new_secret()
+    successor.save()
+    ends = timezone.now() + grace
+    if key.expires_at is None or key.expires_at > ends:
+        key.expires_at = ends
+        key.save(update_fields=["expires_at"])
+    return successor, raw
 
 
 def revoke_client_key(key: ClientKey) -> bool:

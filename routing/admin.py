@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django import forms
@@ -9,7 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from project.redis import sync_client
-from routing.actions import revoke_client_key
+from routing.actions import revoke_client_key, rotate_client_key
 from routing.breaker import KEY as BREAKER_KEY
 from routing.models import (
     BreakerEvent,
@@ -162,17 +163,26 @@ class ClientKeyForm(forms.ModelForm):
 
     class Meta:
         model = ClientKey
-        fields = ["name", "environment", "scopes"]
+        fields = ["name", "environment", "scopes", "allowed_models", "expires_at"]
 
 
 @admin.register(ClientKey)
 class ClientKeyAdmin(admin.ModelAdmin):
     form = ClientKeyForm
-    list_display = ["name", "prefix", "environment", "scopes", "created", "revoked_at"]
+    list_display = [
+        "name",
+        "prefix",
+        "environment",
+        "scopes",
+        "created",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    ]
     list_filter = ["environment", "revoked_at"]
     search_fields = ["name", "prefix"]
-    readonly_fields = ["prefix", "created", "revoked_at"]
-    actions = ["revoke"]
+    readonly_fields = ["prefix", "created", "last_used_at", "revoked_at"]
+    actions = ["revoke", "rotate"]
 
     def save_model(self, request: HttpRequest, obj: ClientKey, form: Any, change: bool) -> None:
         if not change:
@@ -185,14 +195,26 @@ class ClientKeyAdmin(admin.ModelAdmin):
     ) -> HttpResponse:
         # Shown on this response, not through a flash message, which would put
         # the raw key in the session store.
+        return self._show_once(request, obj, obj._raw_key)  # type: ignore[attr-defined]
+
+    def _show_once(self, request: HttpRequest, key: ClientKey, raw: str) -> HttpResponse:
         context = {
             **self.admin_site.each_context(request),
-            "key": obj,
-            "raw_key": obj._raw_key,  # type: ignore[attr-defined]
+            "key": key,
+            "raw_key": raw,
             "opts": self.model._meta,
             "title": "Copy the new key now",
         }
         return TemplateResponse(request, "routing/clientkey_created.html", context)
+
+    @admin.action(description="Rotate: issue a successor, the old key works 24 h more")
+    def rotate(self, request: HttpRequest, queryset: QuerySet[ClientKey]) -> HttpResponse | None:
+        keys = list(queryset.filter(revoked_at__isnull=True))
+        if len(keys) != 1:
+            messages.error(request, "Rotate one active key at a time: its new key is shown once.")
+            return None
+        successor, raw = rotate_client_key(keys[0], timedelta(hours=24))
+        return self._show_once(request, successor, raw)
 
     @admin.action(description="Revoke the selected keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ClientKey]) -> None:

@@ -18,6 +18,7 @@ import asyncio
 import atexit
 import hashlib
 import threading
+import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator
 from typing import Any
@@ -119,6 +120,8 @@ class EnhancedHybridAIClient:
         key = table.keys.get(hashlib.sha256(raw_key.encode()).hexdigest())
         if key is None:
             raise ApiError(401, "Invalid API key, or the key was revoked.", "invalid_api_key")
+        if key.expires_at is not None and time.time() >= key.expires_at:
+            raise ApiError(401, "This API key has expired; use its successor.", "expired_api_key")
         if scope not in key.scopes:
             raise ApiError(403, f"This key lacks the '{scope}' scope.", "insufficient_scope")
         return key

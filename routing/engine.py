@@ -55,6 +55,8 @@ from routing.table import DeploymentInfo, KeyInfo, Resolution, RoutingTable, Tab
 log = logging.getLogger(__name__)
 
 DONE = b"data: [DONE]\n\n"
+# When each client key was last used (epoch seconds); routing.jobs copies it to the admin.
+KEY_LAST_USED = "sb:keys:last-used"
 
 
 @dataclass(frozen=True)
@@ -268,6 +270,14 @@ class Engine:
         and rejections move on at once. If nothing succeeds, the usage entry of
         the failure is written and an ApiError raised.
         """
+        if caller.key is not None and not caller.key.may_use(request.model):
+            raise ApiError(
+                403,
+                f"This key may not use '{request.model}'; it is limited to "
+                f"{', '.join(sorted(caller.key.allowed_models))}.",
+                "model_not_allowed",
+                param="model",
+            )
         started = time.monotonic()
         run = Run(
             request=request,
@@ -663,6 +673,8 @@ class Engine:
 
         def build(pipe: Any) -> None:
             pipe.rpush(LEDGER_KEY, raw)
+            if entry.client_key_id is not None:
+                pipe.hset(KEY_LAST_USED, entry.client_key_id, int(time.time()))
             if deployment is not None and outcome is not None:
                 self.breakers.queue_record(pipe, deployment.id, outcome, reason, started_at)
             for reservation in reservations:

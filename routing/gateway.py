@@ -108,12 +108,13 @@ class GatewayApp:
         await send({"type": "http.response.body", "body": b""})
 
     async def models(self, scope: dict[str, Any], send: Send) -> None:
-        await self.client.authenticate(bearer(scope))
+        key = await self.client.authenticate(bearer(scope))
         table = await current_engine().table()
         now = int(time.time())
         data = [
             {"id": name, "object": "model", "created": now, "owned_by": "switchboard"}
             for name in table.model_ids()
+            if key.may_use(name)
         ]
         await send_json(send, 200, {"object": "list", "data": data})
 

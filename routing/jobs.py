@@ -52,3 +52,21 @@ def _persist(redis: Redis, batch_size: int) -> int:
     )
     redis.ltrim(TRANSITIONS_KEY, len(raw_items), -1)
     return len(raw_items)
+
+
+def persist_key_usage() -> int:
+    """Copy each client key's last-used time from Redis to the database (only ever forward)."""
+    from datetime import UTC, datetime
+
+    from django.db.models import Q
+
+    from routing.engine import KEY_LAST_USED
+    from routing.models import ClientKey
+
+    updated = 0
+    for key_id, stamp in sync_client().hgetall(KEY_LAST_USED).items():  # type: ignore[union-attr]
+        used = datetime.fromtimestamp(int(stamp), tz=UTC)
+        updated += ClientKey.objects.filter(
+            Q(last_used_at__isnull=True) | Q(last_used_at__lt=used), pk=int(key_id)
+        ).update(last_used_at=used)
+    return updated

@@ -272,6 +272,23 @@ class ClientKey(models.Model):
         max_length=8, choices=Environment.choices, default=Environment.PROD
     )
     revoked_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="The key stops working at this time (UTC)."
+    )
+    allowed_models = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Routes or models this key may ask for; empty allows all.",
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    rotated_from = models.OneToOneField(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="successor",
+        editable=False,
+    )
     created = models.DateTimeField(default=timezone.now)
     code = models.UUIDField(default=uuid4, unique=True, editable=False)
 

@@ -93,6 +93,11 @@ class KeyInfo:
     name: str
     scopes: frozenset[str]
     environment: str
+    expires_at: float | None = None  # epoch seconds
+    allowed_models: frozenset[str] = frozenset()  # empty: every route and model
+
+    def may_use(self, model: str) -> bool:
+        return not self.allowed_models or model in self.allowed_models
 
 
 @dataclass(frozen=True)
@@ -163,7 +168,14 @@ def _build_table(version: int) -> RoutingTable:
         models.setdefault(info.model, []).append(info)
         models[info.label] = [info]
     keys = {
-        key.key_hash: KeyInfo(key.id, key.name, frozenset(key.scopes), key.environment)
+        key.key_hash: KeyInfo(
+            key.id,
+            key.name,
+            frozenset(key.scopes),
+            key.environment,
+            key.expires_at.timestamp() if key.expires_at else None,
+            frozenset(key.allowed_models),
+        )
         for key in ClientKey.objects.active()
     }
     return RoutingTable(
