@@ -9,3 +9,11 @@ class ProjectConfig(AppConfig):
     name = "project"
     label = "project"
     verbose_name = "Alerts"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
+        from project.roles import sync_roles_after_migrate
+
+        # Keeps the roles' permissions complete as apps add models.
+        post_migrate.connect(sync_roles_after_migrate, dispatch_uid="project-sync-roles")

@@ -1,0 +1,72 @@
+"""Roles: Django groups and the permissions each one holds.
+
+Administrator: everything. Operator: the gateway (providers, models, routes, keys,
+breakers, alerts), reading spend. Finance: prices, plans, budgets and spend.
+Stakeholder: the rollout checklist. Viewer: read-only everywhere.
+
+A migration creates the groups, and every `migrate` brings them up to date
+(post_migrate), so a model added later joins its roles without a new data
+migration. Models are named by label: project imports none of the apps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ALL = ("add", "change", "delete", "view")
+VIEW = ("view",)
+GATEWAY_APPS = ("routing", "billing", "project", "checklist")
+
+# Role -> {"app.model" or "app.*": actions}
+ROLES: dict[str, dict[str, tuple[str, ...]]] = {
+    "Administrator": {},  # every permission; see sync_roles
+    "Operator": {
+        "routing.*": ALL,
+        "project.*": ALL,
+        "billing.*": VIEW,
+    },
+    "Finance": {
+        "billing.*": ALL,
+        "routing.deployment": ("change", "view"),
+        "routing.priceoverride": ALL,
+        "routing.providerplan": ALL,
+        "routing.provider": VIEW,
+        "routing.route": VIEW,
+        "project.alert": VIEW,
+        "project.channel": ALL,
+    },
+    "Stakeholder": {
+        "checklist.*": ("change", "view"),
+        "billing.budget": VIEW,
+    },
+    "Viewer": {f"{app}.*": VIEW for app in GATEWAY_APPS},
+}
+
+
+def sync_roles(apps: Any = None) -> None:
+    """Create the groups and give each exactly its permissions (idempotent)."""
+    if apps is None:
+        from django.apps import apps as live_apps
+
+        apps = live_apps
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+    permissions = list(Permission.objects.select_related("content_type"))
+    for role, grants in ROLES.items():
+        group, _ = Group.objects.get_or_create(name=role)
+        if role == "Administrator":
+            wanted = permissions
+        else:
+            wanted = [p for p in permissions if _granted(p, grants)]
+        group.permissions.set(wanted)
+
+
+def _granted(permission: Any, grants: dict[str, tuple[str, ...]]) -> bool:
+    app, model = permission.content_type.app_label, permission.content_type.model
+    action = permission.codename.split("_", 1)[0]
+    actions = grants.get(f"{app}.{model}") or grants.get(f"{app}.*") or ()
+    return action in actions
+
+
+def sync_roles_after_migrate(sender: Any, **kwargs: Any) -> None:
+    sync_roles(kwargs.get("apps"))
