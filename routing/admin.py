@@ -5,12 +5,15 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
 
 from project.redis import sync_client
 from routing.actions import revoke_client_key, rotate_client_key
+from routing.audit import audit
 from routing.breaker import KEY as BREAKER_KEY
 from routing.models import (
     BreakerEvent,
@@ -183,6 +186,26 @@ class ClientKeyAdmin(admin.ModelAdmin):
     search_fields = ["name", "prefix"]
     readonly_fields = ["prefix", "created", "last_used_at", "revoked_at"]
     actions = ["revoke", "rotate"]
+
+    change_list_template = "routing/clientkey_change_list.html"  # adds the audit link
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view(self.audit_view)
+        return [path("audit/", view, name="routing_key_audit"), *super().get_urls()]
+
+    def audit_view(self, request: HttpRequest) -> HttpResponse:
+        """The key audit of `manage.py audit_keys`, for staff who may view keys."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        days = int(request.GET.get("days", "30")) if request.GET.get("days", "").isdigit() else 30
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Key audit",
+            "opts": self.model._meta,
+            "findings": audit(sync_client(), unused_days=days),
+            "days": days,
+        }
+        return TemplateResponse(request, "routing/key_audit.html", context)
 
     def save_model(self, request: HttpRequest, obj: ClientKey, form: Any, change: bool) -> None:
         if not change:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
+from project.redis import sync_client
+from routing.engine import KEY_SCOPES_USED
 from routing.models import ClientKey, hash_key
 
 
@@ -36,4 +39,8 @@ class HasScope(permissions.BasePermission):
             return False
         scope = getattr(view, "required_scope", None)
         self.message = f"This key lacks the '{scope}' scope."
-        return scope is not None and key.has_scope(scope)
+        allowed = scope is not None and key.has_scope(scope)
+        if allowed:
+            # For the key audit: which of its scopes a key really uses.
+            sync_client().hset(KEY_SCOPES_USED, f"{key.pk}:{scope}", int(time.time()))
+        return allowed

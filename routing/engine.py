@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 DONE = b"data: [DONE]\n\n"
 # When each client key was last used (epoch seconds); routing.jobs copies it to the admin.
 KEY_LAST_USED = "sb:keys:last-used"
+# When each key last used each scope ("<key id>:<scope>" -> epoch), for the key audit.
+KEY_SCOPES_USED = "sb:keys:scopes-used"
 
 
 @dataclass(frozen=True)
@@ -674,7 +676,9 @@ class Engine:
         def build(pipe: Any) -> None:
             pipe.rpush(LEDGER_KEY, raw)
             if entry.client_key_id is not None:
-                pipe.hset(KEY_LAST_USED, entry.client_key_id, int(time.time()))
+                now = int(time.time())
+                pipe.hset(KEY_LAST_USED, entry.client_key_id, now)
+                pipe.hset(KEY_SCOPES_USED, f"{entry.client_key_id}:chat", now)
             if deployment is not None and outcome is not None:
                 self.breakers.queue_record(pipe, deployment.id, outcome, reason, started_at)
             for reservation in reservations:
