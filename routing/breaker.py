@@ -193,13 +193,16 @@ class Breakers:
 
     async def acquire_trial(self, deployment_id: int) -> bool:
         self._cache.pop(deployment_id, None)
-        args = [deployment_id, time.time(), self.policy.cooldown_seconds, TRIAL_LEASE_SECONDS]
-        keys = [KEY.format(deployment_id), TRANSITIONS_KEY]
-        try:
-            result = await self.redis.evalsha(self.acquire_sha, 2, *keys, *args)  # type: ignore[misc]
-        except NoScriptError:
-            await self.load_scripts()
-            result = await self.redis.evalsha(self.acquire_sha, 2, *keys, *args)  # type: ignore[misc]
+        result = await self.evalsha(
+            self.acquire_sha,
+            2,
+            KEY.format(deployment_id),
+            TRANSITIONS_KEY,
+            deployment_id,
+            time.time(),
+            self.policy.cooldown_seconds,
+            TRIAL_LEASE_SECONDS,
+        )
         # 'closed': another process closed it since our reading; it is usable.
         return bool(result in (b"trial", "trial", b"closed", "closed"))
 

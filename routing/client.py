@@ -102,11 +102,11 @@ class EnhancedHybridAIClient:
 
     async def run(self, request: ChatRequest, caller: Caller | None = None) -> Answer:
         engine = current_engine()
-        return await engine.complete(request, caller or await self._caller(engine))
+        return await engine.complete(request, caller or await self._caller())
 
     async def open_stream(self, request: ChatRequest, caller: Caller | None = None) -> StreamAnswer:
         engine = current_engine()
-        return await engine.open_stream(request, caller or await self._caller(engine))
+        return await engine.open_stream(request, caller or await self._caller())
 
     async def authenticate(self, raw_key: str | None, scope: str = "chat") -> KeyInfo:
         """The key's identity, or an ApiError (401 unknown or revoked, 403 missing scope)."""
@@ -126,7 +126,7 @@ class EnhancedHybridAIClient:
             raise ApiError(403, f"This key lacks the '{scope}' scope.", "insufficient_scope")
         return key
 
-    async def _caller(self, engine: Engine) -> Caller:
+    async def _caller(self) -> Caller:
         if self._raw_key is None:
             return Caller()
         return Caller(key=await self.authenticate(self._raw_key))
