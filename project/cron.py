@@ -15,6 +15,7 @@ PERIODIC_JOBS: list[tuple[str, int]] = [
     ("billing.jobs.drain_ledger", 2),
     ("routing.jobs.persist_breaker_transitions", 5),
     ("routing.jobs.persist_key_usage", 60),
+    ("routing.jobs.alert_overdue_credentials", 3600),
     ("project.jobs.deliver_alerts", 10),
     ("billing.jobs.check_budgets", 30),
     ("billing.jobs.reconcile_spend", 300),

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable
 from functools import cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
+from django.db import models
 
 
 class SecretUnreadable(Exception):
@@ -42,6 +44,63 @@ def decrypt(token: str) -> str:
         return _fernet(_keys()).decrypt(token.encode()).decode()
     except InvalidToken:
         raise SecretUnreadable("no configured encryption key decrypts this secret") from None
+
+
+def reencrypt(token: str) -> str:
+    """The same secret under the first (newest) key; raises SecretUnreadable like decrypt."""
+    try:
+        return _fernet(_keys()).rotate(token.encode()).decode()
+    except InvalidToken:
+        raise SecretUnreadable("no configured encryption key decrypts this secret") from None
+
+
+class EncryptedTextField(models.TextField):  # type: ignore[type-arg]
+    """A column that holds a token from ``encrypt``; never the secret itself.
+
+    The model sets and reads it through ``encrypt``/``decrypt``; the type marks
+    the column for `manage.py rotate_encryption_key` and the plaintext audit.
+    """
+
+
+def encrypted_columns() -> list[tuple[type[models.Model], str]]:
+    """Every (model, field name) that holds encrypted secrets, across the installed apps."""
+    from django.apps import apps
+
+    return [
+        (model, field.name)
+        for model in apps.get_models()
+        for field in model._meta.get_fields()
+        if isinstance(field, EncryptedTextField)
+    ]
+
+
+def reencrypt_all(
+    dry_run: bool = False, progress: Callable[[int, int], None] | None = None
+) -> dict[str, int]:
+    """Re-encrypt every stored secret under the newest key, in one transaction.
+
+    Returns how many secrets each column holds. A secret no configured key
+    decrypts raises SecretUnreadable and nothing is changed.
+    """
+    from django.db import transaction
+
+    columns = encrypted_columns()
+    rows = [
+        (model, name, pk, token)
+        for model, name in columns
+        for pk, token in model._default_manager.exclude(**{name: ""}).values_list("pk", name)
+    ]
+    counts = {f"{model._meta.label}.{name}": 0 for model, name in columns}
+    with transaction.atomic():
+        for done, (model, name, pk, token) in enumerate(rows, start=1):
+            fresh = reencrypt(token)
+            if not dry_run:
+                # update(): a new ciphertext of the same secret is not a config change.
+                model._default_manager.filter(pk=pk).update(**{name: fresh})
+            counts[f"{model._meta.label}.{name}"] += 1
+            if progress is not None:
+                progress(done, len(rows))
+    return counts
 
 
 def last4(value: str) -> str:

@@ -186,6 +186,8 @@ SWITCHBOARD = {
     "BREAKER_READ_CACHE_SECONDS": env.float("SWITCHBOARD_BREAKER_READ_CACHE_SECONDS", default=0.5),
     # Which HTTP transport the upstream client uses: "aiohttp" or "httpx" (see bench/RESULTS.md).
     "UPSTREAM_TRANSPORT": env.str("SWITCHBOARD_UPSTREAM_TRANSPORT", default="aiohttp"),
+    # The key audit calls a client key older than this overdue for rotation (0: never).
+    "CLIENT_KEY_ROTATION_DAYS": env.int("SWITCHBOARD_CLIENT_KEY_ROTATION_DAYS", default=90),
 }
 
 # The alert outbox (project/README.md). Delivery attempts back off by this schedule

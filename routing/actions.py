@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from billing.actions import upsert_budget
 from billing.models import Budget
 from billing.prices import direct_price, list_price
-from routing.config import GatewayConfig, ModelSpec
-from routing.models import ClientKey, Deployment, Provider, Route, RouteStep
+from project.alerts import raise_alert
+from routing.config import ConfigError, CredentialSpec, GatewayConfig, ModelSpec
+from routing.models import (
+    ClientKey,
+    Deployment,
+    Environment,
+    Provider,
+    ProviderCredential,
+    Route,
+    RouteStep,
+)
 from routing.signals import config_changed
 
 
@@ -28,19 +38,18 @@ def import_config(config: GatewayConfig) -> Counter[str]:
             {"name": spec.name},
             protocol=spec.protocol,
             base_url=spec.base_url,
-            api_key_env=spec.api_key_env,
             vendor=spec.vendor,
             priority=spec.priority,
+            baa_signed=spec.baa_signed,
+            data_region=spec.data_region,
             connect_timeout=spec.connect_timeout,
             read_timeout=spec.read_timeout,
             enabled=spec.enabled,
         )
-        if provider.stored_api_key() != spec.api_key:  # compare decrypted: ciphertexts differ
-            provider.set_api_key(spec.api_key)
-            provider.save(update_fields=["api_key_encrypted", "api_key_last4"])
-            outcome = "updated" if outcome == "unchanged" else outcome
         providers[spec.name] = provider
         report[f"provider {outcome}"] += 1
+        for credential_spec in spec.credentials:
+            report[f"credential {_upsert_credential(provider, credential_spec)}"] += 1
     deployments = {}
     for model in config.models:
         provider = providers[model.provider]
@@ -52,7 +61,9 @@ def import_config(config: GatewayConfig) -> Counter[str]:
         deployments[(model.provider, model.name)] = deployment
         report[f"model {outcome}"] += 1
     for route_spec in config.routes:
-        route, outcome = _upsert(Route, {"name": route_spec.name}, enabled=True)
+        route, outcome = _upsert(
+            Route, {"name": route_spec.name}, enabled=True, environments=route_spec.environments
+        )
         wanted = [deployments[label].id for label in route_spec.chain]
         current = list(route.steps.order_by("position").values_list("deployment_id", flat=True))
         if current != wanted:
@@ -78,6 +89,91 @@ def import_config(config: GatewayConfig) -> Counter[str]:
         # bulk_create, which sends no signal.
         config_changed()
     return report
+
+
+def _upsert_credential(provider: Provider, spec: CredentialSpec) -> str:
+    """Create or update the credential of (provider, environment, label).
+
+    Credentials the file does not name are left as they are: one added in the
+    admin during a rotation is not deleted by the next import.
+    """
+    credential = ProviderCredential.objects.filter(
+        provider=provider, environment=spec.environment, label=spec.label
+    ).first()
+    if credential is None:
+        if spec.keeps_stored_key:
+            raise ConfigError(
+                spec.line,
+                f"providers.{provider.name}.credentials",
+                f"the {spec.environment} credential gives no api_key or api_key_env, and there "
+                "is no stored key to keep",
+            )
+        credential = ProviderCredential(
+            provider=provider, environment=spec.environment, label=spec.label
+        )
+        outcome = "created"
+    else:
+        outcome = "unchanged"
+    changed = credential.pk is None
+    for name in ("rotation_days", "enabled"):
+        if getattr(credential, name) != getattr(spec, name):
+            setattr(credential, name, getattr(spec, name))
+            changed = True
+    if spec.api_key and credential.stored_secret() != spec.api_key:  # ciphertexts always differ
+        credential.set_secret(spec.api_key)
+        credential.api_key_env = ""
+        changed = True
+    elif spec.api_key_env and credential.api_key_env != spec.api_key_env:
+        credential.set_secret("")  # the key now comes from another variable: a rotation
+        credential.api_key_env = spec.api_key_env
+        changed = True
+    if changed:
+        credential.save()
+        outcome = "updated" if outcome == "unchanged" else outcome
+    return outcome
+
+
+def mark_credentials_rotated(credentials: QuerySet[ProviderCredential]) -> int:
+    """Restart the rotation clock of credentials whose variable now holds a new key."""
+    count = credentials.update(rotated_at=timezone.now())
+    if count:
+        config_changed()  # update() sends no signal
+    return count
+
+
+def alert_overdue_credentials(now: datetime | None = None) -> int:
+    """Put an alert in the outbox for each credential past its rotation date; returns how many.
+
+    One alert per credential and due date: it fires once, and again only after
+    the next rotation falls due.
+    """
+    raised = 0
+    for credential in ProviderCredential.objects.overdue(now):
+        due = credential.rotation_due_at
+        assert due is not None
+        _, created = raise_alert(
+            "credential_rotation_due",
+            f"credential:{credential.code}",
+            f"The {credential.environment} API key of {credential.provider.name} is due for "
+            f"rotation (due {due:%Y-%m-%d})",
+            severity="warning",
+            period=f"{due:%Y-%m-%d}",
+            body=(
+                f"{credential} was last rotated on {credential.rotated_at:%Y-%m-%d} and is "
+                f"rotated every {credential.rotation_days} days. Add the new key as a "
+                "credential for the same environment (it takes over at once), then disable "
+                "this one; or, for a key read from an environment variable, replace the "
+                "variable's value and mark the credential rotated."
+            ),
+            data={
+                "provider": credential.provider.name,
+                "environment": credential.environment,
+                "credential": str(credential.code),
+                "due": due.isoformat(),
+            },
+        )
+        raised += created
+    return raised
 
 
 def _deployment_fields(model: ModelSpec, provider: Provider) -> dict[str, Any]:
@@ -157,14 +253,27 @@ def export_config() -> dict[str, Any]:
         p.name: _clean(
             protocol=p.protocol,
             base_url=p.base_url,
-            api_key_env=p.api_key_env or None,
             vendor=p.vendor or None,
             priority=p.priority,
+            baa_signed=p.baa_signed or None,
+            data_region=p.data_region,
             connect_timeout=p.connect_timeout,
             read_timeout=p.read_timeout,
             enabled=p.enabled if not p.enabled else None,
+            credentials=[
+                # A stored key is not exported: the entry without a source keeps it on import.
+                _clean(
+                    environment=c.environment,
+                    label=c.label or None,
+                    api_key_env=c.api_key_env or None,
+                    rotation_days=c.rotation_days,
+                    enabled=c.enabled if not c.enabled else None,
+                )
+                for c in p.credentials.all()
+            ]
+            or None,
         )
-        for p in Provider.objects.all()
+        for p in Provider.objects.prefetch_related("credentials")
     }
     models = []
     for d in Deployment.objects.select_related("provider"):
@@ -188,7 +297,13 @@ def export_config() -> dict[str, Any]:
                 )
             )
         models.append(entry)
-    routes = {route.name: [str(d) for d in route.chain()] for route in Route.objects.all()}
+    routes: dict[str, Any] = {}
+    for route in Route.objects.all():
+        chain = [str(d) for d in route.chain()]
+        everywhere = set(route.environments) == set(Environment.values)
+        routes[route.name] = (
+            chain if everywhere else {"chain": chain, "environments": route.environments}
+        )
     budgets = [
         _clean(
             scope=b.scope,

@@ -10,9 +10,10 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
+from django.utils import timezone
 
 from project.redis import sync_client
-from routing.actions import revoke_client_key, rotate_client_key
+from routing.actions import mark_credentials_rotated, revoke_client_key, rotate_client_key
 from routing.audit import audit
 from routing.breaker import KEY as BREAKER_KEY
 from routing.models import (
@@ -21,6 +22,7 @@ from routing.models import (
     Deployment,
     PriceOverride,
     Provider,
+    ProviderCredential,
     ProviderPlan,
     Route,
     RouteStep,
@@ -41,59 +43,167 @@ class DeploymentInline(admin.TabularInline):
     show_change_link = True
 
 
-class ProviderForm(forms.ModelForm):
-    api_key = forms.CharField(
-        required=False,
-        strip=True,
-        widget=forms.PasswordInput(render_value=False),
-        label="API key",
-        help_text="Stored encrypted; leave empty to keep the current one. "
-        "Or name an environment variable above instead.",
-    )
-    clear_api_key = forms.BooleanField(required=False, label="Remove the stored API key")
+class ProviderCredentialInline(admin.TabularInline):
+    model = ProviderCredential
+    extra = 0
+    fields = ["environment", "label", "source", "rotation_due", "last_used_at", "enabled"]
+    readonly_fields = ["source", "rotation_due", "last_used_at"]
+    show_change_link = True
+    can_delete = False
 
-    class Meta:
-        model = Provider
-        fields = [
-            "name",
-            "protocol",
-            "base_url",
-            "api_key_env",
-            "vendor",
-            "priority",
-            "connect_timeout",
-            "read_timeout",
-            "enabled",
-        ]
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # a credential needs its secret: added on its own page
 
-    def save(self, commit: bool = True) -> Provider:
-        provider = super().save(commit=False)
-        if self.cleaned_data.get("clear_api_key"):
-            provider.set_api_key("")
-        elif self.cleaned_data.get("api_key"):
-            provider.set_api_key(self.cleaned_data["api_key"])
-        if commit:
-            provider.save()
-        return provider
+    @admin.display(description="Rotation due")
+    def rotation_due(self, credential: ProviderCredential) -> str:
+        return rotation_due_text(credential)
+
+
+def rotation_due_text(credential: ProviderCredential) -> str:
+    due = credential.rotation_due_at
+    if due is None:
+        return "no schedule"
+    overdue = " (overdue)" if credential.is_overdue() else ""
+    return f"{due:%Y-%m-%d}{overdue}"
 
 
 @admin.register(Provider)
 class ProviderAdmin(admin.ModelAdmin):
-    form = ProviderForm
-    list_display = ["name", "protocol", "base_url", "api_key_source", "priority", "enabled"]
+    list_display = [
+        "name",
+        "protocol",
+        "base_url",
+        "credential_summary",
+        "baa_signed",
+        "data_region",
+        "priority",
+        "enabled",
+    ]
     list_editable = ["priority", "enabled"]
-    list_filter = ["protocol", "enabled"]
+    list_filter = ["protocol", "enabled", "baa_signed", "data_region"]
     search_fields = ["name", "base_url"]
-    readonly_fields = ["api_key_source"]
-    inlines = [ProviderPlanInline, DeploymentInline]
+    fields = [
+        "name",
+        "protocol",
+        "base_url",
+        "vendor",
+        "priority",
+        "baa_signed",
+        "data_region",
+        "connect_timeout",
+        "read_timeout",
+        "enabled",
+    ]
+    inlines = [ProviderCredentialInline, ProviderPlanInline, DeploymentInline]
 
-    @admin.display(description="API key")
-    def api_key_source(self, provider: Provider) -> str:
-        if provider.api_key_encrypted:
-            return (
-                f"stored, ending …{provider.api_key_last4}" if provider.api_key_last4 else "stored"
-            )
-        return f"${provider.api_key_env}" if provider.api_key_env else "none"
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Provider]:
+        return super().get_queryset(request).prefetch_related("credentials")
+
+    @admin.display(description="Credentials")
+    def credential_summary(self, provider: Provider) -> str:
+        enabled = [c for c in provider.credentials.all() if c.enabled]
+        if not enabled:
+            return "none"
+        environments = ", ".join(sorted({c.environment for c in enabled}))
+        overdue = sum(c.is_overdue() for c in enabled)
+        return f"{environments} ({overdue} overdue)" if overdue else environments
+
+
+class ProviderCredentialForm(forms.ModelForm):
+    secret = forms.CharField(
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False),
+        label="API key",
+        help_text="Stored encrypted; only its last four characters are shown again. Leave "
+        "empty to keep the current one, or name an environment variable instead.",
+    )
+
+    class Meta:
+        model = ProviderCredential
+        fields = [
+            "provider",
+            "environment",
+            "label",
+            "api_key_env",
+            "rotation_days",
+            "enabled",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        has_stored = bool(self.instance.secret_encrypted)
+        if data.get("secret") and data.get("api_key_env"):
+            raise forms.ValidationError("Give the API key or an environment variable, not both.")
+        if not data.get("secret") and not data.get("api_key_env") and not has_stored:
+            raise forms.ValidationError("Give the API key, or the environment variable holding it.")
+        return data
+
+    def save(self, commit: bool = True) -> ProviderCredential:
+        credential = super().save(commit=False)
+        if self.cleaned_data.get("secret"):
+            credential.set_secret(self.cleaned_data["secret"])
+            credential.api_key_env = ""
+        elif self.cleaned_data.get("api_key_env") and "api_key_env" in self.changed_data:
+            credential.set_secret("")  # now read from the variable: a rotation
+        if commit:
+            credential.save()
+        return credential
+
+
+class RotationFilter(admin.SimpleListFilter):
+    title = "rotation"
+    parameter_name = "rotation"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("overdue", "Overdue"), ("due30", "Due within 30 days")]
+
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[ProviderCredential]
+    ) -> QuerySet[ProviderCredential]:
+        if self.value() == "overdue":
+            return queryset.filter(pk__in=[c.pk for c in ProviderCredential.objects.overdue()])
+        if self.value() == "due30":
+            soon = timezone.now() + timedelta(days=30)
+            return queryset.filter(pk__in=[c.pk for c in ProviderCredential.objects.overdue(soon)])
+        return queryset
+
+
+@admin.register(ProviderCredential)
+class ProviderCredentialAdmin(admin.ModelAdmin):
+    form = ProviderCredentialForm
+    list_display = [
+        "provider",
+        "environment",
+        "label",
+        "source",
+        "rotated_at",
+        "rotation_due",
+        "last_used_at",
+        "enabled",
+    ]
+    list_filter = [RotationFilter, "environment", "provider", "enabled"]
+    list_select_related = ["provider"]
+    readonly_fields = ["source", "rotated_at", "rotation_due", "last_used_at"]
+    actions = ["mark_rotated", "disable"]
+
+    @admin.display(description="Rotation due")
+    def rotation_due(self, credential: ProviderCredential) -> str:
+        return rotation_due_text(credential)
+
+    @admin.action(description="Mark as rotated now (the variable holds a new key)")
+    def mark_rotated(self, request: HttpRequest, queryset: QuerySet[ProviderCredential]) -> None:
+        count = mark_credentials_rotated(queryset)
+        self.message_user(request, f"{count} credential(s) marked as rotated.", messages.SUCCESS)
+
+    @admin.action(description="Disable (retire after a rotation)")
+    def disable(self, request: HttpRequest, queryset: QuerySet[ProviderCredential]) -> None:
+        count = 0
+        for credential in queryset.filter(enabled=True):
+            credential.enabled = False
+            credential.save(update_fields=["enabled"])  # each save bumps the table version
+            count += 1
+        self.message_user(request, f"{count} credential(s) disabled.", messages.SUCCESS)
 
 
 class BreakerEventInline(admin.TabularInline):

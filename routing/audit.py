@@ -13,8 +13,8 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
-from routing.engine import KEY_SCOPES_USED
-from routing.models import ClientKey, Provider
+from routing.engine import CREDENTIAL_REFUSED, KEY_SCOPES_USED
+from routing.models import ClientKey, Provider, ProviderCredential
 
 
 @dataclass(frozen=True)
@@ -25,22 +25,42 @@ class Finding:
     action: str
 
 
-def audit(redis: Any, unused_days: int = 30, now: datetime | None = None) -> list[Finding]:
+def audit(
+    redis: Any, unused_days: int = 30, now: datetime | None = None, rotation_days: int | None = None
+) -> list[Finding]:
+    """``rotation_days``: the age at which a client key is due for rotation (0: never)."""
+    from django.conf import settings
+
     now = now or timezone.now()
-    findings = client_key_findings(redis, unused_days, now)
-    findings += provider_key_findings()
+    if rotation_days is None:
+        rotation_days = settings.SWITCHBOARD["CLIENT_KEY_ROTATION_DAYS"]
+    findings = client_key_findings(redis, unused_days, now, rotation_days)
+    findings += provider_key_findings(redis, unused_days, now)
     return findings
 
 
-def client_key_findings(redis: Any, unused_days: int, now: datetime) -> list[Finding]:
+def client_key_findings(
+    redis: Any, unused_days: int, now: datetime, rotation_days: int = 90
+) -> list[Finding]:
     findings = []
     since = now - timedelta(days=unused_days)
     used_scopes = _used_scopes(redis, since)
-    for key in ClientKey.objects.active():
+    for key in ClientKey.objects.active().select_related("successor"):
         subject = f"{key.name} ({key.prefix}…, {key.environment})"
         if key.expires_at is not None and key.expires_at <= now:
             findings.append(Finding("client key", subject, "expired but not revoked", "revoke it"))
             continue
+        rotating = hasattr(key, "successor")  # already rotated: its grace period is running
+        if rotation_days and not rotating and key.created <= now - timedelta(days=rotation_days):
+            findings.append(
+                Finding(
+                    "client key",
+                    subject,
+                    f"overdue for rotation ({(now - key.created).days} days old; "
+                    f"rotate every {rotation_days})",
+                    "rotate it with a grace period, then move its services to the successor",
+                )
+            )
         if key.last_used_at is None:
             if key.created < now - timedelta(days=1):
                 findings.append(
@@ -70,31 +90,92 @@ def client_key_findings(redis: Any, unused_days: int, now: datetime) -> list[Fin
     return findings
 
 
-def provider_key_findings() -> list[Finding]:
-    """Provider keys found in plaintext in the database, and providers with no key at all."""
+def provider_key_findings(redis: Any, unused_days: int, now: datetime) -> list[Finding]:
+    """Provider credentials: missing, overdue, unused, refused, or found in plaintext."""
     findings = []
+    since = now - timedelta(days=unused_days)
+    refused = _refused_credentials(redis, since)
     secrets: dict[str, str] = {}
-    for provider in Provider.objects.enabled():
-        key = provider.api_key()
+    credentials = ProviderCredential.objects.enabled().select_related("provider")
+    with_credentials = set()
+    for credential in credentials:
+        with_credentials.add(credential.provider_id)
+        subject = f"{credential.provider.name} {credential.environment} ({credential.source})"
+        key = credential.secret()
         if not key:
             findings.append(
-                Finding("provider key", provider.name, "no API key configured", "set one")
+                Finding(
+                    "provider key",
+                    subject,
+                    f"${credential.api_key_env} is not set",
+                    "set the variable in the gateway's environment",
+                )
             )
-        elif len(key) >= 8:
-            secrets[provider.name] = key
+            continue
+        if len(key) >= 8:
+            secrets[subject] = key
+        if credential.is_overdue(now):
+            due = credential.rotation_due_at
+            assert due is not None
+            findings.append(
+                Finding(
+                    "provider key",
+                    subject,
+                    f"overdue for rotation since {due:%Y-%m-%d}",
+                    "create a new key at the provider, add it, then disable this one",
+                )
+            )
+        if credential.pk in refused and (
+            credential.last_used_at is None or credential.last_used_at < refused[credential.pk]
+        ):
+            findings.append(
+                Finding(
+                    "provider key",
+                    subject,
+                    f"refused by the provider on {refused[credential.pk]:%Y-%m-%d %H:%M} UTC",
+                    "check the key at the provider and replace it",
+                )
+            )
+        elif credential.last_used_at is None:
+            if credential.created < now - timedelta(days=1):
+                findings.append(
+                    Finding("provider key", subject, "never used", "disable it if nothing needs it")
+                )
+        elif credential.last_used_at < since:
+            findings.append(
+                Finding(
+                    "provider key",
+                    subject,
+                    f"unused for {(now - credential.last_used_at).days} days",
+                    "disable it if nothing needs it",
+                )
+            )
+    for provider in Provider.objects.enabled().exclude(pk__in=with_credentials):
+        findings.append(
+            Finding("provider key", provider.name, "no API key for any environment", "add one")
+        )
     if secrets:
         dump = _database_text()
-        for name, key in secrets.items():
+        for subject, key in secrets.items():
             if key in dump:
                 findings.append(
                     Finding(
                         "provider key",
-                        name,
+                        subject,
                         "found in plaintext in the database",
                         "rotate it at the provider, then find and remove the copy",
                     )
                 )
     return findings
+
+
+def _refused_credentials(redis: Any, since: datetime) -> dict[int, datetime]:
+    refused = {}
+    for field, value in redis.hgetall(CREDENTIAL_REFUSED).items():
+        stamp = datetime.fromtimestamp(int(value.split()[0]), tz=UTC)
+        if stamp >= since:
+            refused[int(field)] = stamp
+    return refused
 
 
 def _used_scopes(redis: Any, since: datetime) -> dict[int, set[str]]:

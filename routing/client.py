@@ -76,8 +76,10 @@ class EnhancedHybridAIClient:
     scope-checked and attributed to that key in the ledger, as over HTTP.
     """
 
-    def __init__(self, key: str | None = None) -> None:
+    def __init__(self, key: str | None = None, environment: str = "prod") -> None:
+        """``key``: a client key to act as; without one, calls use ``environment``'s credentials."""
         self._raw_key = key
+        self._environment = environment
 
     # -- async API ---------------------------------------------------------------
 
@@ -128,7 +130,7 @@ class EnhancedHybridAIClient:
 
     async def _caller(self) -> Caller:
         if self._raw_key is None:
-            return Caller()
+            return Caller(keyless_environment=self._environment)
         return Caller(key=await self.authenticate(self._raw_key))
 
     # -- sync API ----------------------------------------------------------------

@@ -13,15 +13,18 @@ from typing import Any
 
 import yaml
 
-from routing.models import Protocol
+from routing.models import DataRegion, Environment, Protocol
 
 PROVIDER_FIELDS = {
     "protocol",
     "base_url",
     "api_key_env",
     "api_key",
+    "credentials",
     "vendor",
     "priority",
+    "baa_signed",
+    "data_region",
     "connect_timeout",
     "read_timeout",
     "enabled",
@@ -36,6 +39,8 @@ MODEL_FIELDS = {
     "max_output_tokens",
     "enabled",
 }
+CREDENTIAL_FIELDS = {"environment", "label", "api_key_env", "api_key", "rotation_days", "enabled"}
+ROUTE_FIELDS = {"chain", "environments"}
 BUDGET_FIELDS = {"scope", "ref", "period", "amount_usd", "hard", "alert_at"}
 TOP_LEVEL = {"providers", "models", "routes", "budgets"}
 KNOWN_VENDORS = {"openai", "google", "anthropic"}
@@ -73,14 +78,31 @@ def _construct(loader: _Loader, node: yaml.Node) -> Node:
 
 
 @dataclass
+class CredentialSpec:
+    environment: str
+    label: str = ""
+    api_key_env: str = ""
+    api_key: str = field(default="", repr=False)  # stored encrypted, never exported
+    rotation_days: int = 30
+    enabled: bool = True
+    line: int = 0
+
+    @property
+    def keeps_stored_key(self) -> bool:
+        """No source given: keep the key already stored (what export_config writes)."""
+        return not self.api_key and not self.api_key_env
+
+
+@dataclass
 class ProviderSpec:
     name: str
     protocol: str
     base_url: str
-    api_key_env: str = ""
-    api_key: str = field(default="", repr=False)  # stored encrypted, never exported
+    credentials: list[CredentialSpec] = field(default_factory=list)
     vendor: str = ""
     priority: int = 100
+    baa_signed: bool = False
+    data_region: str = DataRegion.US
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     enabled: bool = True
@@ -104,6 +126,7 @@ class ModelSpec:
 class RouteSpec:
     name: str
     chain: list[tuple[str, str]]
+    environments: list[str] = field(default_factory=lambda: list(Environment.values))
     line: int = 0
 
 
@@ -257,21 +280,94 @@ def _provider(name: str, node: Node, priority: int) -> ProviderSpec:
         raise ConfigError(
             fields["base_url"].line, f"{where}.base_url", "must start with http:// or https://"
         )
-    if "api_key" in fields and "api_key_env" in fields:
+    if "credentials" in fields and ("api_key" in fields or "api_key_env" in fields):
+        node_ = fields.get("api_key") or fields["api_key_env"]
         raise ConfigError(
-            fields["api_key"].line, f"{where}.api_key", "give api_key or api_key_env, not both"
+            node_.line, where, "give credentials, or api_key/api_key_env for every environment"
         )
+    if "credentials" in fields:
+        credentials = [
+            _credential(item, f"{where}.credentials[{index}]")
+            for index, item in enumerate(_sequence(fields["credentials"], f"{where}.credentials"))
+        ]
+    elif "api_key" in fields or "api_key_env" in fields:
+        # Shorthand: the same key for every environment (a demo, a single-stage setup).
+        if "api_key" in fields and "api_key_env" in fields:
+            raise ConfigError(
+                fields["api_key"].line, f"{where}.api_key", "give api_key or api_key_env, not both"
+            )
+        api_key_env, api_key = _str(fields, "api_key_env", where), _str(fields, "api_key", where)
+        credentials = [
+            CredentialSpec(env, "", api_key_env, api_key, line=node.line)
+            for env in Environment.values
+        ]
+    else:
+        credentials = []
+    seen: set[tuple[str, str]] = set()
+    for credential in credentials:
+        if (credential.environment, credential.label) in seen:
+            raise ConfigError(
+                credential.line,
+                f"{where}.credentials",
+                f"two credentials for {credential.environment} labelled "
+                f"'{credential.label}'; give each a distinct label",
+            )
+        seen.add((credential.environment, credential.label))
     vendor = _str(fields, "vendor", where, default=name if name in KNOWN_VENDORS else "")
+    region = _str(fields, "data_region", where, default=DataRegion.US)
+    if region not in DataRegion.values:
+        raise ConfigError(
+            fields["data_region"].line,
+            f"{where}.data_region",
+            f"must be one of {', '.join(DataRegion.values)}",
+        )
     return ProviderSpec(
         name=name,
         protocol=protocol,
         base_url=base_url,
-        api_key_env=_str(fields, "api_key_env", where),
-        api_key=_str(fields, "api_key", where),
+        credentials=credentials,
         vendor=vendor,
         priority=_number(fields, "priority", where, int, priority),
+        baa_signed=_bool(fields, "baa_signed", where, False),
+        data_region=region,
         connect_timeout=_number(fields, "connect_timeout", where, float, 5.0),
         read_timeout=_number(fields, "read_timeout", where, float, 60.0),
+        enabled=_bool(fields, "enabled", where, True),
+        line=node.line,
+    )
+
+
+def _credential(node: Node, where: str) -> CredentialSpec:
+    fields = _fields(node, where, CREDENTIAL_FIELDS)
+    if "api_key" in fields and "api_key_env" in fields:
+        raise ConfigError(
+            fields["api_key"].line, f"{where}.api_key", "give api_key or api_key_env, not both"
+        )
+    environment = _str(fields, "environment", where, required=True, line=node.line)
+    if environment not in Environment.values:
+        raise ConfigError(
+            fields["environment"].line,
+            f"{where}.environment",
+            f"must be one of {', '.join(Environment.values)}",
+        )
+    rotation_node = fields.get("rotation_days")
+    rotation_days = 30
+    if rotation_node is not None:
+        if isinstance(rotation_node.value, bool) or not isinstance(rotation_node.value, int):
+            raise ConfigError(
+                rotation_node.line, f"{where}.rotation_days", "must be a whole number of days"
+            )
+        if not 0 <= rotation_node.value <= 3650:
+            raise ConfigError(
+                rotation_node.line, f"{where}.rotation_days", "must be 0 (never) to 3650"
+            )
+        rotation_days = rotation_node.value
+    return CredentialSpec(
+        environment=environment,
+        label=_str(fields, "label", where),
+        api_key_env=_str(fields, "api_key_env", where),
+        api_key=_str(fields, "api_key", where),
+        rotation_days=rotation_days,
         enabled=_bool(fields, "enabled", where, True),
         line=node.line,
     )
@@ -301,8 +397,27 @@ def _model(node: Node, where: str, providers: set[str]) -> ModelSpec:
 
 def _route(name: str, node: Node, deployments: set[tuple[str, str]]) -> RouteSpec:
     where = f"routes.{name}"
+    environments = list(Environment.values)
+    chain_node = node
+    if isinstance(node.value, dict):
+        # The long form: {chain: [...], environments: [prod, staging]}.
+        fields = _fields(node, where, ROUTE_FIELDS)
+        if "chain" not in fields:
+            raise ConfigError(node.line, f"{where}.chain", "is required")
+        chain_node = fields["chain"]
+        if "environments" in fields:
+            environments = [
+                item.value for item in _sequence(fields["environments"], f"{where}.environments")
+            ]
+            if not environments or not set(environments) <= set(Environment.values):
+                raise ConfigError(
+                    fields["environments"].line,
+                    f"{where}.environments",
+                    f"must list some of {', '.join(Environment.values)}",
+                )
+        where = f"{where}.chain"
     chain = []
-    for index, item in enumerate(_sequence(node, where)):
+    for index, item in enumerate(_sequence(chain_node, where)):
         label = item.value
         provider, _, model = label.partition("/") if isinstance(label, str) else ("", "", "")
         if not model:
@@ -314,7 +429,7 @@ def _route(name: str, node: Node, deployments: set[tuple[str, str]]) -> RouteSpe
         chain.append((provider, model))
     if not chain:
         raise ConfigError(node.line, where, "needs at least one 'provider/model'")
-    return RouteSpec(name=name, chain=chain, line=node.line)
+    return RouteSpec(name=name, chain=chain, environments=environments, line=node.line)
 
 
 def _budget(node: Node, where: str) -> BudgetSpec:

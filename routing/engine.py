@@ -38,6 +38,7 @@ from billing.money import PER_MTOK, quantize
 from project.errors import ApiError
 from routing.breaker import Breakers, Policy, State
 from routing.http import Timeouts, UpstreamClient
+from routing.policy import Requirements
 from routing.providers import adapter_for
 from routing.providers.base import (
     Adapter,
@@ -59,6 +60,10 @@ DONE = b"data: [DONE]\n\n"
 KEY_LAST_USED = "sb:keys:last-used"
 # When each key last used each scope ("<key id>:<scope>" -> epoch), for the key audit.
 KEY_SCOPES_USED = "sb:keys:scopes-used"
+# When each provider credential last served a request (epoch seconds), for the admin and audit.
+CREDENTIAL_LAST_USED = "sb:credentials:last-used"
+# Credentials a provider refused ("<credential id>" -> "<epoch> <code>"), for the key audit.
+CREDENTIAL_REFUSED = "sb:credentials:refused"
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,12 @@ class Caller:
 
     key: KeyInfo | None = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # An in-process caller has no key; it names the environment whose credentials it uses.
+    keyless_environment: str = "prod"
+
+    @property
+    def environment(self) -> str:
+        return self.key.environment if self.key is not None else self.keyless_environment
 
 
 @dataclass
@@ -242,8 +253,17 @@ class Engine:
     async def table(self) -> RoutingTable:
         return await self.tables.get(self.redis)
 
-    async def resolve(self, model: str) -> Resolution:
-        resolution = (await self.table()).resolve(model)
+    async def resolve(self, model: str, environment: str = "prod") -> Resolution:
+        table = await self.table()
+        resolution = table.resolve(model, environment)
+        if resolution is None and any(table.resolve(model, env) for env in table.environments):
+            raise ApiError(
+                404,
+                f"'{model}' is not available to {environment} keys: it has no route or "
+                f"provider credential in the {environment} environment.",
+                "model_not_found",
+                param="model",
+            )
         if resolution is None:
             raise ApiError(
                 404,
@@ -280,11 +300,15 @@ class Engine:
                 "model_not_allowed",
                 param="model",
             )
+        resolution = await self.resolve(request.model, caller.environment)
+        needs = Requirements.of(request.metadata)
+        if needs.restricts:
+            resolution = await self._compliant(resolution, needs)
         started = time.monotonic()
         run = Run(
             request=request,
             caller=caller,
-            resolution=await self.resolve(request.model),
+            resolution=resolution,
             started=started,
             deadline=started + self.settings.deadline_seconds,
         )
@@ -296,6 +320,37 @@ class Engine:
             # request): hand them back rather than hold them until their lease ends.
             await asyncio.shield(self._release(run))
             raise
+
+    async def _compliant(self, resolution: Resolution, needs: Requirements) -> Resolution:
+        """Only the candidates the request's data may go to; refuse rather than leak."""
+        chain = tuple(d for d in resolution.chain if needs.admits(d))
+        if not chain:
+            raise ApiError(
+                403,
+                f"This request {needs.describe()}, and none of the providers of "
+                f"'{resolution.route}' does ({', '.join(d.provider for d in resolution.chain)}). "
+                "Nothing was sent to any provider.",
+                "no_compliant_provider",
+                param="metadata",
+            )
+        readings = await self.breakers.read([d.id for d in chain])
+        now = time.time()
+        if all(
+            readings[d.id].state is State.OPEN
+            and not readings[d.id].cooled_down(self.breakers.policy, now)
+            for d in chain
+        ):
+            # Elsewhere a request with every breaker open is tried anyway; here the
+            # only other candidates are ones the data may not go to.
+            raise ApiError(
+                403,
+                f"This request {needs.describe()}; the providers that may receive it "
+                f"({', '.join(d.provider for d in chain)}) are unavailable now, and the "
+                "others may not receive it. Nothing was sent to any provider.",
+                "no_compliant_provider",
+                param="metadata",
+            )
+        return Resolution(resolution.route, chain)
 
     async def _try_chain[T](
         self, run: Run, call: Callable[..., Awaitable[T]]
@@ -642,6 +697,14 @@ class Engine:
         return wait
 
     async def _record_failure(self, deployment: DeploymentInfo, error: ProviderError) -> None:
+        if error.code == REFUSED_KEY and deployment.credential_id is not None:
+            # The key of one environment is bad, not the deployment: other
+            # environments' keys must keep it, so the shared breaker is not told.
+            await self.redis.hset(
+                CREDENTIAL_REFUSED,
+                str(deployment.credential_id),
+                f"{int(time.time())} {error.code}",
+            )
         outcome = breaker_outcome(error)
         if outcome is not None:
             await self.breakers.record(deployment.id, outcome, f"{error.code}: {error.message}")
@@ -679,6 +742,8 @@ class Engine:
                 now = int(time.time())
                 pipe.hset(KEY_LAST_USED, entry.client_key_id, now)
                 pipe.hset(KEY_SCOPES_USED, f"{entry.client_key_id}:chat", now)
+            if deployment is not None and outcome == "ok" and deployment.credential_id is not None:
+                pipe.hset(CREDENTIAL_LAST_USED, deployment.credential_id, int(time.time()))
             if deployment is not None and outcome is not None:
                 self.breakers.queue_record(pipe, deployment.id, outcome, reason, started_at)
             for reservation in reservations:
@@ -762,9 +827,17 @@ def price_per_mtok(deployment: DeploymentInfo) -> Decimal:
     return deployment.cost(1_000_000, 1_000_000)
 
 
+# The provider refused the credential itself (401): that environment's key is at fault.
+REFUSED_KEY = "invalid_api_key"
+
+
 def breaker_outcome(error: ProviderError) -> str | None:
-    """What a failure tells the breaker; None for a rejected request, not the provider's fault."""
-    if error.kind is FailureKind.REJECTED:
+    """What a failure tells the breaker; None when the provider is not at fault.
+
+    A rejected request is the client's doing; a refused key is one
+    environment's credential, while the breaker is shared by every environment.
+    """
+    if error.kind is FailureKind.REJECTED or error.code == REFUSED_KEY:
         return None
     return "fatal" if error.kind is FailureKind.PERMANENT else "fail"
 

@@ -113,7 +113,7 @@ class GatewayApp:
         now = int(time.time())
         data = [
             {"id": name, "object": "model", "created": now, "owned_by": "switchboard"}
-            for name in table.model_ids()
+            for name in table.model_ids(key.environment)
             if key.may_use(name)
         ]
         await send_json(send, 200, {"object": "list", "data": data})

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from contextlib import suppress
 from datetime import UTC, datetime
+from typing import Any
 
+from django.db.models import Q
 from redis import Redis
 from redis.exceptions import LockError
 
@@ -55,18 +57,29 @@ def _persist(redis: Redis, batch_size: int) -> int:
 
 
 def persist_key_usage() -> int:
-    """Copy each client key's last-used time from Redis to the database (only ever forward)."""
-    from datetime import UTC, datetime
+    """Copy client keys' and provider credentials' last-used times from Redis (only forward)."""
+    from routing.engine import CREDENTIAL_LAST_USED, KEY_LAST_USED
+    from routing.models import ClientKey, ProviderCredential
 
-    from django.db.models import Q
+    redis = sync_client()
+    return _copy_last_used(redis, KEY_LAST_USED, ClientKey) + _copy_last_used(
+        redis, CREDENTIAL_LAST_USED, ProviderCredential
+    )
 
-    from routing.engine import KEY_LAST_USED
-    from routing.models import ClientKey
 
+def _copy_last_used(redis: Redis, hash_key: str, model: type[Any]) -> int:
+    # update() sends no signal: copying usage does not rebuild every routing table.
     updated = 0
-    for key_id, stamp in sync_client().hgetall(KEY_LAST_USED).items():  # type: ignore[union-attr]
+    for row_id, stamp in redis.hgetall(hash_key).items():  # type: ignore[union-attr]
         used = datetime.fromtimestamp(int(stamp), tz=UTC)
-        updated += ClientKey.objects.filter(
-            Q(last_used_at__isnull=True) | Q(last_used_at__lt=used), pk=int(key_id)
+        updated += model.objects.filter(
+            Q(last_used_at__isnull=True) | Q(last_used_at__lt=used), pk=int(row_id)
         ).update(last_used_at=used)
     return updated
+
+
+def alert_overdue_credentials() -> int:
+    """Raise an alert (outbox) for each provider credential past its rotation date."""
+    from routing.actions import alert_overdue_credentials as alert
+
+    return alert()

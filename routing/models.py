@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+from datetime import datetime, timedelta
 from decimal import Decimal
 from uuid import uuid4
 
@@ -18,13 +19,37 @@ from django.utils import timezone
 
 from billing.money import MONEY_DECIMAL_PLACES, MONEY_MAX_DIGITS
 from billing.plans import PlanInfo, Tier
-from project.secrets import decrypt, encrypt, last4
+from project.secrets import EncryptedTextField, decrypt, encrypt, last4
 
 
 class Protocol(models.TextChoices):
     OPENAI = "openai", "OpenAI Chat Completions (OpenAI, AIMLAPI)"
     ANTHROPIC = "anthropic", "Anthropic Messages"
     GEMINI = "gemini", "Gemini generateContent"
+
+
+class Scope(models.TextChoices):
+    CHAT = "chat", "Chat completions"
+    USAGE_READ = "usage:read", "Read usage"
+    FEEDBACK = "feedback", "Send feedback"
+    BATCHES = "batches", "Batch jobs"
+    ADMIN = "admin", "Administration API"
+
+
+class Environment(models.TextChoices):
+    DEV = "dev", "Development"
+    STAGING = "staging", "Staging"
+    PROD = "prod", "Production"
+
+
+def all_environments() -> list[str]:
+    return list(Environment.values)
+
+
+class DataRegion(models.TextChoices):
+    US = "us", "United States"
+    EU = "eu", "European Union"
+    OTHER = "other", "Elsewhere / global"
 
 
 class ProviderQuerySet(models.QuerySet["Provider"]):
@@ -36,15 +61,6 @@ class Provider(models.Model):
     name = models.SlugField(max_length=64, unique=True, help_text="e.g. aimlapi, openai, google")
     protocol = models.CharField(max_length=16, choices=Protocol.choices)
     base_url = models.URLField(max_length=300)
-    api_key_env = models.CharField(
-        max_length=128,
-        blank=True,
-        help_text="Name of the environment variable that holds the API key.",
-    )
-    # A key given directly (config file or admin) instead of api_key_env, stored
-    # encrypted (project.secrets); only its last four characters are shown.
-    api_key_encrypted = models.TextField(blank=True, editable=False)
-    api_key_last4 = models.CharField(max_length=4, blank=True, editable=False)
     vendor = models.SlugField(
         max_length=64,
         blank=True,
@@ -54,6 +70,17 @@ class Provider(models.Model):
     priority = models.PositiveSmallIntegerField(
         default=100,
         help_text="Lower first: the order in which providers serve a model asked for by name.",
+    )
+    baa_signed = models.BooleanField(
+        default=False,
+        help_text="A HIPAA Business Associate Agreement is signed: healthcare requests may "
+        "go here.",
+    )
+    data_region = models.CharField(
+        max_length=8,
+        choices=DataRegion.choices,
+        default=DataRegion.US,
+        help_text="Where the provider processes data; EU-only requests go to EU providers only.",
     )
     connect_timeout = models.FloatField(default=5.0, help_text="Seconds to open a connection.")
     read_timeout = models.FloatField(default=60.0, help_text="Seconds to wait for each read.")
@@ -69,18 +96,99 @@ class Provider(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def set_api_key(self, raw: str) -> None:
-        self.api_key_encrypted = encrypt(raw) if raw else ""
-        self.api_key_last4 = last4(raw)
 
-    def stored_api_key(self) -> str:
-        return decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
+class ProviderCredentialQuerySet(models.QuerySet["ProviderCredential"]):
+    def enabled(self) -> ProviderCredentialQuerySet:
+        return self.filter(enabled=True, provider__enabled=True)
 
-    def api_key(self) -> str:
+    def overdue(self, now: datetime | None = None) -> list[ProviderCredential]:
+        """Enabled credentials past their rotation date (few rows: computed here, not in SQL)."""
+        now = now or timezone.now()
+        return [c for c in self.enabled().select_related("provider") if c.is_overdue(now)]
+
+
+class ProviderCredential(models.Model):
+    """One API key for a provider, used by the client keys of one environment.
+
+    A provider has one per environment, and for a while two during a rotation:
+    the newest enabled one of an environment is used, so adding the new key
+    switches traffic to it and the old one can be disabled once nothing needs it.
+    """
+
+    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="credentials")
+    environment = models.CharField(
+        max_length=8, choices=Environment.choices, default=Environment.PROD
+    )
+    label = models.CharField(max_length=100, blank=True, help_text="e.g. the account or team.")
+    api_key_env = models.CharField(
+        max_length=128,
+        blank=True,
+        help_text="Name of the environment variable that holds the API key.",
+    )
+    # A key given directly (config file or admin) instead of api_key_env, stored
+    # encrypted (project.secrets); only its last four characters are shown.
+    secret_encrypted = EncryptedTextField(blank=True, editable=False)
+    secret_last4 = models.CharField(max_length=4, blank=True, editable=False)
+    enabled = models.BooleanField(default=True)
+    rotation_days = models.PositiveSmallIntegerField(
+        default=30, help_text="Rotate the key every N days (0: no schedule)."
+    )
+    rotated_at = models.DateTimeField(
+        default=timezone.now, help_text="When the key was last replaced."
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created = models.DateTimeField(default=timezone.now)
+    code = models.UUIDField(default=uuid4, unique=True, editable=False)
+
+    objects = ProviderCredentialQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["provider__name", "environment", "-rotated_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(environment__in=Environment.values),
+                name="routing_providercredential_known_environment",
+            ),
+            models.CheckConstraint(
+                condition=~Q(api_key_env="") | ~Q(secret_encrypted=""),
+                name="routing_providercredential_has_source",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        label = f" {self.label}" if self.label else ""
+        return f"{self.provider.name} {self.environment}{label} ({self.source})"
+
+    @property
+    def source(self) -> str:
+        if self.secret_encrypted:
+            return f"stored, ending …{self.secret_last4}" if self.secret_last4 else "stored"
+        return f"${self.api_key_env}"
+
+    def set_secret(self, raw: str) -> None:
+        """Store a new key (encrypted) and restart the rotation clock."""
+        self.secret_encrypted = encrypt(raw) if raw else ""
+        self.secret_last4 = last4(raw)
+        self.rotated_at = timezone.now()
+
+    def stored_secret(self) -> str:
+        return decrypt(self.secret_encrypted) if self.secret_encrypted else ""
+
+    def secret(self) -> str:
         """The key to send: the stored one, else the named environment variable's."""
-        if self.api_key_encrypted:
-            return self.stored_api_key()
+        if self.secret_encrypted:
+            return self.stored_secret()
         return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+
+    @property
+    def rotation_due_at(self) -> datetime | None:
+        if not self.rotation_days:
+            return None
+        return self.rotated_at + timedelta(days=self.rotation_days)
+
+    def is_overdue(self, now: datetime | None = None) -> bool:
+        due = self.rotation_due_at
+        return due is not None and due <= (now or timezone.now())
 
 
 class ProviderPlan(models.Model):
@@ -202,6 +310,10 @@ class Route(models.Model):
 
     name = models.SlugField(max_length=64, unique=True)
     description = models.CharField(max_length=200, blank=True)
+    environments = models.JSONField(
+        default=all_environments,
+        help_text="The environments whose client keys may use this route.",
+    )
     enabled = models.BooleanField(default=True)
     created = models.DateTimeField(default=timezone.now)
     code = models.UUIDField(default=uuid4, unique=True, editable=False)
@@ -211,6 +323,15 @@ class Route(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        unknown = sorted(set(self.environments or []) - set(Environment.values))
+        if not isinstance(self.environments, list) or unknown or not self.environments:
+            raise ValidationError(
+                {"environments": f"a non-empty list of {', '.join(Environment.values)}"}
+            )
 
     def chain(self) -> list[Deployment]:
         return [step.deployment for step in self.steps.select_related("deployment__provider")]
@@ -234,20 +355,6 @@ class RouteStep(models.Model):
 
     def __str__(self) -> str:
         return f"{self.route.name} #{self.position}: {self.deployment}"
-
-
-class Scope(models.TextChoices):
-    CHAT = "chat", "Chat completions"
-    USAGE_READ = "usage:read", "Read usage"
-    FEEDBACK = "feedback", "Send feedback"
-    BATCHES = "batches", "Batch jobs"
-    ADMIN = "admin", "Administration API"
-
-
-class Environment(models.TextChoices):
-    DEV = "dev", "Development"
-    STAGING = "staging", "Staging"
-    PROD = "prod", "Production"
 
 
 def hash_key(raw: str) -> str:

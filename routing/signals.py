@@ -15,6 +15,7 @@ from routing.models import (
     Deployment,
     PriceOverride,
     Provider,
+    ProviderCredential,
     ProviderPlan,
     Route,
     RouteStep,
@@ -32,6 +33,7 @@ def _on_save_or_delete(sender: type, **kwargs: Any) -> None:
 
 for model in (
     Provider,
+    ProviderCredential,
     ProviderPlan,
     Deployment,
     PriceOverride,

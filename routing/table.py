@@ -9,6 +9,7 @@ Redis for the version at most once per ``TABLE_CHECK_SECONDS``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -21,6 +22,9 @@ from redis.asyncio import Redis
 from billing.budgets import BudgetInfo
 from billing.money import token_cost
 from billing.plans import PlanInfo
+from project.secrets import SecretUnreadable
+
+log = logging.getLogger(__name__)
 
 VERSION_KEY = "sb:config:version"
 
@@ -49,6 +53,11 @@ class DeploymentInfo:
     direct_input_usd_per_mtok: Decimal | None = None
     direct_output_usd_per_mtok: Decimal | None = None
     direct_cached_input_usd_per_mtok: Decimal | None = None
+    # The ProviderCredential whose key this copy sends (one copy per environment).
+    credential_id: int | None = None
+    # Compliance: may serve healthcare (HIPAA BAA signed); where data is processed.
+    baa_signed: bool = False
+    data_region: str = "us"
 
     @property
     def label(self) -> str:
@@ -107,12 +116,11 @@ class Resolution:
 
 
 @dataclass(frozen=True)
-class RoutingTable:
-    version: int
+class RouteSet:
+    """What the keys of one environment can reach, with that environment's credentials."""
+
     routes: dict[str, tuple[DeploymentInfo, ...]]
     models: dict[str, tuple[DeploymentInfo, ...]]
-    keys: dict[str, KeyInfo]
-    budgets: tuple[BudgetInfo, ...] = ()
 
     def resolve(self, name: str) -> Resolution | None:
         """A route name, a "provider/model" label, or a bare model name."""
@@ -126,6 +134,23 @@ class RoutingTable:
 
     def model_ids(self) -> list[str]:
         return sorted(self.routes) + sorted(self.models)
+
+
+EMPTY = RouteSet({}, {})
+
+
+@dataclass(frozen=True)
+class RoutingTable:
+    version: int
+    environments: dict[str, RouteSet]
+    keys: dict[str, KeyInfo]
+    budgets: tuple[BudgetInfo, ...] = ()
+
+    def resolve(self, name: str, environment: str) -> Resolution | None:
+        return self.environments.get(environment, EMPTY).resolve(name)
+
+    def model_ids(self, environment: str) -> list[str]:
+        return self.environments.get(environment, EMPTY).model_ids()
 
 
 def build_table(version: int) -> RoutingTable:
@@ -144,29 +169,35 @@ def build_table(version: int) -> RoutingTable:
 
 def _build_table(version: int) -> RoutingTable:
     from billing.models import Budget
-    from routing.models import ClientKey, Deployment, Route
+    from routing.models import ClientKey, Deployment, Environment, ProviderCredential, Route
 
-    ordered = (
+    ordered = list(
         Deployment.objects.enabled()
         .select_related("provider", "provider__plan")
         .prefetch_related("price_overrides")
         .order_by("provider__priority", "provider__name", "name")
     )
-    deployments = {d.id: _info(d) for d in ordered}
-    routes: dict[str, tuple[DeploymentInfo, ...]] = {}
-    for route in Route.objects.filter(enabled=True).prefetch_related("steps"):
-        chain = tuple(
-            deployments[step.deployment_id]
-            for step in sorted(route.steps.all(), key=lambda s: s.position)
-            if step.deployment_id in deployments
+    # The newest enabled credential of each (provider, environment) is the one used.
+    credentials: dict[tuple[int, str], tuple[int, str]] = {}
+    for row in ProviderCredential.objects.enabled().order_by("rotated_at", "id"):
+        try:
+            secret = row.secret()  # decrypted once here, not per deployment
+        except SecretUnreadable:
+            # One bad row must not take the gateway down with it; the key audit lists it.
+            log.error("credential %s of %s cannot be decrypted; skipped", row.id, row.provider_id)
+            continue
+        credentials[(row.provider_id, row.environment)] = (row.id, secret)
+    route_rows = list(Route.objects.filter(enabled=True).prefetch_related("steps"))
+    environments = {}
+    for environment in Environment.values:
+        deployments = {}
+        for deployment in ordered:
+            found = credentials.get((deployment.provider_id, environment))
+            if found is not None:  # no key for this environment: not reachable from it
+                deployments[deployment.id] = _info(deployment, found)
+        environments[environment] = _route_set(
+            deployments, [r for r in route_rows if environment in r.environments]
         )
-        routes[route.name] = chain
-    models: dict[str, list[DeploymentInfo]] = {}
-    # Deployments come ordered by provider priority, so a bare model name tries
-    # the preferred provider first (AIMLAPI before the direct vendors).
-    for info in deployments.values():
-        models.setdefault(info.model, []).append(info)
-        models[info.label] = [info]
     keys = {
         key.key_hash: KeyInfo(
             key.id,
@@ -180,25 +211,42 @@ def _build_table(version: int) -> RoutingTable:
     }
     return RoutingTable(
         version=version,
-        routes=routes,
-        models={name: tuple(chain) for name, chain in models.items()},
+        environments=environments,
         keys=keys,
         budgets=tuple(b.info() for b in Budget.objects.all()),
     )
 
 
-def _info(deployment: object) -> DeploymentInfo:
-    from routing.models import Deployment
+def _route_set(deployments: dict[int, DeploymentInfo], route_rows: list[Any]) -> RouteSet:
+    routes: dict[str, tuple[DeploymentInfo, ...]] = {}
+    for route in route_rows:
+        routes[route.name] = tuple(
+            deployments[step.deployment_id]
+            for step in sorted(route.steps.all(), key=lambda s: s.position)
+            if step.deployment_id in deployments
+        )
+    models: dict[str, list[DeploymentInfo]] = {}
+    # Deployments come ordered by provider priority, so a bare model name tries
+    # the preferred provider first (AIMLAPI before the direct vendors).
+    for info in deployments.values():
+        models.setdefault(info.model, []).append(info)
+        models[info.label] = [info]
+    return RouteSet(routes, {name: tuple(chain) for name, chain in models.items()})
 
-    assert isinstance(deployment, Deployment)
+
+def _info(deployment: Any, credential: tuple[int, str]) -> DeploymentInfo:
     provider = deployment.provider
+    credential_id, api_key = credential
     return DeploymentInfo(
         id=deployment.id,
         provider=provider.name,
         protocol=provider.protocol,
         base_url=provider.base_url.rstrip("/"),
         model=deployment.name,
-        api_key=provider.api_key(),
+        api_key=api_key,
+        credential_id=credential_id,
+        baa_signed=provider.baa_signed,
+        data_region=provider.data_region,
         vendor=provider.vendor,
         input_usd_per_mtok=deployment.input_usd_per_mtok,
         output_usd_per_mtok=deployment.output_usd_per_mtok,

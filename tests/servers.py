@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +122,56 @@ def wait_until_serving(url: str, process: Any) -> None:
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"{url} did not start")
+
+
+class WebhookReceiver:
+    """What the test server saw, and the statuses it answers with next (then 200)."""
+
+    def __init__(self) -> None:
+        self.base_url = ""
+        self.requests: list[dict[str, Any]] = []
+        self.statuses: list[int] = []
+        self.delay = 0.0
+        self._lock = threading.Lock()
+
+    def url(self, path: str = "/hooks/ops") -> str:
+        return f"{self.base_url}{path}"
+
+    def record(self, path: str, body: dict[str, Any]) -> int:
+        with self._lock:
+            self.requests.append({"path": path, "body": body})
+            return self.statuses.pop(0) if self.statuses else 200
+
+    def codes(self) -> list[str]:
+        return [request["body"]["switchboard"]["code"] for request in self.requests]
+
+
+@contextmanager
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    """A real HTTP server on 127.0.0.1 that records each POST and answers receiver.statuses."""
+    receiver = WebhookReceiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            time.sleep(receiver.delay)
+            status = receiver.record(self.path, body)
+            reply = f"no such hook: {self.path}".encode()  # receivers do echo their path
+            self.send_response(status)
+            self.send_header("content-length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    receiver.base_url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield receiver
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -5,16 +5,12 @@ Real database and Redis; the webhook receiver is a real HTTP server on 127.0.0.1
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 import time_machine
@@ -28,61 +24,10 @@ from django.urls import reverse
 from project.alerts import raise_alert
 from project.jobs import deliver_alerts
 from project.models import Alert, Channel, DeliveryAttempt
+from tests.servers import WebhookReceiver
 
 START = datetime(2026, 11, 3, 9, 0, tzinfo=UTC)
 SECRET = "T0KEN-s3cr3t-9f8e7d6c5b4a"
-
-
-class WebhookReceiver:
-    """What the test server saw, and the statuses it answers with next (then 200)."""
-
-    def __init__(self) -> None:
-        self.base_url = ""
-        self.requests: list[dict[str, Any]] = []
-        self.statuses: list[int] = []
-        self.delay = 0.0
-        self._lock = threading.Lock()
-
-    def url(self, path: str = "/hooks/ops") -> str:
-        return f"{self.base_url}{path}"
-
-    def record(self, path: str, body: dict[str, Any]) -> int:
-        with self._lock:
-            self.requests.append({"path": path, "body": body})
-            return self.statuses.pop(0) if self.statuses else 200
-
-    def codes(self) -> list[str]:
-        return [request["body"]["switchboard"]["code"] for request in self.requests]
-
-
-@pytest.fixture
-def webhook() -> Iterator[WebhookReceiver]:
-    receiver = WebhookReceiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-            time.sleep(receiver.delay)
-            status = receiver.record(self.path, body)
-            reply = f"no such hook: {self.path}".encode()  # receivers do echo their path
-            self.send_response(status)
-            self.send_header("content-length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    receiver.base_url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        yield receiver
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def make_channel(kind: str, target: str, name: str = "", kinds: list[str] | None = None) -> Channel:

@@ -89,7 +89,7 @@ def test_a_failed_trial_call_opens_it_again(
 def test_when_every_breaker_is_open_it_still_tries_them(
     openai_client: openai.OpenAI, demo: SimulatorHandle, redis: Redis
 ) -> None:
-    demo.fault(provider="*", mode="error", status=401, times=4)
+    demo.fault(provider="*", mode="error", status=403, times=4)  # e.g. out of credit
     with pytest.raises(openai.InternalServerError):
         ask(openai_client)
     assert {state(redis, d.id) for d in Deployment.objects.exclude(name="gpt-4o-outage")} == {

@@ -92,7 +92,7 @@ def test_last_use_reaches_the_admin_without_a_query_on_the_request_path(
     assert key.last_used_at is None
 
     openai_client.chat.completions.create(model="summary", messages=MESSAGES)
-    assert persist_key_usage() == 1
+    assert persist_key_usage() == 2  # the client key, and the provider credential it sent
 
     key.refresh_from_db()
     assert key.last_used_at is not None

@@ -11,7 +11,7 @@ import yaml
 from django.core.management import CommandError, call_command
 
 from billing.models import Budget
-from routing.models import ClientKey, Deployment, Provider, Route, hash_key
+from routing.models import ClientKey, Deployment, Provider, ProviderCredential, Route, hash_key
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "switchboard.example.yaml"
 
@@ -172,15 +172,17 @@ def test_an_inline_api_key_is_stored_encrypted_used_and_never_exported(tmp_path:
     text = EXAMPLE.read_text().replace("api_key_env: OPENAI_API_KEY", f"api_key: {secret}")
     run("import_config", write(tmp_path, text))
 
-    openai = Provider.objects.get(name="openai")
-    assert openai.api_key_last4 == "6789"
-    assert openai.api_key() == secret
-    deployment = build_table(1).resolve("openai/gpt-4o-mini").chain[0]  # type: ignore[union-attr]
+    credential = ProviderCredential.objects.get(provider__name="openai", environment="prod")
+    assert credential.secret_last4 == "6789"
+    assert credential.secret() == secret
+    deployment = build_table(1).resolve("openai/gpt-4o-mini", "prod").chain[0]  # type: ignore[union-attr]
     assert deployment.api_key == secret
     assert secret not in repr(deployment)
     assert secret not in run("export_config")
     assert secret not in dump_database(connection)
-    assert "4 provider unchanged" in run("import_config", write(tmp_path, text))
+    again = run("import_config", write(tmp_path, text))
+    assert "4 provider unchanged" in again
+    assert "8 credential unchanged" in again
 
 
 def dump_database(connection: object) -> str:

@@ -13,10 +13,11 @@ from django.test import Client
 from django.utils import timezone
 from redis import Redis
 
+from routing.actions import rotate_client_key
 from routing.audit import audit
-from routing.engine import KEY_SCOPES_USED
-from routing.models import ClientKey, Provider
-from tests.factories import make_client_key
+from routing.engine import CREDENTIAL_REFUSED, KEY_SCOPES_USED
+from routing.models import ClientKey, Provider, ProviderCredential
+from tests.factories import make_client_key, make_provider
 
 pytestmark = pytest.mark.django_db
 
@@ -53,18 +54,64 @@ def test_each_kind_of_neglected_client_key_is_found(redis: Redis) -> None:
     }
 
 
+def test_a_client_key_older_than_the_rotation_age_is_overdue(redis: Redis) -> None:
+    now = timezone.now()
+    old = key_named("old", created=now - timedelta(days=100), last_used_at=now)
+    for scope in ("chat", "usage:read"):
+        redis.hset(KEY_SCOPES_USED, f"{old.pk}:{scope}", int(now.timestamp()))
+
+    found = audit(redis, unused_days=30, rotation_days=90)
+
+    assert [f.problem for f in found] == ["overdue for rotation (100 days old; rotate every 90)"]
+    rotate_client_key(old, timedelta(hours=1))  # rotated: its successor is new, it is expiring
+    assert not [f for f in audit(redis, rotation_days=90) if f.subject.startswith("old")]
+
+
 def test_a_provider_key_in_plaintext_in_the_database_is_found(
     redis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secret = "sk-leaked-0123456789abcdef"
     monkeypatch.setenv("LEAKY_KEY", secret)
-    Provider.objects.create(
-        name="leaky", protocol="openai", base_url="http://127.0.0.1:9/v1", api_key_env="LEAKY_KEY"
-    )
+    provider = make_provider("leaky", {})
+    ProviderCredential.objects.create(provider=provider, api_key_env="LEAKY_KEY")
+    ProviderCredential.objects.update(last_used_at=timezone.now())
     with connection.cursor() as cursor:  # a careless copy into a free-text column
         cursor.execute("UPDATE routing_provider SET vendor = %s WHERE name = 'leaky'", [secret])
 
     assert problems(redis)["leaky"] == "found in plaintext in the database"
+
+
+def test_each_kind_of_neglected_provider_credential_is_found(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = timezone.now()
+    monkeypatch.delenv("UNSET_KEY", raising=False)
+    for name, fields in {
+        "overdue": {"rotated_at": now - timedelta(days=31), "last_used_at": now},
+        "idle": {"last_used_at": now - timedelta(days=40)},
+        "never": {"created": now - timedelta(days=3)},
+        "refused": {"last_used_at": now - timedelta(hours=2)},
+        "healthy": {"rotation_days": 0, "last_used_at": now},
+    }.items():
+        make_provider(name)
+        ProviderCredential.objects.filter(provider__name=name).update(**fields)
+    refused = ProviderCredential.objects.get(provider__name="refused")
+    redis.hset(CREDENTIAL_REFUSED, str(refused.pk), f"{int(now.timestamp())} invalid_api_key")
+    unset = make_provider("unset", {})
+    ProviderCredential.objects.create(provider=unset, api_key_env="UNSET_KEY")
+    Provider.objects.create(name="keyless", protocol="openai", base_url="http://127.0.0.1:9/v1")
+
+    found = problems(redis)
+
+    due = (now - timedelta(days=1)).strftime("%Y-%m-%d")
+    assert found == {
+        "overdue": f"overdue for rotation since {due}",
+        "idle": "unused for 40 days",
+        "never": "never used",
+        "refused": f"refused by the provider on {now:%Y-%m-%d %H:%M} UTC",
+        "unset": "$UNSET_KEY is not set",
+        "keyless": "no API key for any environment",
+    }
 
 
 def test_the_command_exits_non_zero_when_something_needs_action(redis: Redis) -> None:

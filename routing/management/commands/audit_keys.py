@@ -11,9 +11,9 @@ from routing.audit import audit
 
 class Command(BaseCommand):
     help = (
-        "Audit client and provider keys: never used, unused for --days, expired but not "
-        "revoked, scopes not used, provider keys missing or in plaintext. Exits 1 when "
-        "something needs action."
+        "Audit client keys and provider credentials: never used, unused for --days, overdue "
+        "for rotation, expired but not revoked, scopes not used, refused by the provider, "
+        "missing, or found in plaintext. Exits 1 when something needs action."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
