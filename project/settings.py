@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from project.redis import resolve_url
 
@@ -186,7 +187,15 @@ SWITCHBOARD = {
     "BREAKER_READ_CACHE_SECONDS": env.float("SWITCHBOARD_BREAKER_READ_CACHE_SECONDS", default=0.5),
     # Which HTTP transport the upstream client uses: "aiohttp" or "httpx" (see bench/RESULTS.md).
     "UPSTREAM_TRANSPORT": env.str("SWITCHBOARD_UPSTREAM_TRANSPORT", default="aiohttp"),
+    # Content samples (billing/README.md): the share of answered requests whose prompt and
+    # completion are kept, redacted (0, the default, keeps none), and for how many days.
+    "SAMPLE_RATE": env.float("SWITCHBOARD_SAMPLE_RATE", default=0.0),
+    "SAMPLE_RETENTION_DAYS": env.int("SWITCHBOARD_SAMPLE_RETENTION_DAYS", default=30),
 }
+if not 0.0 <= SWITCHBOARD["SAMPLE_RATE"] <= 1.0:
+    raise ImproperlyConfigured("SWITCHBOARD_SAMPLE_RATE must be between 0 and 1.")
+if SWITCHBOARD["SAMPLE_RETENTION_DAYS"] < 1:
+    raise ImproperlyConfigured("SWITCHBOARD_SAMPLE_RETENTION_DAYS must be at least 1.")
 
 # The alert outbox (project/README.md). Delivery attempts back off by this schedule
 # (seconds after the 1st, 2nd, ... failed attempt; the last value repeats), and an
