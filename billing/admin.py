@@ -6,16 +6,19 @@ from decimal import Decimal
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils import timezone
 
 from billing import dashboard, reports
+from billing.actions import forget_user
 from billing.budgets import current_spend
-from billing.models import Budget, UsageRecord
+from billing.models import Budget, ContentSample, UsageRecord
 from project.redis import sync_client
 
 
@@ -34,10 +37,12 @@ class UsageRecordAdmin(admin.ModelAdmin):
         "latency_ms",
         "status",
         "attempt_count",
+        "end_user",
     ]
     list_filter = ["status", "provider", "route", "streamed"]
-    search_fields = ["request_id", "client_key_name", "model"]
+    search_fields = ["request_id", "client_key_name", "model", "=end_user"]
     date_hierarchy = "created"
+    actions = ["forget_end_users"]
 
     def get_urls(self) -> list[URLPattern]:
         savings = self.admin_site.admin_view(self.savings_view)
@@ -70,6 +75,53 @@ class UsageRecordAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "billing/savings.html", context)
 
+    @admin.action(
+        description="Forget this end user: erase their samples, pseudonymise their usage",
+        permissions=["forget"],
+    )
+    def forget_end_users(
+        self, request: HttpRequest, queryset: QuerySet[UsageRecord]
+    ) -> HttpResponse | None:
+        """The end users of the selected records, after a confirmation page."""
+        users = sorted(
+            set(
+                queryset.exclude(end_user="")
+                .exclude(end_user__startswith="anon-")
+                .values_list("end_user", flat=True)
+            )
+        )
+        if not users:
+            messages.warning(request, "The selected records name no end user to forget.")
+            return None
+        if request.POST.get("post") != "yes":
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Forget these end users?",
+                "opts": self.model._meta,
+                "users": [
+                    (
+                        user,
+                        UsageRecord.objects.filter(end_user=user).count(),
+                        ContentSample.objects.filter(end_user=user).count(),
+                    )
+                    for user in users
+                ],
+                "queryset": queryset,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            }
+            return TemplateResponse(request, "billing/forget_confirmation.html", context)
+        results = [forget_user(user) for user in users]
+        messages.success(
+            request,
+            f"Forgot {len(results)} end user(s): erased "
+            f"{sum(r.samples_erased for r in results)} content sample(s), pseudonymised "
+            f"{sum(r.records_pseudonymised for r in results)} usage record(s).",
+        )
+        return None
+
+    def has_forget_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("billing.forget_end_user")
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # the ledger is append-only, written by the gateway
 
@@ -77,6 +129,26 @@ class UsageRecordAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ContentSample)
+class ContentSampleAdmin(admin.ModelAdmin):
+    """Read-only: samples are written by the gateway and erased by retention or forget_user.
+
+    Deleting one stays possible (for Administrator, the only role with the permission)
+    for a sample that kept something redaction did not catch.
+    """
+
+    list_display = ["created", "request_id", "end_user", "route", "provider", "model", "status"]
+    list_filter = ["provider", "route", "status", "streamed"]
+    search_fields = ["request_id", "=end_user"]
+    date_hierarchy = "created"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from billing import ledger, watch
+from billing import ledger, samples, watch
 from project.redis import sync_client
 
 
 def drain_ledger() -> int:
     return ledger.drain(sync_client())
+
+
+def drain_samples() -> int:
+    """Move queued content samples (only written when sampling is on) to the database."""
+    return samples.drain(sync_client())
+
+
+def purge_expired_samples() -> int:
+    """Delete content samples older than SWITCHBOARD_SAMPLE_RETENTION_DAYS."""
+    return samples.purge_expired()
 
 
 def check_budgets() -> int:

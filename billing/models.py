@@ -15,6 +15,9 @@ from django.utils import timezone
 from billing.budgets import BudgetInfo
 from billing.money import MONEY_DECIMAL_PLACES, MONEY_MAX_DIGITS
 
+# Longest end-user id kept; the gateway and forget_user clamp ids to it alike.
+END_USER_MAX_LENGTH = 200
+
 
 class UsageRecord(models.Model):
     class Status(models.TextChoices):
@@ -55,6 +58,12 @@ class UsageRecord(models.Model):
     )
     attempts = models.JSONField(default=list, help_text="Each provider tried, in order.")
     context = models.JSONField(default=dict, blank=True)
+    end_user = models.CharField(
+        max_length=END_USER_MAX_LENGTH,
+        blank=True,
+        help_text="The client's own id of the person behind the request (OpenAI's `user`, "
+        "or metadata user_id); 'anon-...' once that person has been forgotten.",
+    )
     code = models.UUIDField(default=uuid4, unique=True, editable=False)
 
     class Meta:
@@ -63,6 +72,14 @@ class UsageRecord(models.Model):
             # Serves spend and savings reports, which always filter by period first.
             models.Index(fields=["created"], name="billing_usage_created"),
             models.Index(fields=["client_key_id", "created"], name="billing_usage_key_created"),
+            # Serves forget_user (every row of one end user) and per-user usage over a period.
+            models.Index(fields=["end_user", "created"], name="billing_usage_end_user"),
+        ]
+        permissions = [
+            (
+                "forget_end_user",
+                "Can erase an end user's content samples and pseudonymise their usage",
+            )
         ]
 
     def __str__(self) -> str:
@@ -71,6 +88,42 @@ class UsageRecord(models.Model):
     @property
     def attempt_count(self) -> int:
         return len(self.attempts)
+
+
+class ContentSample(models.Model):
+    """A prompt and its completion, redacted, kept only when sampling is switched on.
+
+    The gateway stores none by default (SWITCHBOARD_SAMPLE_RATE is 0); a sampled
+    request's emails, phone numbers and card numbers are replaced before it leaves
+    the gateway process, and `purge_expired_samples` deletes samples older than
+    SWITCHBOARD_SAMPLE_RETENTION_DAYS.
+    """
+
+    request_id = models.CharField(max_length=64, unique=True)  # its usage record's; stored once
+    created = models.DateTimeField(default=timezone.now)
+    end_user = models.CharField(max_length=END_USER_MAX_LENGTH, blank=True)
+    route = models.CharField(max_length=200, blank=True)
+    provider = models.CharField(max_length=64, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=10, choices=UsageRecord.Status.choices)
+    streamed = models.BooleanField(default=False)
+    messages = models.JSONField(default=list, help_text="The request's messages, redacted.")
+    completion = models.TextField(blank=True, help_text="The answer's text, redacted.")
+    redacted = models.BooleanField(
+        default=True, help_text="Emails, phone numbers and card numbers were replaced."
+    )
+
+    class Meta:
+        ordering = ["-created"]
+        indexes = [
+            # Serves purge_expired_samples, which deletes by age every hour.
+            models.Index(fields=["created"], name="billing_sample_created"),
+            # Serves forget_user.
+            models.Index(fields=["end_user"], name="billing_sample_end_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} {self.provider}/{self.model}"
 
 
 def default_alert_thresholds() -> list[int]:

@@ -13,6 +13,7 @@ from rq import cron
 PERIODIC_JOBS: list[tuple[str, int]] = [
     # (job, every N seconds)
     ("billing.jobs.drain_ledger", 2),
+    ("billing.jobs.drain_samples", 5),
     ("routing.jobs.persist_breaker_transitions", 5),
     ("routing.jobs.persist_key_usage", 60),
     ("routing.jobs.alert_overdue_credentials", 3600),
@@ -21,6 +22,7 @@ PERIODIC_JOBS: list[tuple[str, int]] = [
     ("billing.jobs.reconcile_spend", 300),
     ("billing.jobs.check_spend_anomaly", 300),
     ("billing.jobs.check_forecasts", 900),
+    ("billing.jobs.purge_expired_samples", 3600),
 ]
 
 for dotted_path, seconds in PERIODIC_JOBS:

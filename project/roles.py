@@ -2,7 +2,9 @@
 
 Administrator: everything. Operator: the gateway (providers, models, routes, keys,
 breakers, alerts), reading spend. Finance: prices, plans, budgets and spend.
-Stakeholder: the rollout checklist. Viewer: read-only everywhere.
+Stakeholder: the rollout checklist. Viewer: read-only everywhere. Stored content
+(prompt samples) and erasing an end user (`billing.forget_end_user`, which no
+add/change/delete/view grant names) are for Administrator alone.
 
 A migration creates the groups, and every `migrate` brings them up to date
 (post_migrate), so a model added later joins its roles without a new data
@@ -16,6 +18,8 @@ from typing import Any
 ALL = ("add", "change", "delete", "view")
 VIEW = ("view",)
 GATEWAY_APPS = ("routing", "billing", "project", "checklist")
+# Models no "app.*" grant reaches: content samples are end users' own words.
+ADMINISTRATOR_ONLY = {"billing.contentsample"}
 
 # Role -> {"app.model" or "app.*": actions}
 ROLES: dict[str, dict[str, tuple[str, ...]]] = {
@@ -63,6 +67,8 @@ def sync_roles(apps: Any = None) -> None:
 
 def _granted(permission: Any, grants: dict[str, tuple[str, ...]]) -> bool:
     app, model = permission.content_type.app_label, permission.content_type.model
+    if f"{app}.{model}" in ADMINISTRATOR_ONLY:
+        return False
     action = permission.codename.split("_", 1)[0]
     actions = grants.get(f"{app}.{model}") or grants.get(f"{app}.*") or ()
     return action in actions

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from project.redis import resolve_url
 
@@ -188,7 +189,15 @@ SWITCHBOARD = {
     "UPSTREAM_TRANSPORT": env.str("SWITCHBOARD_UPSTREAM_TRANSPORT", default="aiohttp"),
     # The key audit calls a client key older than this overdue for rotation (0: never).
     "CLIENT_KEY_ROTATION_DAYS": env.int("SWITCHBOARD_CLIENT_KEY_ROTATION_DAYS", default=90),
+    # Content samples (billing/README.md): the share of answered requests whose prompt and
+    # completion are kept, redacted (0, the default, keeps none), and for how many days.
+    "SAMPLE_RATE": env.float("SWITCHBOARD_SAMPLE_RATE", default=0.0),
+    "SAMPLE_RETENTION_DAYS": env.int("SWITCHBOARD_SAMPLE_RETENTION_DAYS", default=30),
 }
+if not 0.0 <= SWITCHBOARD["SAMPLE_RATE"] <= 1.0:
+    raise ImproperlyConfigured("SWITCHBOARD_SAMPLE_RATE must be between 0 and 1.")
+if SWITCHBOARD["SAMPLE_RETENTION_DAYS"] < 1:
+    raise ImproperlyConfigured("SWITCHBOARD_SAMPLE_RETENTION_DAYS must be at least 1.")
 
 # The alert outbox (project/README.md). Delivery attempts back off by this schedule
 # (seconds after the 1st, 2nd, ... failed attempt; the last value repeats), and an

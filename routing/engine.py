@@ -31,6 +31,7 @@ import orjson
 from django.utils import timezone
 from redis.asyncio import Redis
 
+from billing import samples
 from billing.budgets import SCRIPTS as BUDGET_SCRIPTS
 from billing.budgets import BudgetInfo, Reservation, from_units, reserve_args
 from billing.ledger import LEDGER_KEY, UsageEntry
@@ -50,7 +51,7 @@ from routing.providers.base import (
     Usage,
 )
 from routing.providers.sse import SSEDecoder
-from routing.schema import ChatRequest
+from routing.schema import END_USER_KEYS, ChatRequest
 from routing.table import DeploymentInfo, KeyInfo, Resolution, RoutingTable, TableCache
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class EngineSettings:
     backoff_base_seconds: float
     backoff_cap_seconds: float
     retry_after_cap_seconds: float
+    sample_rate: float = 0.0  # share of answered requests whose content is kept, redacted
 
     @classmethod
     def from_settings(cls) -> EngineSettings:
@@ -85,6 +87,7 @@ class EngineSettings:
             backoff_base_seconds=conf["BACKOFF_BASE_SECONDS"],
             backoff_cap_seconds=conf["BACKOFF_CAP_SECONDS"],
             retry_after_cap_seconds=conf["RETRY_AFTER_CAP_SECONDS"],
+            sample_rate=conf["SAMPLE_RATE"],
         )
 
 
@@ -547,6 +550,7 @@ class Engine:
             "ok",
             started_at=run.answered_call_started,
             reservations=run.reservations,
+            sample=self._sample(run, entry, completion.text),
         )
         return Answer(
             caller.request_id, run.resolution.route, deployment, completion, run.attempts, cost
@@ -644,6 +648,7 @@ class Engine:
                 reason,
                 started_at=run.answered_call_started,
                 reservations=run.reservations,
+                sample=self._sample(run, entry, translator.text),
             )
         if error is not None:
             yield frame(stream_error_payload(error))
@@ -721,8 +726,20 @@ class Engine:
             latency_ms=int((time.monotonic() - run.started) * 1000),
             streamed=request.stream,
             attempts=[a.as_dict() for a in run.attempts],
-            context=dict(request.metadata),
+            end_user=request.end_user,
+            # The end user's id is kept once, in its own column, for forget_user to find.
+            context={k: v for k, v in request.metadata.items() if k not in END_USER_KEYS},
         )
+
+    def _sample(self, run: Run, entry: UsageEntry, completion: str) -> samples.SampleEntry | None:
+        """The request's content, redacted, if sampling keeps this one (none by default)."""
+        if not samples.wanted(self.settings.sample_rate, run.request.metadata):
+            return None
+        try:
+            return samples.sample(entry, run.request.messages, completion)
+        except Exception:  # a sample is never worth losing the usage record it rides with
+            log.exception("content sample of %s dropped", entry.request_id)
+            return None
 
     async def _commit(
         self,
@@ -732,9 +749,12 @@ class Engine:
         reason: str = "",
         started_at: float | None = None,
         reservations: Sequence[Reservation] = (),
+        sample: samples.SampleEntry | None = None,
     ) -> None:
-        """Write the usage entry, the breaker's record and the budget settlement in one trip."""
+        """Write the usage entry, the breaker's record, the budget settlement and the
+        content sample, if any, in one trip."""
         raw = entry.encode()
+        sampled = sample.encode() if sample is not None else None
 
         def build(pipe: Any) -> None:
             pipe.rpush(LEDGER_KEY, raw)
@@ -748,6 +768,8 @@ class Engine:
                 self.breakers.queue_record(pipe, deployment.id, outcome, reason, started_at)
             for reservation in reservations:
                 pipe.execute_command("EVALSHA", *reservation.settle_args(entry.cost_usd))
+            if sampled is not None:
+                pipe.rpush(samples.SAMPLES_KEY, sampled)
 
         await self.breakers.run(build)
 

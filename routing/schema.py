@@ -21,6 +21,8 @@ NUMERIC_RANGES: dict[str, tuple[float, float]] = {
     "presence_penalty": (-2.0, 2.0),
     "frequency_penalty": (-2.0, 2.0),
 }
+# Metadata keys naming the end user when the request has no OpenAI `user` field.
+END_USER_KEYS = ("user_id", "user")
 PASSTHROUGH = {
     "temperature",
     "top_p",
@@ -52,6 +54,14 @@ class ChatRequest:
     include_usage: bool = False
     params: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def end_user(self) -> str:
+        """The client's id of the person behind the request, if it sent one."""
+        user = self.params.get("user")
+        if isinstance(user, str) and user:
+            return user
+        return next((self.metadata[k] for k in END_USER_KEYS if self.metadata.get(k)), "")
 
     @property
     def max_output_tokens(self) -> int | None:

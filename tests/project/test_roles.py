@@ -17,14 +17,15 @@ PAGES = {
     "spend dashboard": "/admin/billing/budget/dashboard/",
     "savings": "/admin/billing/usagerecord/savings/",
     "alert channels": "/admin/project/channel/",
+    "content samples": "/admin/billing/contentsample/",
 }
 # Which role may open which page (view); every other role gets 403.
 MAY_VIEW = {
     "Administrator": set(PAGES),
-    "Operator": set(PAGES),
+    "Operator": set(PAGES) - {"content samples"},
     "Finance": {"providers", "budgets", "spend dashboard", "savings", "alert channels"},
     "Stakeholder": {"budgets", "spend dashboard"},
-    "Viewer": set(PAGES),
+    "Viewer": set(PAGES) - {"content samples"},
 }
 
 
@@ -60,6 +61,22 @@ def test_a_viewer_cannot_change_what_it_sees() -> None:
     viewer = member_of("Viewer")
     assert viewer.get("/admin/routing/provider/add/").status_code == 403
     assert viewer.get("/admin/billing/budget/add/").status_code == 403
+
+
+def test_only_administrators_hold_content_sample_and_erasure_permissions() -> None:
+    for role in ROLES:
+        codenames = set(Group.objects.get(name=role).permissions.values_list("codename", flat=True))
+        private = {c for c in codenames if c.endswith("_contentsample") or c == "forget_end_user"}
+        if role == "Administrator":
+            assert private == {
+                "add_contentsample",
+                "change_contentsample",
+                "delete_contentsample",
+                "view_contentsample",
+                "forget_end_user",
+            }
+        else:
+            assert private == set(), role
 
 
 def test_finance_edits_budgets_but_not_routes() -> None:
