@@ -16,6 +16,7 @@ from django.utils import timezone
 from billing import dashboard, reports
 from billing.budgets import current_spend
 from billing.models import Budget, UsageRecord
+from project.admin import AuditedModelAdmin
 from project.redis import sync_client
 
 
@@ -131,7 +132,7 @@ def savings_csv(
 
 
 @admin.register(Budget)
-class BudgetAdmin(admin.ModelAdmin):
+class BudgetAdmin(AuditedModelAdmin):
     list_display = [
         "scope",
         "scope_ref",

@@ -2,7 +2,9 @@
 
 Administrator: everything. Operator: the gateway (providers, models, routes, keys,
 breakers, alerts), reading spend. Finance: prices, plans, budgets and spend.
-Stakeholder: the rollout checklist. Viewer: read-only everywhere.
+Stakeholder: the rollout checklist. Viewer: read-only everywhere. The audit log
+of configuration changes (auditlog.logentry, project/auditing.py) is Administrator's
+alone: it shows every area's changes, so no narrower role reads it.
 
 A migration creates the groups, and every `migrate` brings them up to date
 (post_migrate), so a model added later joins its roles without a new data
@@ -19,7 +21,7 @@ GATEWAY_APPS = ("routing", "billing", "project", "checklist")
 
 # Role -> {"app.model" or "app.*": actions}
 ROLES: dict[str, dict[str, tuple[str, ...]]] = {
-    "Administrator": {},  # every permission; see sync_roles
+    "Administrator": {},  # every permission, auditlog.view_logentry among them; see sync_roles
     "Operator": {
         "routing.*": ALL,
         "project.*": ALL,

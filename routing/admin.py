@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
+from project.admin import AuditedModelAdmin
 from project.redis import sync_client
 from routing.actions import revoke_client_key, rotate_client_key
 from routing.audit import audit
@@ -78,7 +79,7 @@ class ProviderForm(forms.ModelForm):
 
 
 @admin.register(Provider)
-class ProviderAdmin(admin.ModelAdmin):
+class ProviderAdmin(AuditedModelAdmin):
     form = ProviderForm
     list_display = ["name", "protocol", "base_url", "api_key_source", "priority", "enabled"]
     list_editable = ["priority", "enabled"]
@@ -119,7 +120,7 @@ class PriceOverrideInline(admin.TabularInline):
 
 
 @admin.register(Deployment)
-class DeploymentAdmin(admin.ModelAdmin):
+class DeploymentAdmin(AuditedModelAdmin):
     list_display = [
         "__str__",
         "input_usd_per_mtok",
@@ -149,7 +150,7 @@ class RouteStepInline(admin.TabularInline):
 
 
 @admin.register(Route)
-class RouteAdmin(admin.ModelAdmin):
+class RouteAdmin(AuditedModelAdmin):
     list_display = ["name", "description", "chain_display", "enabled"]
     search_fields = ["name"]
     inlines = [RouteStepInline]
@@ -170,7 +171,7 @@ class ClientKeyForm(forms.ModelForm):
 
 
 @admin.register(ClientKey)
-class ClientKeyAdmin(admin.ModelAdmin):
+class ClientKeyAdmin(AuditedModelAdmin):
     form = ClientKeyForm
     list_display = [
         "name",

@@ -19,6 +19,7 @@ from billing.actions import upsert_budget
 from billing.models import Budget
 from project.auditing import SECRET, TRACKED
 from project.models import Channel
+from project.roles import ROLES
 from routing.actions import create_client_key, import_config
 from routing.config import parse
 from routing.models import ClientKey, Provider, Route, RouteStep
@@ -232,10 +233,44 @@ def test_every_model_named_for_the_audit_log_is_tracked() -> None:
     }
 
 
+@pytest.mark.parametrize("role", [role for role in ROLES if role != "Administrator"])
+def test_the_audit_log_is_refused_to_every_role_but_administrator(role: str) -> None:
+    provider = make_provider()
+    client, _ = member_of(role)
+
+    assert client.get(AUDIT_LOG).status_code == 403
+    assert client.get(f"/admin/routing/provider/{provider.pk}/auditlog/").status_code == 403
+
+
 def test_anonymous_is_sent_to_the_login_page_from_the_audit_log() -> None:
     response = Client().get(AUDIT_LOG)
 
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_an_administrator_reads_the_audit_log_and_each_objects_history() -> None:
+    provider = make_provider(priority=50)
+    provider.priority = 5
+    provider.save()
+    admin, _ = member_of("Administrator")
+
+    listing = admin.get(AUDIT_LOG)
+    change_page = admin.get(f"/admin/routing/provider/{provider.pk}/change/")
+    history = admin.get(f"/admin/routing/provider/{provider.pk}/auditlog/")
+
+    assert listing.status_code == 200 and b"openai" in listing.content
+    assert f"/admin/routing/provider/{provider.pk}/auditlog/".encode() in change_page.content
+    assert history.status_code == 200 and b"priority" in history.content.lower()
+
+
+def test_an_operator_sees_no_audit_log_button_on_a_provider() -> None:
+    provider = make_provider()
+    operator, _ = member_of("Operator")
+
+    change_page = operator.get(f"/admin/routing/provider/{provider.pk}/change/")
+
+    assert change_page.status_code == 200
+    assert b"/auditlog/" not in change_page.content
 
 
 def test_a_created_provider_is_recorded_by_its_own_fields_not_its_related_rows() -> None:
