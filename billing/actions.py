@@ -33,7 +33,10 @@ def upsert_budget(
         return "created"
     if budget.amount_usd == amount_usd and budget.hard == hard and budget.alert_at == alert_at:
         return "unchanged"
-    Budget.objects.filter(pk=budget.pk).update(**fields)
+    # save(), not update(): the audit log records only saves.
+    for name, value in fields.items():
+        setattr(budget, name, value)
+    budget.save(update_fields=list(fields))
     return "updated"
 
 

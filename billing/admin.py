@@ -19,6 +19,7 @@ from billing import dashboard, reports
 from billing.actions import forget_user
 from billing.budgets import current_spend
 from billing.models import Budget, ContentSample, UsageRecord
+from project.admin import AuditedModelAdmin
 from project.redis import sync_client
 
 
@@ -203,7 +204,7 @@ def savings_csv(
 
 
 @admin.register(Budget)
-class BudgetAdmin(admin.ModelAdmin):
+class BudgetAdmin(AuditedModelAdmin):
     list_display = [
         "scope",
         "scope_ref",

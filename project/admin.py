@@ -1,15 +1,34 @@
 from __future__ import annotations
 
+from typing import Any
+
+from auditlog.mixins import AuditlogHistoryAdminMixin
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
 from project.alerts import retry_alerts, send_test_alert
 from project.models import Alert, Channel, DeliveryAttempt
 
 
+class AuditedModelAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
+    """A ModelAdmin with an "Audit log" button on the change page, and the object's
+    entries (project/auditing.py) behind it, for those who may read the audit log."""
+
+    change_form_template = "project/change_form_audit_log.html"
+
+    def auditlog_history_view(
+        self, request: HttpRequest, object_id: str, extra_context: Any = None
+    ) -> HttpResponse:
+        if not request.user.has_perm("auditlog.view_logentry"):
+            raise PermissionDenied
+        response: HttpResponse = super().auditlog_history_view(request, object_id, extra_context)
+        return response
+
+
 @admin.register(Channel)
-class ChannelAdmin(admin.ModelAdmin):
+class ChannelAdmin(AuditedModelAdmin):
     # The list never shows a webhook URL whole: its path usually is the secret.
     list_display = ["name", "kind", "destination", "receives", "enabled", "created"]
     list_filter = ["kind", "enabled"]

@@ -17,3 +17,7 @@ class ProjectConfig(AppConfig):
 
         # Keeps the roles' permissions complete as apps add models.
         post_migrate.connect(sync_roles_after_migrate, dispatch_uid="project-sync-roles")
+
+        from project.auditing import register_models
+
+        register_models()

@@ -4,7 +4,9 @@ Administrator: everything. Operator: the gateway (providers, models, routes, key
 breakers, alerts), reading spend. Finance: prices, plans, budgets and spend.
 Stakeholder: the rollout checklist. Viewer: read-only everywhere. Stored content
 (prompt samples) and erasing an end user (`billing.forget_end_user`, which no
-add/change/delete/view grant names) are for Administrator alone.
+add/change/delete/view grant names) are for Administrator alone, and so is the
+audit log of configuration changes (auditlog.logentry, project/auditing.py): it
+shows every area's changes, so no narrower role reads it.
 
 A migration creates the groups, and every `migrate` brings them up to date
 (post_migrate), so a model added later joins its roles without a new data
@@ -23,7 +25,7 @@ ADMINISTRATOR_ONLY = {"billing.contentsample"}
 
 # Role -> {"app.model" or "app.*": actions}
 ROLES: dict[str, dict[str, tuple[str, ...]]] = {
-    "Administrator": {},  # every permission; see sync_roles
+    "Administrator": {},  # every permission, auditlog.view_logentry among them; see sync_roles
     "Operator": {
         "routing.*": ALL,
         "project.*": ALL,

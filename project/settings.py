@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_rq",
     "axes",
+    "auditlog",  # who changed which configuration row (project/auditing.py)
     "project",  # the alert outbox (project/README.md)
     "billing",
     "routing",
@@ -55,6 +56,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # After authentication: stamps each audit log entry with the signed-in user.
+    "auditlog.middleware.AuditlogMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: it sees the outcome of every login attempt.
@@ -239,3 +242,7 @@ MAILERS = {
     }
 }
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="switchboard@localhost")
+
+# The audit log of configuration changes (project/auditing.py says which models and
+# fields). Changes are kept as JSON with their native types, not as repr strings.
+AUDITLOG_STORE_JSON_CHANGES = True

@@ -14,6 +14,7 @@ from billing.actions import upsert_budget
 from billing.models import Budget
 from billing.prices import direct_price, list_price
 from project.alerts import raise_alert
+from project.auditing import record_update
 from routing.config import ConfigError, CredentialSpec, GatewayConfig, ModelSpec
 from routing.models import (
     ClientKey,
@@ -68,10 +69,11 @@ def import_config(config: GatewayConfig) -> Counter[str]:
         current = list(route.steps.order_by("position").values_list("deployment_id", flat=True))
         if current != wanted:
             route.steps.all().delete()
-            RouteStep.objects.bulk_create(
-                RouteStep(route=route, deployment_id=deployment_id, position=position)
-                for position, deployment_id in enumerate(wanted, start=1)
-            )
+            # One save each, not bulk_create: the audit log hears only of saves.
+            for position, deployment_id in enumerate(wanted, start=1):
+                RouteStep.objects.create(
+                    route=route, deployment_id=deployment_id, position=position
+                )
             outcome = "updated" if outcome == "unchanged" else outcome
         report[f"route {outcome}"] += 1
     for budget in config.budgets:
@@ -84,10 +86,7 @@ def import_config(config: GatewayConfig) -> Counter[str]:
             alert_at=budget.alert_at,
         )
         report[f"budget {outcome}"] += 1
-    if any(not key.endswith("unchanged") for key in report):
-        # Signals bump the version on each save; one more after the route steps'
-        # bulk_create, which sends no signal.
-        config_changed()
+    # Every change above was a save or delete, whose signals bump the config version.
     return report
 
 
@@ -135,9 +134,12 @@ def _upsert_credential(provider: Provider, spec: CredentialSpec) -> str:
 
 def mark_credentials_rotated(credentials: QuerySet[ProviderCredential]) -> int:
     """Restart the rotation clock of credentials whose variable now holds a new key."""
-    count = credentials.update(rotated_at=timezone.now())
-    if count:
-        config_changed()  # update() sends no signal
+    now = timezone.now()
+    count = 0
+    for credential in credentials:  # one save each: the audit log hears only of saves
+        credential.rotated_at = now
+        credential.save(update_fields=["rotated_at"])
+        count += 1
     return count
 
 
@@ -357,9 +359,10 @@ def rotate_client_key(key: ClientKey, grace: timedelta) -> tuple[ClientKey, str]
 
 def revoke_client_key(key: ClientKey) -> bool:
     """Revoke ``key``; False if it was already revoked. Takes effect at the next table check."""
-    updated = ClientKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
-        revoked_at=timezone.now()
-    )
+    now = timezone.now()
+    updated = ClientKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=now)
     if updated:
-        config_changed()  # update() sends no signal
+        # update() sends no signal: neither the routing table nor the audit log hears of it.
+        config_changed()
+        record_update(key, revoked_at=now)
     return bool(updated)

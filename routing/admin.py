@@ -12,6 +12,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils import timezone
 
+from project.admin import AuditedModelAdmin
 from project.redis import sync_client
 from routing.actions import mark_credentials_rotated, revoke_client_key, rotate_client_key
 from routing.audit import audit
@@ -68,7 +69,7 @@ def rotation_due_text(credential: ProviderCredential) -> str:
 
 
 @admin.register(Provider)
-class ProviderAdmin(admin.ModelAdmin):
+class ProviderAdmin(AuditedModelAdmin):
     list_display = [
         "name",
         "protocol",
@@ -170,7 +171,7 @@ class RotationFilter(admin.SimpleListFilter):
 
 
 @admin.register(ProviderCredential)
-class ProviderCredentialAdmin(admin.ModelAdmin):
+class ProviderCredentialAdmin(AuditedModelAdmin):
     form = ProviderCredentialForm
     list_display = [
         "provider",
@@ -229,7 +230,7 @@ class PriceOverrideInline(admin.TabularInline):
 
 
 @admin.register(Deployment)
-class DeploymentAdmin(admin.ModelAdmin):
+class DeploymentAdmin(AuditedModelAdmin):
     list_display = [
         "__str__",
         "input_usd_per_mtok",
@@ -259,7 +260,7 @@ class RouteStepInline(admin.TabularInline):
 
 
 @admin.register(Route)
-class RouteAdmin(admin.ModelAdmin):
+class RouteAdmin(AuditedModelAdmin):
     list_display = ["name", "description", "chain_display", "enabled"]
     search_fields = ["name"]
     inlines = [RouteStepInline]
@@ -280,7 +281,7 @@ class ClientKeyForm(forms.ModelForm):
 
 
 @admin.register(ClientKey)
-class ClientKeyAdmin(admin.ModelAdmin):
+class ClientKeyAdmin(AuditedModelAdmin):
     form = ClientKeyForm
     list_display = [
         "name",
