@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 from auditlog.mixins import AuditlogHistoryAdminMixin
@@ -7,6 +9,9 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern
+from django_rq.admin import QueueAdmin
+from django_rq.models import Dashboard
 
 from project.alerts import retry_alerts, send_test_alert
 from project.models import Alert, Channel, DeliveryAttempt
@@ -126,3 +131,33 @@ class AlertAdmin(admin.ModelAdmin):
         self.message_user(
             request, f"{count} alert(s) will be sent at the next delivery run.", messages.SUCCESS
         )
+
+
+def needs_rq_permission(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    @wraps(view)
+    def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        # Anonymous users go on to the admin's own redirect to its login page.
+        if request.user.is_authenticated and not request.user.has_perm("django_rq.admin"):
+            raise PermissionDenied
+        return view(request, *args, **kwargs)
+
+    return guarded
+
+
+if admin.site.is_registered(Dashboard):
+    admin.site.unregister(Dashboard)
+
+
+@admin.register(Dashboard)
+class JobQueuesAdmin(QueueAdmin):
+    """RQ's dashboard, for roles holding django_rq's own `admin` permission.
+
+    django_rq asks only for `is_staff`, and its pages empty queues, requeue and
+    delete jobs: a Viewer or a Stakeholder must not reach them.
+    """
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            URLPattern(url.pattern, needs_rq_permission(url.callback), url.default_args, url.name)
+            for url in super().get_urls()
+        ]

@@ -67,6 +67,9 @@ def drf_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     message = _flatten(exc.detail)
     error = ApiError(status=exc.status_code, message=message, code=_code(exc))
     headers = {}
+    auth_header = getattr(exc, "auth_header", None)  # DRF sets it on a 401: the scheme it wants
+    if auth_header:
+        headers["WWW-Authenticate"] = auth_header
     if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
         headers["Retry-After"] = str(max(1, round(exc.wait)))
     return Response(error.body(), status=exc.status_code, headers=headers)

@@ -1,7 +1,7 @@
 """Roles: Django groups and the permissions each one holds.
 
 Administrator: everything. Operator: the gateway (providers, models, routes, keys,
-breakers, alerts), reading spend. Finance: prices, plans, budgets and spend.
+breakers, alerts, the job queues), reading spend. Finance: prices, plans, budgets and spend.
 Stakeholder: the rollout checklist. Viewer: read-only everywhere. Stored content
 (prompt samples) and erasing an end user (`billing.forget_end_user`, which no
 add/change/delete/view grant names) are for Administrator alone, and so is the
@@ -30,6 +30,7 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
         "routing.*": ALL,
         "project.*": ALL,
         "billing.*": VIEW,
+        "django_rq.dashboard": ("admin",),  # RQ's dashboard (project/admin.py)
     },
     "Finance": {
         "billing.*": ALL,

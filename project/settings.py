@@ -149,10 +149,12 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 
+# Every API view is called with a client key and needs the scope it names in
+# `required_scope`; one that names none is closed (routing/auth.py).
 REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "project.errors.drf_exception_handler",
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["routing.auth.ClientKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["routing.auth.HasScope"],
 }
 
 LOGGING = {

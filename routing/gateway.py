@@ -20,6 +20,7 @@ from project.errors import ApiError
 from routing.client import EnhancedHybridAIClient, close_engine, current_engine
 from routing.engine import Caller
 from routing.schema import ChatRequest, parse_chat_request
+from routing.table import KeyInfo
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,20 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 MAX_BODY_BYTES = 8 * 1024 * 1024
 JSON = (b"content-type", b"application/json")
 SSE = (b"content-type", b"text/event-stream")
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    method: str
+    scope: str  # the client key scope it needs, one of routing.models.Scope
+
+
+# Every path the gateway answers, with the scope dispatch() checks before
+# anything else; tests/routing/test_scopes.py fails for one without a test row.
+ENDPOINTS = {
+    "/v1/chat/completions": Endpoint("POST", "chat"),
+    "/v1/models": Endpoint("GET", "chat"),
+}
 
 
 class GatewayApp:
@@ -56,17 +71,18 @@ class GatewayApp:
 
     async def dispatch(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]
-        if path == "/v1/chat/completions":
-            if method != "POST":
-                raise ApiError(405, "Use POST for /v1/chat/completions.", "method_not_allowed")
-            await self.chat(scope, receive, send)
-        elif path == "/v1/models":
-            await self.models(scope, send)
-        else:
+        endpoint = ENDPOINTS.get(path)
+        if endpoint is None:
             raise ApiError(404, f"Unknown path {path}.", "not_found")
+        if method != endpoint.method:
+            raise ApiError(405, f"Use {endpoint.method} for {path}.", "method_not_allowed")
+        key = await self.client.authenticate(bearer(scope), endpoint.scope)
+        if path == "/v1/chat/completions":
+            await self.chat(key, scope, receive, send)
+        else:
+            await self.models(key, send)
 
-    async def chat(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        key = await self.client.authenticate(bearer(scope))
+    async def chat(self, key: KeyInfo, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         request = parse_chat_request(await read_body(receive))
         for name, value in context_headers(scope).items():
             request.metadata.setdefault(name, value)
@@ -107,8 +123,7 @@ class GatewayApp:
             await stream.aclose()  # records usage and settles budgets even if the client left
         await send({"type": "http.response.body", "body": b""})
 
-    async def models(self, scope: dict[str, Any], send: Send) -> None:
-        key = await self.client.authenticate(bearer(scope))
+    async def models(self, key: KeyInfo, send: Send) -> None:
         table = await current_engine().table()
         now = int(time.time())
         data = [

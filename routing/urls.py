@@ -4,9 +4,14 @@ from django.urls import path
 
 from routing import api
 
+# Each view names its scope (`required_scope`); tests/routing/test_scopes.py
+# fails for a URL here without a row in its table.
 urlpatterns = [
     path("usage", api.UsageList.as_view(), name="usage-list"),
     path("usage/<str:request_id>", api.UsageDetail.as_view(), name="usage-detail"),
     path("budgets", api.BudgetList.as_view(), name="budget-list"),
     path("savings", api.Savings.as_view(), name="savings"),
+    path("keys", api.KeyList.as_view(), name="key-list"),
+    path("keys/<uuid:code>/rotate", api.KeyRotate.as_view(), name="key-rotate"),
+    path("keys/<uuid:code>/revoke", api.KeyRevoke.as_view(), name="key-revoke"),
 ]
