@@ -152,6 +152,17 @@ class ProviderCredentialForm(forms.ModelForm):
         return credential
 
 
+class RotateForm(forms.Form):
+    grace_hours = forms.IntegerField(
+        min_value=0,
+        max_value=720,
+        initial=24,
+        label="Grace period (hours)",
+        help_text="How long the old key keeps working, so its services can move to the "
+        "new one (0: it stops at once).",
+    )
+
+
 class RotationFilter(admin.SimpleListFilter):
     title = "rotation"
     parameter_name = "rotation"
@@ -341,13 +352,30 @@ class ClientKeyAdmin(AuditedModelAdmin):
         }
         return TemplateResponse(request, "routing/clientkey_created.html", context)
 
-    @admin.action(description="Rotate: issue a successor, the old key works 24 h more")
+    @admin.action(description="Rotate: issue a successor; the old key works for a grace period")
     def rotate(self, request: HttpRequest, queryset: QuerySet[ClientKey]) -> HttpResponse | None:
-        keys = list(queryset.filter(revoked_at__isnull=True))
+        keys = list(queryset.filter(revoked_at__isnull=True).select_related("successor"))
         if len(keys) != 1:
             messages.error(request, "Rotate one active key at a time: its new key is shown once.")
             return None
-        successor, raw = rotate_client_key(keys[0], timedelta(hours=24))
+        key = keys[0]
+        if getattr(key, "successor", None) is not None:
+            messages.error(request, f"{key} was already rotated; rotate its successor instead.")
+            return None
+        form = RotateForm(request.POST if "apply" in request.POST else None)
+        if not form.is_valid():
+            # The intermediate page: the admin chooses how long the old key keeps working.
+            context = {
+                **self.admin_site.each_context(request),
+                "title": f"Rotate {key}",
+                "key": key,
+                "form": form,
+                "opts": self.model._meta,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            }
+            return TemplateResponse(request, "routing/clientkey_rotate.html", context)
+        grace = timedelta(hours=form.cleaned_data["grace_hours"])
+        successor, raw = rotate_client_key(key, grace)
         return self._show_once(request, successor, raw)
 
     @admin.action(description="Revoke the selected keys")

@@ -735,6 +735,8 @@ class Engine:
         """The request's content, redacted, if sampling keeps this one (none by default)."""
         if not samples.wanted(self.settings.sample_rate, run.request.metadata):
             return None
+        if Requirements.of(run.request.metadata).baa:
+            return None  # health information: the redactor does not know it, so never kept
         try:
             return samples.sample(entry, run.request.messages, completion)
         except Exception:  # a sample is never worth losing the usage record it rides with

@@ -148,6 +148,20 @@ def test_a_request_opts_out_of_sampling_with_store_sample_false(
     assert not ContentSample.objects.exists()
 
 
+def test_a_healthcare_request_is_never_sampled(
+    openai_client: openai.OpenAI, settings: Settings, redis: Redis
+) -> None:
+    sampling(settings, 1.0)
+
+    openai_client.chat.completions.create(
+        model="summary", messages=MESSAGES, metadata={"industry": "healthcare"}
+    )
+
+    assert "jane" not in stored_anywhere(redis)
+    assert UsageRecord.objects.get().provider == "anthropic"  # the demo's BAA provider
+    assert not ContentSample.objects.exists()
+
+
 def test_a_failed_request_leaves_no_sample(
     openai_client: openai.OpenAI, settings: Settings, demo: SimulatorHandle
 ) -> None:

@@ -19,10 +19,10 @@ from django.http import HttpRequest
 from django.test import Client, RequestFactory
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from billing.models import UsageRecord
+from billing.models import ContentSample, UsageRecord
 from project.alerts import raise_alert
 from project.models import Channel
-from project.roles import GATEWAY_APPS, ROLES
+from project.roles import ADMINISTRATOR_ONLY, GATEWAY_APPS, ROLES
 from routing.models import BreakerEvent, ClientKey, Deployment
 from tests.factories import load_demo_config, make_client_key
 
@@ -157,6 +157,7 @@ def seed() -> None:
     Channel.objects.create(kind="email", name="ops", target="ops@example.com")
     raise_alert("budget_threshold", "budget:global:monthly", "Global budget 70% spent")
     UsageRecord.objects.create(request_id="req-walk", status=UsageRecord.Status.OK)
+    ContentSample.objects.create(request_id="req-walk", status=UsageRecord.Status.OK)
     BreakerEvent.objects.create(
         deployment=Deployment.objects.first(), from_state="closed", to_state="open"
     )
@@ -212,12 +213,19 @@ def pages_of(route: str, params: set[str]) -> list[Page]:
     if obj is not None:
         values["object_id"] = values["id"] = str(obj.pk)
     url = CONVERTER.sub(lambda m: values[m[1] or m[2]], route)
+    if rest.endswith("auditlog/"):
+        # An object's audit log page shows log entries: it needs the log's permission.
+        from auditlog.models import LogEntry
+
+        return [Page(url, LogEntry, "view", obj)]
     return [Page(url, model, action, obj)]
 
 
 def granted(role: str, label: str, action: str) -> bool:
     if role == "Administrator":
         return True
+    if label in ADMINISTRATOR_ONLY:
+        return False
     grants = ROLES[role]
     actions = grants.get(label) or grants.get(label.split(".")[0] + ".*") or ()
     return action in actions or (action == "view" and "change" in actions)

@@ -75,14 +75,21 @@ def test_the_admin_rotates_one_key_and_shows_its_successor_once(client_key: str)
     staff.force_login(User.objects.create_superuser("ops", "ops@example.com", "pw"))
     old = ClientKey.objects.get()
 
-    page = staff.post(
-        "/admin/routing/clientkey/", {"action": "rotate", "_selected_action": [old.pk]}
-    )
+    chosen = {"action": "rotate", "_selected_action": [old.pk]}
+
+    asked = staff.post("/admin/routing/clientkey/", chosen)
+    assert b"Grace period (hours)" in asked.content and not ClientKey.objects.exclude(pk=old.pk)
+    before = timezone.now()
+    page = staff.post("/admin/routing/clientkey/", {**chosen, "apply": "1", "grace_hours": "6"})
 
     raw = page.context["raw_key"]
     assert ClientKey.objects.get(key_hash=hash_key(raw)).rotated_from == old
     old.refresh_from_db()
     assert old.expires_at is not None
+    assert timedelta(hours=6) <= old.expires_at - before < timedelta(hours=6, minutes=1)
+    again = staff.post("/admin/routing/clientkey/", {**chosen, "apply": "1", "grace_hours": "1"})
+    assert ClientKey.objects.count() == 2, "a key is rotated once; its successor is next"
+    assert b"already rotated" in staff.get(again.url).content
 
 
 def test_last_use_reaches_the_admin_without_a_query_on_the_request_path(
