@@ -228,6 +228,32 @@ def _str(
     return node.value
 
 
+def _choice(
+    fields: dict[str, Node],
+    key: str,
+    where: str,
+    choices: list[str],
+    default: str = "",
+    line: int | None = None,
+) -> str:
+    """One of ``choices``; required when there is no default."""
+    value = _str(fields, key, where, required=not default, default=default, line=line)
+    if value not in choices:
+        raise ConfigError(
+            fields[key].line, f"{where}.{key}", f"must be one of {', '.join(choices)}"
+        )
+    return value
+
+
+def _key_source(fields: dict[str, Node], where: str) -> tuple[str, str]:
+    """(api_key_env, api_key): where a key comes from, one or the other."""
+    if "api_key" in fields and "api_key_env" in fields:
+        raise ConfigError(
+            fields["api_key"].line, f"{where}.api_key", "give api_key or api_key_env, not both"
+        )
+    return _str(fields, "api_key_env", where), _str(fields, "api_key", where)
+
+
 def _decimal(fields: dict[str, Node], key: str, where: str) -> Decimal | None:
     node = fields.get(key)
     if node is None:
@@ -268,13 +294,7 @@ def _bool(fields: dict[str, Node], key: str, where: str, default: bool) -> bool:
 def _provider(name: str, node: Node, priority: int) -> ProviderSpec:
     where = f"providers.{name}"
     fields = _fields(node, where, PROVIDER_FIELDS)
-    protocol = _str(fields, "protocol", where, required=True, line=node.line)
-    if protocol not in Protocol.values:
-        raise ConfigError(
-            fields["protocol"].line,
-            f"{where}.protocol",
-            f"must be one of {', '.join(Protocol.values)}",
-        )
+    protocol = _choice(fields, "protocol", where, Protocol.values, line=node.line)
     base_url = _str(fields, "base_url", where, required=True, line=node.line)
     if not base_url.startswith(("http://", "https://")):
         raise ConfigError(
@@ -292,11 +312,7 @@ def _provider(name: str, node: Node, priority: int) -> ProviderSpec:
         ]
     elif "api_key" in fields or "api_key_env" in fields:
         # Shorthand: the same key for every environment (a demo, a single-stage setup).
-        if "api_key" in fields and "api_key_env" in fields:
-            raise ConfigError(
-                fields["api_key"].line, f"{where}.api_key", "give api_key or api_key_env, not both"
-            )
-        api_key_env, api_key = _str(fields, "api_key_env", where), _str(fields, "api_key", where)
+        api_key_env, api_key = _key_source(fields, where)
         credentials = [
             CredentialSpec(env, "", api_key_env, api_key, line=node.line)
             for env in Environment.values
@@ -314,13 +330,7 @@ def _provider(name: str, node: Node, priority: int) -> ProviderSpec:
             )
         seen.add((credential.environment, credential.label))
     vendor = _str(fields, "vendor", where, default=name if name in KNOWN_VENDORS else "")
-    region = _str(fields, "data_region", where, default=DataRegion.US)
-    if region not in DataRegion.values:
-        raise ConfigError(
-            fields["data_region"].line,
-            f"{where}.data_region",
-            f"must be one of {', '.join(DataRegion.values)}",
-        )
+    region = _choice(fields, "data_region", where, DataRegion.values, default=DataRegion.US)
     return ProviderSpec(
         name=name,
         protocol=protocol,
@@ -339,17 +349,8 @@ def _provider(name: str, node: Node, priority: int) -> ProviderSpec:
 
 def _credential(node: Node, where: str) -> CredentialSpec:
     fields = _fields(node, where, CREDENTIAL_FIELDS)
-    if "api_key" in fields and "api_key_env" in fields:
-        raise ConfigError(
-            fields["api_key"].line, f"{where}.api_key", "give api_key or api_key_env, not both"
-        )
-    environment = _str(fields, "environment", where, required=True, line=node.line)
-    if environment not in Environment.values:
-        raise ConfigError(
-            fields["environment"].line,
-            f"{where}.environment",
-            f"must be one of {', '.join(Environment.values)}",
-        )
+    api_key_env, api_key = _key_source(fields, where)
+    environment = _choice(fields, "environment", where, Environment.values, line=node.line)
     rotation_node = fields.get("rotation_days")
     rotation_days = 30
     if rotation_node is not None:
@@ -365,8 +366,8 @@ def _credential(node: Node, where: str) -> CredentialSpec:
     return CredentialSpec(
         environment=environment,
         label=_str(fields, "label", where),
-        api_key_env=_str(fields, "api_key_env", where),
-        api_key=_str(fields, "api_key", where),
+        api_key_env=api_key_env,
+        api_key=api_key,
         rotation_days=rotation_days,
         enabled=_bool(fields, "enabled", where, True),
         line=node.line,
