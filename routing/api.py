@@ -172,7 +172,7 @@ class ClientKeySerializer(serializers.ModelSerializer):
 class NewKeySerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     scopes = serializers.MultipleChoiceField(choices=Scope.choices, allow_empty=False)
-    environment = serializers.ChoiceField(choices=Environment.choices, default=Environment.PROD)
+    environment = serializers.ChoiceField(choices=Environment.choices, required=False)
 
 
 class RotateSerializer(serializers.Serializer):
@@ -188,10 +188,25 @@ def shown_once(key: ClientKey, raw: str) -> dict[str, object]:
     return {**ClientKeySerializer(key).data, "key": raw}
 
 
-def key_by_code(code: UUID) -> ClientKey:
-    key = ClientKey.objects.select_related("rotated_from", "successor").filter(code=code).first()
+def caller_environment(request: Request) -> str:
+    """An admin key manages the keys of its own environment only: a dev key mints no prod key."""
+    key = request.auth
+    assert isinstance(key, ClientKey)
+    return key.environment
+
+
+def key_by_code(request: Request, code: UUID) -> ClientKey:
+    key = (
+        ClientKey.objects.select_related("rotated_from", "successor")
+        .filter(code=code, environment=caller_environment(request))
+        .first()
+    )
     if key is None:
-        raise ApiError(404, f"No client key has the code {code}.", "key_not_found")
+        raise ApiError(
+            404,
+            f"No {caller_environment(request)} client key has the code {code}.",
+            "key_not_found",
+        )
     return key
 
 
@@ -201,17 +216,28 @@ class KeyList(APIView):
     required_scope = "admin"
 
     def get(self, request: Request) -> Response:
-        keys = ClientKey.objects.select_related("rotated_from", "successor")
+        keys = ClientKey.objects.select_related("rotated_from", "successor").filter(
+            environment=caller_environment(request)
+        )
         return Response({"object": "list", "data": ClientKeySerializer(keys, many=True).data})
 
     def post(self, request: Request) -> Response:
         new = NewKeySerializer(data=request.data)
         new.is_valid(raise_exception=True)
         wanted = new.validated_data["scopes"]
+        environment = caller_environment(request)
+        if new.validated_data.get("environment", environment) != environment:
+            raise ApiError(
+                403,
+                f"A {environment} admin key creates {environment} keys only; use an admin key "
+                f"of {new.validated_data['environment']}, or the admin site.",
+                "environment_not_allowed",
+                param="environment",
+            )
         key, raw = create_client_key(
             new.validated_data["name"],
             [scope for scope in Scope.values if scope in wanted],  # a stable order
-            new.validated_data["environment"],
+            environment,
         )
         return Response(shown_once(key, raw), status=status.HTTP_201_CREATED)
 
@@ -222,7 +248,7 @@ class KeyRotate(APIView):
     required_scope = "admin"
 
     def post(self, request: Request, code: UUID) -> Response:
-        key = key_by_code(code)
+        key = key_by_code(request, code)
         query = RotateSerializer(data=request.data)
         query.is_valid(raise_exception=True)
         if key.revoked_at is not None:
@@ -244,7 +270,7 @@ class KeyRevoke(APIView):
     required_scope = "admin"
 
     def post(self, request: Request, code: UUID) -> Response:
-        key = key_by_code(code)
+        key = key_by_code(request, code)
         if not revoke_client_key(key):
             raise ApiError(409, "This key was already revoked.", "already_revoked")
         key.refresh_from_db()
