@@ -198,11 +198,31 @@ SWITCHBOARD = {
     # completion are kept, redacted (0, the default, keeps none), and for how many days.
     "SAMPLE_RATE": env.float("SWITCHBOARD_SAMPLE_RATE", default=0.0),
     "SAMPLE_RETENTION_DAYS": env.int("SWITCHBOARD_SAMPLE_RETENTION_DAYS", default=30),
+    # Health probes (routing/README.md#health-probes): a one-token completion to every
+    # enabled deployment every PROBE_SECONDS, with the production key. A deployment is down
+    # after DOWN_AFTER failed probes in a row and back after UP_AFTER good ones; degraded
+    # with a failure among its last WINDOW probes, a median latency above SLOW_MS, or a
+    # breaker not closed. Results are kept RETENTION_DAYS (the status page shows 30 days).
+    "PROBE_SECONDS": env.int("SWITCHBOARD_PROBE_SECONDS", default=30),
+    "PROBE_TIMEOUT_SECONDS": env.float("SWITCHBOARD_PROBE_TIMEOUT_SECONDS", default=10.0),
+    "PROBE_DOWN_AFTER": env.int("SWITCHBOARD_PROBE_DOWN_AFTER", default=3),
+    "PROBE_UP_AFTER": env.int("SWITCHBOARD_PROBE_UP_AFTER", default=2),
+    "PROBE_WINDOW": env.int("SWITCHBOARD_PROBE_WINDOW", default=10),
+    "PROBE_SLOW_MS": env.int("SWITCHBOARD_PROBE_SLOW_MS", default=5000),
+    "PROBE_RETENTION_DAYS": env.int("SWITCHBOARD_PROBE_RETENTION_DAYS", default=35),
 }
 if not 0.0 <= SWITCHBOARD["SAMPLE_RATE"] <= 1.0:
     raise ImproperlyConfigured("SWITCHBOARD_SAMPLE_RATE must be between 0 and 1.")
 if SWITCHBOARD["SAMPLE_RETENTION_DAYS"] < 1:
     raise ImproperlyConfigured("SWITCHBOARD_SAMPLE_RETENTION_DAYS must be at least 1.")
+if SWITCHBOARD["PROBE_SECONDS"] < 1:
+    raise ImproperlyConfigured("SWITCHBOARD_PROBE_SECONDS must be at least 1.")
+if SWITCHBOARD["PROBE_RETENTION_DAYS"] < 31:
+    raise ImproperlyConfigured("SWITCHBOARD_PROBE_RETENTION_DAYS must be at least 31.")
+if not 1 <= SWITCHBOARD["PROBE_DOWN_AFTER"] <= SWITCHBOARD["PROBE_WINDOW"]:
+    raise ImproperlyConfigured("SWITCHBOARD_PROBE_DOWN_AFTER must be from 1 to PROBE_WINDOW.")
+if not 1 <= SWITCHBOARD["PROBE_UP_AFTER"] <= SWITCHBOARD["PROBE_WINDOW"]:
+    raise ImproperlyConfigured("SWITCHBOARD_PROBE_UP_AFTER must be from 1 to PROBE_WINDOW.")
 
 # The alert outbox (project/README.md). Delivery attempts back off by this schedule
 # (seconds after the 1st, 2nd, ... failed attempt; the last value repeats), and an

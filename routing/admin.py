@@ -4,6 +4,7 @@ from datetime import timedelta
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
@@ -22,7 +23,9 @@ from routing.models import (
     BreakerEvent,
     ClientKey,
     Deployment,
+    DeploymentHealth,
     PriceOverride,
+    ProbeResult,
     Provider,
     ProviderCredential,
     ProviderPlan,
@@ -30,6 +33,7 @@ from routing.models import (
     RouteStep,
     Scope,
 )
+from routing.status import status
 
 
 class ProviderPlanInline(admin.StackedInline):
@@ -97,6 +101,7 @@ class ProviderAdmin(AuditedModelAdmin):
         "enabled",
     ]
     inlines = [ProviderCredentialInline, ProviderPlanInline, DeploymentInline]
+    change_list_template = "routing/provider_change_list.html"  # adds the status page link
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Provider]:
         return super().get_queryset(request).prefetch_related("credentials")
@@ -398,3 +403,52 @@ class BreakerEventAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows the workers write and nobody edits: listed and opened, never added or changed."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(DeploymentHealth)
+class DeploymentHealthAdmin(ReadOnlyAdmin):
+    """Its list is the provider status page: each provider's state, latency and uptime."""
+
+    fields = ["deployment", "state", "since", "reason", "checked_at"]
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Provider status",
+            "opts": self.model._meta,
+            "probe_seconds": settings.SWITCHBOARD["PROBE_SECONDS"],
+            **status(),
+        }
+        return TemplateResponse(request, "routing/status.html", context)
+
+
+@admin.register(ProbeResult)
+class ProbeResultAdmin(ReadOnlyAdmin):
+    list_display = [
+        "created",
+        "deployment",
+        "ok",
+        "status_code",
+        "latency_ms",
+        "error_code",
+        "error",
+        "cost_usd",
+    ]
+    list_filter = ["ok", "deployment__provider", "error_code"]
+    list_select_related = ["deployment__provider"]
+    date_hierarchy = "created"

@@ -483,3 +483,69 @@ class BreakerEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.deployment}: {self.from_state} → {self.to_state}"
+
+
+class ProbeResult(models.Model):
+    """One health probe of a deployment (routing/health.py): what it answered, and how fast."""
+
+    deployment = models.ForeignKey(
+        Deployment, on_delete=models.CASCADE, related_name="probe_results"
+    )
+    created = models.DateTimeField(default=timezone.now)
+    ok = models.BooleanField()
+    status_code = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="The provider's HTTP status; empty when none arrived."
+    )
+    latency_ms = models.PositiveIntegerField(help_text="From sending the probe to its answer.")
+    error_code = models.CharField(max_length=64, blank=True)
+    # The provider's own message, scrubbed of anything shaped like a key.
+    error = models.CharField(max_length=300, blank=True)
+    # What the probe's tokens cost at the deployment's price: probing is not free.
+    cost_usd = models.DecimalField(
+        max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES, null=True, blank=True
+    )
+
+    class Meta:
+        ordering = ["-created"]
+        indexes = [
+            # Serves the state after each probe (a deployment's latest probes) and the
+            # status page's per-deployment windows (24 h latency, 24 h and 30 day uptime).
+            models.Index(fields=["deployment", "-created"], name="routing_probe_recent"),
+            # Serves the retention purge: every probe older than the cut-off.
+            models.Index(fields=["created"], name="routing_probe_created"),
+        ]
+
+    def __str__(self) -> str:
+        outcome = "ok" if self.ok else f"failed ({self.error_code or self.status_code})"
+        return f"{self.deployment} {self.created:%Y-%m-%d %H:%M:%S}: {outcome}"
+
+
+class DeploymentHealth(models.Model):
+    """A deployment's state as its health probes show it.
+
+    Changed only by a conditional UPDATE on the state it was read in
+    (`routing.health.record_probe`), so of two workers that see the same change
+    one moves it, and only that one raises the alert.
+    """
+
+    class State(models.TextChoices):
+        UNKNOWN = "unknown", "Unknown"  # not probed yet
+        UP = "up", "Up"
+        DEGRADED = "degraded", "Degraded"
+        DOWN = "down", "Down"
+
+    deployment = models.OneToOneField(
+        Deployment, on_delete=models.CASCADE, primary_key=True, related_name="health"
+    )
+    state = models.CharField(max_length=10, choices=State.choices, default=State.UNKNOWN)
+    since = models.DateTimeField(default=timezone.now, help_text="When it entered this state.")
+    reason = models.CharField(max_length=200, blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True, help_text="Its latest probe.")
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "provider status"
+        verbose_name_plural = "provider status"
+
+    def __str__(self) -> str:
+        return f"{self.deployment}: {self.state}"
