@@ -26,6 +26,8 @@ PERIODIC_JOBS: list[tuple[str, int]] = [
     ("billing.jobs.check_spend_anomaly", 300),
     ("billing.jobs.check_forecasts", 900),
     ("billing.jobs.purge_expired_samples", 3600),
+    ("routing.batches.jobs.resume_stalled_batches", 60),
+    ("routing.batches.jobs.purge_expired_batches", 3600),
 ]
 
 for dotted_path, seconds in PERIODIC_JOBS:

@@ -116,7 +116,12 @@ REDIS_URL = (
     if PRODUCTION
     else resolve_url(env.str("REDIS_URL", default=""), VAR_DIR / "redis.db")
 )
-RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300}}
+# "batch" has workers of its own (routing/batches/), so that periodic jobs on
+# "default" (ledger draining, alerts) never wait behind a batch of 10,000 requests.
+RQ_QUEUES = {
+    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300},
+    "batch": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600},
+}
 
 if PRODUCTION:
     # Behind TLS: cookies only over HTTPS, HSTS, no sniffing; the proxy says the scheme.
@@ -239,6 +244,22 @@ SWITCHBOARD_ALERT_TIMEOUT = env.float("SWITCHBOARD_ALERT_TIMEOUT_SECONDS", defau
 # The one function that POSTs webhook JSON: routing.http owns every HTTP client,
 # and project imports no app, so it is named here and imported when first used.
 SWITCHBOARD_ALERT_HTTP = "routing.http.post_json_sync"
+
+# Batch jobs (routing/README.md): requests in flight at once per batch job, how long a
+# job runs before it queues the rest behind other batches, attempts per request (a
+# whole request that failed with 503 or 429 is sent again), and the largest body.
+SWITCHBOARD_BATCH_CONCURRENCY = env.int("SWITCHBOARD_BATCH_CONCURRENCY", default=8)
+SWITCHBOARD_BATCH_SLICE_SECONDS = env.float("SWITCHBOARD_BATCH_SLICE_SECONDS", default=240.0)
+SWITCHBOARD_BATCH_ITEM_ATTEMPTS = env.int("SWITCHBOARD_BATCH_ITEM_ATTEMPTS", default=3)
+SWITCHBOARD_BATCH_MAX_BYTES = env.int("SWITCHBOARD_BATCH_MAX_BYTES", default=50 * 1024 * 1024)
+# A batch's requests and answers are content: deleted this many days after it finishes.
+SWITCHBOARD_BATCH_RETENTION_DAYS = env.int("SWITCHBOARD_BATCH_RETENTION_DAYS", default=30)
+if SWITCHBOARD_BATCH_CONCURRENCY < 1 or SWITCHBOARD_BATCH_ITEM_ATTEMPTS < 1:
+    raise ImproperlyConfigured(
+        "SWITCHBOARD_BATCH_CONCURRENCY and SWITCHBOARD_BATCH_ITEM_ATTEMPTS must be at least 1."
+    )
+if SWITCHBOARD_BATCH_RETENTION_DAYS < 1:
+    raise ImproperlyConfigured("SWITCHBOARD_BATCH_RETENTION_DAYS must be at least 1.")
 
 # Alert email, through Django 6.1's MAILERS (the EMAIL_* settings are deprecated; the
 # variables keep their familiar names). Development prints mail to the console; the

@@ -18,8 +18,11 @@ from project.admin import AuditedModelAdmin
 from project.redis import sync_client
 from routing.actions import mark_credentials_rotated, revoke_client_key, rotate_client_key
 from routing.audit import audit
+from routing.batches.actions import cancel_batch
 from routing.breaker import KEY as BREAKER_KEY
 from routing.models import (
+    Batch,
+    BatchItem,
     BreakerEvent,
     ClientKey,
     Deployment,
@@ -452,3 +455,54 @@ class ProbeResultAdmin(ReadOnlyAdmin):
     list_filter = ["ok", "deployment__provider", "error_code"]
     list_select_related = ["deployment__provider"]
     date_hierarchy = "created"
+
+
+@admin.register(Batch)
+class BatchAdmin(admin.ModelAdmin):
+    """Batches are clients' data, not configuration: read-only here, but they can be cancelled."""
+
+    list_display = ["code", "client_key", "status", "total", "progress", "route", "created"]
+    list_filter = ["status"]
+    list_select_related = ["client_key"]
+    search_fields = ["code", "client_key__name"]
+    fields = readonly_fields = (
+        "code",
+        "client_key",
+        "status",
+        "route",
+        "total",
+        "progress",
+        "first_failures",
+        "error",
+        "created",
+        "started_at",
+        "finished_at",
+    )
+    actions = ["cancel"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # submitted through the API or `manage.py submit_batch`
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A batch's page only shows it; the change permission is what cancelling needs.
+        return obj is None and super().has_change_permission(request)
+
+    @admin.display(description="Progress")
+    def progress(self, batch: Batch) -> str:
+        counts = Batch.objects.filter(pk=batch.pk).item_counts()[batch.pk]
+        shown = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+        return shown or "no items"
+
+    @admin.display(description="First failures")
+    def first_failures(self, batch: Batch) -> str:
+        failed = batch.items.filter(status=BatchItem.Status.FAILED).order_by("index")[:10]
+        lines = [f"#{item.index}: {(item.error or {}).get('code', '')}" for item in failed]
+        return "; ".join(lines) or "none"
+
+    @admin.action(description="Cancel the selected batches", permissions=["change"])
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+        cancelled = sum(cancel_batch(batch) for batch in queryset)
+        messages.success(
+            request,
+            f"Cancelled {cancelled} batch(es); requests already in flight finish and are billed.",
+        )

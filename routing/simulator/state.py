@@ -6,7 +6,8 @@ nothing here needs a lock.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import random
+from dataclasses import asdict, dataclass, field
 from itertools import count
 from typing import Any
 
@@ -37,9 +38,19 @@ class Fault:
     # Remaining uses; None means until cleared.
     times: int | None = None
     model: str | None = None
+    # The share of matching calls it fails, drawn at random (seeded by `seed` when given);
+    # a call it spares goes on to the next fault, or is answered.
+    rate: float = 1.0
+    seed: int | None = None
+    _draw: random.Random = field(default_factory=random.Random, repr=False)
 
     def describe(self) -> dict[str, Any]:
-        return asdict(self)
+        described = asdict(self)
+        del described["_draw"]
+        return described
+
+    def fires(self) -> bool:
+        return self.rate >= 1.0 or self._draw.random() < self.rate
 
 
 def _bare_model(model: str) -> str:
@@ -76,6 +87,10 @@ class FaultBook:
         model = spec.get("model")
         if model is not None and not isinstance(model, str):
             raise ValueError("model must be a string")
+        rate = spec.get("rate", 1.0)
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1:
+            raise ValueError("rate must be a number above 0 and at most 1")
+        seed = _optional_int(spec, "seed", 0, 2**63 - 1)
         fault = Fault(
             id=next(self._ids),
             provider=provider,
@@ -85,6 +100,9 @@ class FaultBook:
             delay_ms=delay_ms,
             times=times,
             model=_bare_model(model) if model else None,
+            rate=float(rate),
+            seed=seed,
+            _draw=random.Random(seed),
         )
         self._faults.append(fault)
         return fault
@@ -98,6 +116,8 @@ class FaultBook:
             if fault.provider not in ("*", provider):
                 continue
             if fault.model is not None and fault.model != model:
+                continue
+            if not fault.fires():
                 continue
             if fault.times is not None:
                 fault.times -= 1

@@ -24,6 +24,7 @@ from project.alerts import raise_alert
 from project.models import Channel
 from project.roles import ADMINISTRATOR_ONLY, GATEWAY_APPS, ROLES
 from routing.models import (
+    Batch,
     BreakerEvent,
     ClientKey,
     Deployment,
@@ -170,6 +171,7 @@ def seed() -> None:
     )
     ProbeResult.objects.create(deployment=Deployment.objects.first(), ok=True, latency_ms=120)
     DeploymentHealth.objects.create(deployment=Deployment.objects.first(), state="up")
+    Batch.objects.create(client_key=ClientKey.objects.get(), total=0)
 
 
 def discover() -> list[Page]:
