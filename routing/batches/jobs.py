@@ -16,6 +16,8 @@ import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connections, transaction
+from django.db.models import CharField, Value
+from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 from redis.exceptions import LockError
 from redis.lock import Lock
@@ -177,14 +179,30 @@ class Outcome:
     response: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     retry_after: float | None = None  # set when another attempt may succeed
+    status: str = ""  # the item's status, when not simply answered or failed
+
+    def item_status(self) -> str:
+        if self.status:
+            return self.status
+        return BatchItem.Status.ANSWERED if self.error is None else BatchItem.Status.FAILED
+
+
+# A pending item as the runner reads it: (id, index, request).
+Row = tuple[int, int, dict[str, Any]]
 
 
 @dataclass
 class Runner:
+    """One job's run of one batch. Database writes go through asgiref's one thread,
+    many items at a time: claims take every free slot at once, and outcomes that
+    settle while one write runs go into the next."""
+
     batch: Batch
     stop_at: float
     client: EnhancedHybridAIClient = field(default_factory=EnhancedHybridAIClient)
     stopped: bool = False
+    settled: list[tuple[int, Outcome]] = field(default_factory=list)
+    writer: asyncio.Task[None] | None = None
 
     async def run(self) -> bool:
         """Run until every item is settled, the slice ends or the batch stops; True if
@@ -202,31 +220,66 @@ class Runner:
             )
         ]
         if batch.status != Batch.Status.RUNNING:
-            await self.settle_abandoned(orphans)
-            return False
+            await sync_to_async(record_outcomes)([(row[0], ABANDONED) for row in orphans])
+            return await self.finish()
         semaphore = asyncio.Semaphore(settings.SWITCHBOARD_BATCH_CONCURRENCY)
         async with asyncio.TaskGroup() as tasks:
             for item_id, index, request, attempts, resumed_id in await self.triage(orphans):
                 await semaphore.acquire()
                 tasks.create_task(
-                    self.run_item(semaphore, item_id, index, request, attempts, resumed_id)
+                    self.run_item(tasks, semaphore, item_id, index, request, attempts, resumed_id)
                 )
-            started = 0
-            async with aclosing(self.pending()) as pending:
-                async for item_id, index, request, attempts in pending:
-                    await semaphore.acquire()
-                    # Every slice starts one item at least, so that each job moves the batch on.
-                    if self.stopped or (started and time.monotonic() >= self.stop_at):
-                        semaphore.release()
-                        break
-                    if not await self.claim(item_id, index, attempts):
-                        semaphore.release()
-                        continue
-                    started += 1
-                    tasks.create_task(
-                        self.run_item(semaphore, item_id, index, request, attempts + 1)
-                    )
+            await self.dispatch(tasks, semaphore)
         return await self.finish()
+
+    async def dispatch(self, tasks: asyncio.TaskGroup, semaphore: asyncio.Semaphore) -> None:
+        """Start pending items in order, as many as there are free slots, until none is
+        left, the batch stops or the slice ends."""
+        started = 0
+        async with aclosing(self.pending()) as chunks:
+            async for chunk in chunks:
+                while chunk:
+                    free = await take_free_slots(semaphore)
+                    # Every slice starts one round at least, so that each job moves the batch on.
+                    if self.stopped or (started and time.monotonic() >= self.stop_at):
+                        release(semaphore, free)
+                        return
+                    rows, chunk = chunk[:free], chunk[free:]
+                    claimed = await self.claim(rows)
+                    release(semaphore, free - len(claimed))
+                    for item_id, index, request in claimed:
+                        tasks.create_task(
+                            self.run_item(tasks, semaphore, item_id, index, request, 1)
+                        )
+                    started += len(claimed)
+
+    async def pending(self) -> AsyncGenerator[list[Row]]:
+        """The pending items in order, a chunk at a time; stops when the batch stops."""
+        after = -1
+        while not self.stopped:
+            chunk: list[Row] = [
+                row
+                async for row in BatchItem.objects.filter(
+                    batch_id=self.batch.pk, status=BatchItem.Status.PENDING, index__gt=after
+                )
+                .order_by("index")
+                .values_list("id", "index", "request")[:CHUNK]
+            ]
+            if not chunk:
+                return
+            after = chunk[-1][1]
+            yield chunk
+
+    async def claim(self, rows: list[Row]) -> list[Row]:
+        """Take pending items for their first attempt; those a cancellation took first are
+        left out, and stop the run."""
+        claimed = await sync_to_async(claim_items)(self.batch, [row[0] for row in rows])
+        if len(claimed) < len(rows):
+            status = (
+                await Batch.objects.filter(pk=self.batch.pk).values_list("status", flat=True).aget()
+            )
+            self.stopped = status != Batch.Status.RUNNING
+        return [row for row in rows if row[0] in claimed]
 
     async def keep_alive(self, lock: Lock) -> None:
         """Extend the runner's lock while it runs. If it lapsed anyway (a worker starved
@@ -239,40 +292,6 @@ class Runner:
                 log.warning("batch %s: the runner lost its lock; stopping", self.batch.code)
                 self.stopped = True
                 return
-
-    async def pending(self) -> AsyncGenerator[tuple[int, int, dict[str, Any], int]]:
-        """The pending items in order, read a chunk at a time; stops when the batch stops."""
-        after = -1
-        while not self.stopped:
-            chunk = [
-                row
-                async for row in BatchItem.objects.filter(
-                    batch_id=self.batch.pk, status=BatchItem.Status.PENDING, index__gt=after
-                )
-                .order_by("index")
-                .values_list("id", "index", "request", "attempts")[:CHUNK]
-            ]
-            if not chunk:
-                return
-            for row in chunk:
-                yield row
-                after = row[1]
-
-    async def claim(self, item_id: int, index: int, attempts: int) -> bool:
-        """Take a pending item (a conditional UPDATE, so a cancellation wins or loses whole)."""
-        claimed = await BatchItem.objects.filter(
-            pk=item_id, status=BatchItem.Status.PENDING, attempts=attempts
-        ).aupdate(
-            status=BatchItem.Status.RUNNING,
-            attempts=attempts + 1,
-            request_id=request_id_for(self.batch, index, attempts + 1),
-        )
-        if not claimed:
-            status = (
-                await Batch.objects.filter(pk=self.batch.pk).values_list("status", flat=True).aget()
-            )
-            self.stopped = status != Batch.Status.RUNNING
-        return bool(claimed)
 
     async def key(self) -> KeyInfo | None:
         """The batch's key as the gateway knows it now, or None (and the batch fails) if
@@ -293,6 +312,7 @@ class Runner:
 
     async def run_item(
         self,
+        tasks: asyncio.TaskGroup,
         semaphore: asyncio.Semaphore,
         item_id: int,
         index: int,
@@ -300,7 +320,7 @@ class Runner:
         attempt: int,
         resumed_id: str = "",
     ) -> None:
-        """Send one item, retrying it whole after a 503 or 429, and store what came of it."""
+        """Send one item, retrying it whole after a 503 or 429, and hand its outcome over."""
         try:
             while True:
                 request_id = resumed_id or request_id_for(self.batch, index, attempt)
@@ -316,9 +336,21 @@ class Runner:
                 await BatchItem.objects.filter(pk=item_id, status=BatchItem.Status.RUNNING).aupdate(
                     attempts=attempt, request_id=request_id_for(self.batch, index, attempt)
                 )
-            await record_outcome(item_id, outcome)
+            self.settle(tasks, item_id, outcome)
         finally:
             semaphore.release()
+
+    def settle(self, tasks: asyncio.TaskGroup, item_id: int, outcome: Outcome) -> None:
+        """Queue an outcome for the writer, starting it if it is idle. A write that fails
+        fails the task group, so the job stops as if the worker had died."""
+        self.settled.append((item_id, outcome))
+        if self.writer is None or self.writer.done():
+            self.writer = tasks.create_task(self.write())
+
+    async def write(self) -> None:
+        while self.settled:
+            outcomes, self.settled = self.settled, []
+            await sync_to_async(record_outcomes)(outcomes)
 
     async def send(self, body: dict[str, Any], request_id: str) -> Outcome:
         key = await self.key()
@@ -358,6 +390,7 @@ class Runner:
             return []
         recorded = await sync_to_async(ledger_statuses)([row[4] for row in orphans])
         plan = []
+        exhausted = []
         for item_id, index, request, attempts, request_id in orphans:
             status = recorded.get(request_id)
             if status is None or status == UsageRecord.Status.OK:
@@ -369,26 +402,9 @@ class Runner:
                 )
                 plan.append((item_id, index, request, attempts + 1, ""))
             else:
-                error = {
-                    "code": "interrupted",
-                    "message": "The worker stopped while this request was being sent; its "
-                    "last attempt had failed.",
-                    "status": 503,
-                }
-                await record_outcome(item_id, Outcome(error=error))
+                exhausted.append((item_id, INTERRUPTED))
+        await sync_to_async(record_outcomes)(exhausted)
         return plan
-
-    async def settle_abandoned(self, orphans: list[tuple[Any, ...]]) -> None:
-        """A batch cancelled (or failed) while its worker was dead: its orphans are settled."""
-        for item_id, *_ in orphans:
-            error = {
-                "code": "interrupted",
-                "message": "The worker stopped while this request was being sent, and the "
-                "batch was stopped before it could be sent again.",
-                "status": 503,
-            }
-            await record_outcome(item_id, Outcome(error=error), status=BatchItem.Status.CANCELLED)
-        await self.finish()
 
     async def finish(self) -> bool:
         """Complete the batch if nothing is left; True if pending items remain."""
@@ -407,14 +423,73 @@ class Runner:
         return False
 
 
-async def record_outcome(
-    item_id: int, outcome: Outcome, status: BatchItem.Status | None = None
-) -> None:
-    if status is None:
-        status = BatchItem.Status.ANSWERED if outcome.error is None else BatchItem.Status.FAILED
-    await BatchItem.objects.filter(pk=item_id, status=BatchItem.Status.RUNNING).aupdate(
-        status=status, response=outcome.response, error=outcome.error, finished_at=timezone.now()
-    )
+# Outcomes of items a dead job left running, when they are not sent again.
+INTERRUPTED = Outcome(
+    error={
+        "code": "interrupted",
+        "message": "The worker stopped while this request was being sent; its last attempt "
+        "had failed.",
+        "status": 503,
+    }
+)
+ABANDONED = Outcome(
+    error={
+        "code": "interrupted",
+        "message": "The worker stopped while this request was being sent, and the batch was "
+        "stopped before it could be sent again.",
+        "status": 503,
+    },
+    status=BatchItem.Status.CANCELLED,
+)
+
+
+async def take_free_slots(semaphore: asyncio.Semaphore) -> int:
+    """Wait for one free slot, then take every other free one too."""
+    await semaphore.acquire()
+    taken = 1
+    while not semaphore.locked():
+        await semaphore.acquire()  # free: returns at once
+        taken += 1
+    return taken
+
+
+def release(semaphore: asyncio.Semaphore, slots: int) -> None:
+    for _ in range(slots):
+        semaphore.release()
+
+
+def claim_items(batch: Batch, ids: list[int]) -> set[int]:
+    """Take pending items for their first attempt, in one conditional UPDATE, so that a
+    cancellation wins or loses each item whole. Returns the ids taken."""
+    with transaction.atomic():
+        taken = BatchItem.objects.filter(pk__in=ids, status=BatchItem.Status.PENDING).update(
+            status=BatchItem.Status.RUNNING,
+            attempts=1,
+            # request_id_for(batch, index, 1), computed by the database for every row at once.
+            request_id=Concat(
+                Value(f"batch-{batch.code.hex}-"), Cast("index", CharField()), Value("-1")
+            ),
+        )
+        if taken == len(ids):
+            return set(ids)
+        return set(
+            BatchItem.objects.filter(
+                pk__in=ids, status=BatchItem.Status.RUNNING, attempts=1
+            ).values_list("pk", flat=True)
+        )
+
+
+def record_outcomes(outcomes: list[tuple[int, Outcome]]) -> None:
+    """Store settled items' outcomes, in one transaction."""
+    now = timezone.now()
+    with transaction.atomic():
+        for item_id, outcome in outcomes:
+            BatchItem.objects.filter(pk=item_id, status=BatchItem.Status.RUNNING).update(
+                status=outcome.item_status(),
+                response=outcome.response,
+                error=outcome.error,
+                finished_at=now,
+            )
 
 
 def ledger_statuses(request_ids: list[str]) -> dict[str, str]:
