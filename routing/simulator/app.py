@@ -141,10 +141,14 @@ class Simulator:
                 body, headers = MALFORMED_BODY, provider.transport_headers(request)
             else:
                 body, headers = provider.respond(request, conversation, reply)
+            if mode == "quota_low":
+                headers = provider.nearly_spent(headers, _quota_reset(fault))
             await send_bytes(send, 200, body, headers, provider.json_type)
             return
 
         plan = provider.stream(request, conversation, reply)
+        if mode == "quota_low":
+            plan.headers = provider.nearly_spent(plan.headers, _quota_reset(fault))
         if mode == "stream_cut":
             events = [*plan.head, *plan.content[:2]]
             await send_events(send, events, plan.headers, plan.content_type, complete=False)
@@ -288,6 +292,11 @@ class Simulator:
 
     async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send_json(send, 200, {"status": "ok"})
+
+
+def _quota_reset(fault: Fault | None) -> float:
+    """Seconds until the quota_low fault's quota resets (its retry_after; 10 by default)."""
+    return 10.0 if fault is None or fault.retry_after is None else fault.retry_after
 
 
 def _query(scope: Scope) -> dict[str, str]:

@@ -21,6 +21,7 @@ MODES = (
     "reset",
     "malformed",
     "stream_cut",
+    "quota_low",
 )
 DEFAULT_TIMEOUT_MS = 60_000
 DEFAULT_SLOW_MS = 1_000
