@@ -338,7 +338,7 @@ def create_client_key(
 def rotate_client_key(key: ClientKey, grace: timedelta) -> tuple[ClientKey, str]:
     """Issue ``key``'s successor; the old key keeps working for ``grace``, then expires.
 
-    The successor has the same name, scopes, environment and allowed models.
+    The successor has the same name, scopes, environment, allowed models and rate limits.
     Returns it and its raw value, which is shown once.
     """
     successor = ClientKey(
@@ -346,6 +346,10 @@ def rotate_client_key(key: ClientKey, grace: timedelta) -> tuple[ClientKey, str]
         scopes=list(key.scopes),
         environment=key.environment,
         allowed_models=list(key.allowed_models),
+        rpm=key.rpm,
+        tpm=key.tpm,
+        max_concurrent=key.max_concurrent,
+        burst=key.burst,
         rotated_from=key,
     )
     raw = successor.assign_new_secret()
@@ -366,3 +370,11 @@ def revoke_client_key(key: ClientKey) -> bool:
         config_changed()
         record_update(key, revoked_at=now)
     return bool(updated)
+
+
+def purge_cached_answers(route: str | None = None, key: ClientKey | None = None) -> int:
+    """Delete the cached answers of a route, a client key, both, or (neither given) all."""
+    from project.redis import sync_client
+    from routing import cache
+
+    return cache.purge(sync_client(), route=route, key_id=key.id if key is not None else None)

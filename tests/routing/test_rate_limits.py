@@ -114,9 +114,10 @@ def test_a_refusal_says_which_limit_and_when_as_openai_does(
     # One request comes back every 30 s at 2 a minute; the bucket is full again in 60.
     assert 25 <= int(headers["retry-after"]) <= 30
     assert headers["x-ratelimit-reset-requests"].endswith("s")
-    assert "m" in headers["x-ratelimit-reset-requests"] or float(
-        headers["x-ratelimit-reset-requests"].removesuffix("s")
-    ) > 50
+    assert (
+        "m" in headers["x-ratelimit-reset-requests"]
+        or float(headers["x-ratelimit-reset-requests"].removesuffix("s")) > 50
+    )
     assert "x-ratelimit-limit-tokens" not in headers
     assert headers["x-switchboard-request-id"]
     assert demo.count("aimlapi") == 2
