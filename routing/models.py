@@ -408,9 +408,10 @@ class ClientKey(models.Model):
         "concurrent requests", null=True, blank=True, help_text="Empty: no limit."
     )
     burst = models.PositiveIntegerField(
-        default=0,
-        help_text="Requests a key may send at once on top of its per-minute rate, "
-        "after a quiet spell.",
+        null=True,
+        blank=True,
+        help_text="Requests a key may send at once on top of its per-minute rate, after a "
+        "quiet spell; empty: none.",
     )
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     rotated_from = models.OneToOneField(

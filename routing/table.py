@@ -217,7 +217,7 @@ def _build_table(version: int) -> RoutingTable:
             rpm=key.rpm or 0,
             tpm=key.tpm or 0,
             max_concurrent=key.max_concurrent or 0,
-            burst=key.burst,
+            burst=key.burst or 0,
         )
         for key in ClientKey.objects.active()
     }

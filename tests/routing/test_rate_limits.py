@@ -286,3 +286,164 @@ def test_a_deprioritised_provider_is_still_tried_when_the_others_fail(
     assert raw.headers["x-switchboard-provider"] == "openai"
     # It said it had room again, so it leads the route once more.
     assert not redis.keys("sb:quota:*")
+
+
+LIMITS_FILE = """\
+providers:
+  acme: {protocol: openai, base_url: "http://127.0.0.1:9/v1", api_key_env: ACME_KEY}
+models:
+  - {provider: acme, name: m1, rpm: 500, tpm: 200000}
+  - {provider: acme, name: m2}
+limits:
+  keys:
+    notes-service: {rpm: 600, tpm: 100000, max_concurrent: 20, burst: 60}
+"""
+
+
+@pytest.mark.django_db
+def test_limits_are_configuration_as_code_in_and_out(tmp_path: Any) -> None:
+    from io import StringIO
+
+    import yaml
+    from django.core.management import call_command
+
+    from routing.actions import create_client_key
+
+    key, _ = create_client_key("notes-service", ["chat"])
+    path = tmp_path / "switchboard.yaml"
+    path.write_text(LIMITS_FILE)
+
+    out = StringIO()
+    call_command("import_config", str(path), stdout=out)
+
+    assert "1 key limits updated" in out.getvalue()
+    key.refresh_from_db()
+    assert (key.rpm, key.tpm, key.max_concurrent, key.burst) == (600, 100000, 20, 60)
+    m1 = Deployment.objects.get(name="m1")
+    assert (m1.rpm, m1.tpm) == (500, 200000)
+    assert Deployment.objects.get(name="m2").rpm is None
+    exported = StringIO()
+    call_command("export_config", stdout=exported)
+    data = yaml.safe_load(exported.getvalue())
+    assert data["limits"] == {
+        "keys": {"notes-service": {"rpm": 600, "tpm": 100000, "max_concurrent": 20, "burst": 60}}
+    }
+    assert {m["name"]: m.get("rpm") for m in data["models"]} == {"m1": 500, "m2": None}
+    again = StringIO()
+    call_command("import_config", str(path), stdout=again)
+    assert "1 key limits unchanged" in again.getvalue()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [
+        ("limits:\n  keys:\n    nobody: {rpm: 5}\n", "line 3: limits.keys.nobody: no active"),
+        (
+            "limits:\n  keys:\n    svc: {rpm: 0}\n",
+            "line 3: limits.keys.svc.rpm: must be a positive",
+        ),
+        ("limits:\n  keys:\n    svc: {burst: 5}\n", "line 3: limits.keys.svc.burst: is on top"),
+        ("limits:\n  keys:\n    svc: {rps: 5}\n", "line 3: limits.keys.svc.rps: unknown field"),
+        ("limits:\n  routes: {}\n", "line 2: limits.routes: unknown field"),
+        (
+            "providers:\n  x: {protocol: openai, base_url: 'http://x'}\n"
+            "models:\n  - {provider: x, name: m, tpm: 1.5}\n",
+            "line 4: models[0].tpm: must be a whole number",
+        ),
+    ],
+)
+def test_a_bad_limit_names_its_line_and_changes_nothing(
+    tmp_path: Any, limits: str, message: str
+) -> None:
+    from django.core.management import CommandError, call_command
+
+    from routing.actions import create_client_key
+
+    key, _ = create_client_key("svc", ["chat"])
+    path = tmp_path / "switchboard.yaml"
+    path.write_text(limits)
+
+    with pytest.raises(CommandError) as caught:
+        call_command("import_config", str(path))
+
+    assert message in str(caught.value)
+    assert "Nothing was changed" in str(caught.value)
+    key.refresh_from_db()
+    assert key.rpm is None
+
+
+@pytest.mark.django_db
+def test_a_rotated_key_keeps_its_limits() -> None:
+    from datetime import timedelta
+
+    from routing.actions import create_client_key, rotate_client_key
+
+    key, _ = create_client_key("svc", ["chat"])
+    key.rpm, key.burst, key.max_concurrent = 100, 10, 3
+    key.save()
+
+    successor, _ = rotate_client_key(key, timedelta(hours=1))
+
+    assert (successor.rpm, successor.burst, successor.max_concurrent) == (100, 10, 3)
+
+
+def test_upstream_rate_limit_headers_read_as_one_shape() -> None:
+    from datetime import UTC, datetime
+
+    from routing.providers.anthropic import rate_limit_headers as anthropic_quota
+    from routing.providers.base import Quota, go_duration
+    from routing.providers.gemini import GeminiAdapter
+    from routing.providers.openai import rate_limit_headers as openai_quota
+
+    assert go_duration("6m0s") == 360
+    assert go_duration("1h2m3.5s") == 3723.5
+    assert go_duration("12ms") == pytest.approx(0.012)
+    assert go_duration("soon") is None
+    assert openai_quota(
+        {
+            "x-ratelimit-limit-requests": "10000",
+            "x-ratelimit-remaining-requests": "3",
+            "x-ratelimit-reset-requests": "1m30s",
+            "x-ratelimit-limit-tokens": "30000",
+            "x-ratelimit-remaining-tokens": "29000",
+            "x-ratelimit-reset-tokens": "120ms",
+        }
+    ) == Quota(10000, 3, 90.0, 30000, 29000, pytest.approx(0.12))
+    assert openai_quota({"x-request-id": "r"}) is None
+    now = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+    quota = anthropic_quota(
+        {
+            "anthropic-ratelimit-requests-limit": "50",
+            "anthropic-ratelimit-requests-remaining": "49",
+            "anthropic-ratelimit-requests-reset": "2026-01-01T00:00:10Z",
+            "anthropic-ratelimit-tokens-limit": "100000",
+            "anthropic-ratelimit-tokens-remaining": "90000",
+            "anthropic-ratelimit-tokens-reset": "2026-01-01T00:00:20Z",
+            # The tightest of the three token limits is the one reported.
+            "anthropic-ratelimit-output-tokens-limit": "8000",
+            "anthropic-ratelimit-output-tokens-remaining": "100",
+            "anthropic-ratelimit-output-tokens-reset": "2026-01-01T00:00:05Z",
+        },
+        now=now,
+    )
+    assert quota == Quota(50, 49, 10.0, 8000, 100, 5.0)
+    body = (
+        b'{"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "Quota exceeded",'
+        b' "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo",'
+        b' "retryDelay": "20s"}]}}'
+    )
+    assert GeminiAdapter().quota(429, {}, body) == Quota(requests_remaining=0, requests_reset=20.0)
+    assert GeminiAdapter().quota(200, {}) is None
+
+
+def test_a_quota_is_nearly_spent_below_the_reserve() -> None:
+    from routing.limits import nearly_spent
+    from routing.providers.base import Quota
+
+    assert nearly_spent(Quota(10000, 600, 5.0), 0.05) is None
+    assert nearly_spent(Quota(10000, 400, 5.0), 0.05) == 5.0
+    assert nearly_spent(Quota(tokens_limit=1000, tokens_remaining=10, tokens_reset=2.0), 0.05) == 2
+    assert nearly_spent(Quota(requests_remaining=0), 0.05) == 5.0  # a bare 429
+    assert nearly_spent(Quota(10000, 0, 3600.0), 0.05) == 60.0  # never longer than a minute
+    assert nearly_spent(None, 0.05) is None

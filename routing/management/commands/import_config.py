@@ -10,7 +10,10 @@ from routing.config import ConfigError, parse
 
 
 class Command(BaseCommand):
-    help = "Load gateway configuration (providers, models, routes, budgets) from a YAML file."
+    help = (
+        "Load gateway configuration (providers, models, routes, budgets, key limits) from a "
+        "YAML file."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", type=Path)
@@ -25,6 +28,9 @@ class Command(BaseCommand):
             config = parse(text)
         except ConfigError as exc:
             raise CommandError(f"{path}: {exc}. Nothing was changed.") from None
-        report = import_config(config)
+        try:
+            report = import_config(config)
+        except ConfigError as exc:
+            raise CommandError(f"{path}: {exc}. Nothing was changed.") from None
         summary = ", ".join(f"{count} {what}" for what, count in sorted(report.items()))
         self.stdout.write(f"Imported {path}: {summary or 'nothing to do'}.")
