@@ -63,6 +63,9 @@ LUA = BENCH / "chat.lua"
 PY = sys.executable
 RUN_ROOT = Path("/tmp/switchboard-bench")
 TRANSPORTS = ("aiohttp", "httpx-aiohttp", "httpx2", "httpx")
+# Measured only when named in --transports: aiohttp with a new connection per call,
+# to show what pooling and keep-alive gain (RESULTS.md, "Upstream connection pooling").
+EXTRA_TRANSPORTS = ("aiohttp-nopool",)
 MACHINE_REDIS = "redis://127.0.0.1:6379/14"
 MODEL = "bench-model"
 UPSTREAM_KEY = "sk-bench-upstream"
@@ -632,9 +635,10 @@ def main(argv: list[str] | None = None) -> int:
         plan = Plan(**{**plan.__dict__, "rounds": max(1, min(args.rounds, 20))})
     write = (not args.quick) if args.write is None else args.write
     transports = [t.strip() for t in args.transports.split(",") if t.strip()]
-    unknown = set(transports) - set(TRANSPORTS)
+    unknown = set(transports) - set(TRANSPORTS) - set(EXTRA_TRANSPORTS)
     if unknown or not transports:
-        parser.error(f"unknown transport(s) {sorted(unknown)}; choose from {TRANSPORTS}")
+        known = TRANSPORTS + EXTRA_TRANSPORTS
+        parser.error(f"unknown transport(s) {sorted(unknown)}; choose from {known}")
     if not shutil.which("wrk"):
         parser.error("wrk is not installed (as root: apt-get install -y wrk)")
 
@@ -682,6 +686,11 @@ def main(argv: list[str] | None = None) -> int:
                 "SWITCHBOARD_BENCH_UPSTREAM_KEY": UPSTREAM_KEY,
                 "DEBUG": "false",
                 "LOG_LEVEL": "WARNING",
+                # The benchmark's request is deterministic (temperature 0): with the
+                # response cache or single-flight on, the gateway would answer from
+                # Redis instead of calling the upstream, which is not what is measured.
+                "SWITCHBOARD_CACHE_ENABLED": "false",
+                "SWITCHBOARD_SINGLE_FLIGHT_ENABLED": "false",
             }
         )
 

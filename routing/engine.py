@@ -444,16 +444,18 @@ class Engine:
         await self._commit(entry, None, commands=self._settlement(run, 0))
         return error
 
-    async def _answer_shared(self, run: Run, stored: Stored, hit: bool) -> UsageEntry:
-        """Write the usage entry of an answer no provider was called for: it costs nothing."""
+    async def _answer_shared(self, run: Run, stored: Stored, hit: bool) -> None:
+        """Write the usage entry of an answer no provider was called for: it costs nothing.
+
+        Its tokens are 0, as no provider counted any; `answer_of` names the request
+        whose call made the answer.
+        """
         entry = self._entry(run)
         entry.provider, entry.model = stored.provider, stored.model
         entry.deployment_id = stored.deployment_id
-        entry.streamed = run.request.stream
         entry.cache_hit, entry.deduplicated = hit, not hit
         entry.context["answer_of"] = stored.request_id
         await self._commit(entry, None, commands=self._settlement(run, 0))
-        return entry
 
     def _settlement(
         self,

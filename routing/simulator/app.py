@@ -112,7 +112,8 @@ class Simulator:
         except orjson.JSONDecodeError:
             payload = _UNPARSEABLE
         recorded = request.body.decode("utf-8", "replace") if payload is _UNPARSEABLE else payload
-        self.calls.record(provider.name, recorded, request.headers)
+        client = scope.get("client") or ("", 0)
+        self.calls.record(provider.name, recorded, request.headers, f"{client[0]}:{client[1]}")
         fault = self.faults.take(provider.name, provider.model_of(request, payload))
         if self.delay_seconds and await pause(receive, self.delay_seconds):
             return
