@@ -369,7 +369,9 @@ class Engine:
                 entry.status, entry.http_status, entry.error_code = "rejected", 429, refused.code
                 await self._commit(entry, None)
                 raise
-        if cache.wanted(request):
+        # Health information is never kept, not even for a cache's while.
+        shared = self.settings.cache.enabled or self.settings.cache.single_flight
+        if shared and not needs.baa and cache.wanted(request):
             scope = cache.scope_of(caller.key.id if caller.key else None, caller.environment)
             run.cache_key = CacheKey.of(scope, resolution.route, request)
         return run

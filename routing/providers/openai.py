@@ -143,6 +143,10 @@ class OpenAIAdapter(Adapter):
 
 def rate_limit_headers(headers: Mapping[str, str]) -> Quota | None:
     """OpenAI's `x-ratelimit-*` headers (resets are Go durations); AIMLAPI sends none."""
+    if "x-ratelimit-remaining-requests" not in headers and (
+        "x-ratelimit-remaining-tokens" not in headers
+    ):
+        return None
     quota = Quota(
         requests_limit=header_int(headers, "x-ratelimit-limit-requests"),
         requests_remaining=header_int(headers, "x-ratelimit-remaining-requests"),

@@ -262,6 +262,18 @@ def test_an_admin_purges_a_routes_or_a_keys_answers(
     assert ask(openai_client, temperature=0).headers["x-switchboard-cache"] == "miss"
 
 
+def test_a_healthcare_request_is_never_cached(
+    openai_client: openai.OpenAI, demo: SimulatorHandle, redis: Any
+) -> None:
+    healthcare = {"industry": "healthcare"}
+    ask(openai_client, temperature=0, metadata=healthcare)
+    again = ask(openai_client, temperature=0, metadata={**healthcare, "cache": "true"})
+
+    assert again.headers["x-switchboard-cache"] == "miss"
+    assert not redis.keys("sb:cache*") and not redis.keys("sb:flight*")
+    assert demo.count("anthropic") == 2
+
+
 def test_in_process_callers_share_a_cache_per_environment(demo: SimulatorHandle) -> None:
     from routing.client import EnhancedHybridAIClient
 
