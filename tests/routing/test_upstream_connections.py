@@ -18,34 +18,35 @@ from tests.servers import SimulatorHandle
 MESSAGES = [{"role": "user", "content": "Summarise: we agreed to ship on Friday."}]
 
 
-def test_calls_to_a_provider_reuse_one_kept_alive_connection(
-    openai_client: openai.OpenAI, demo: SimulatorHandle
-) -> None:
-    for _ in range(5):
-        openai_client.chat.completions.create(model="summary", messages=MESSAGES)
-    with openai_client.chat.completions.create(
-        model="summary", messages=MESSAGES, stream=True
-    ) as stream:
-        list(stream)
+def calls_in_a_new_event_loop(count: int, stream: bool = False) -> None:
+    """``count`` calls in sequence through a fresh engine, so a fresh upstream client."""
+    from routing.client import EnhancedHybridAIClient, close_engine
+
+    async def calls() -> None:
+        client = EnhancedHybridAIClient()
+        try:
+            for _ in range(count):
+                await client.acomplete(model="summary", messages=MESSAGES)
+            if stream:
+                async for _ in client.astream(model="summary", messages=MESSAGES):
+                    pass
+        finally:
+            await close_engine()
+
+    asyncio.run(calls())
+
+
+def test_calls_to_a_provider_reuse_one_kept_alive_connection(demo: SimulatorHandle) -> None:
+    calls_in_a_new_event_loop(5, stream=True)
 
     assert demo.count("aimlapi") == 6
     assert demo.calls()["aimlapi"]["connections"] == 1
 
 
 def test_without_pooling_every_call_opens_a_connection(demo: SimulatorHandle) -> None:
-    from routing.client import EnhancedHybridAIClient, close_engine
-
-    async def three_calls() -> None:
-        client = EnhancedHybridAIClient()
-        try:
-            for _ in range(3):
-                await client.acomplete(model="summary", messages=MESSAGES)
-        finally:
-            await close_engine()
-
     nopool = {**settings.SWITCHBOARD, "UPSTREAM_TRANSPORT": "aiohttp-nopool"}
     with override_settings(SWITCHBOARD=nopool):
-        asyncio.run(three_calls())  # a new event loop: a new upstream client, unpooled
+        calls_in_a_new_event_loop(3)
 
     assert demo.calls()["aimlapi"]["connections"] == 3
 
