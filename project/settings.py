@@ -215,6 +215,20 @@ SWITCHBOARD = {
     "PROBE_WINDOW": env.int("SWITCHBOARD_PROBE_WINDOW", default=10),
     "PROBE_SLOW_MS": env.int("SWITCHBOARD_PROBE_SLOW_MS", default=5000),
     "PROBE_RETENTION_DAYS": env.int("SWITCHBOARD_PROBE_RETENTION_DAYS", default=35),
+    # Rate limits (routing/limits.py): a concurrency slot whose request never gave it back
+    # (its process died) is free after this long; a provider quota with less than this
+    # share left sends its deployment after the route's other candidates.
+    "RATE_LIMIT_SLOT_LEASE_SECONDS": env.float(
+        "SWITCHBOARD_RATE_LIMIT_SLOT_LEASE_SECONDS", default=120.0
+    ),
+    "UPSTREAM_QUOTA_RESERVE": env.float("SWITCHBOARD_UPSTREAM_QUOTA_RESERVE", default=0.05),
+    # The response cache and single-flight (routing/cache.py, routing/singleflight.py).
+    "CACHE_ENABLED": env.bool("SWITCHBOARD_CACHE_ENABLED", default=True),
+    "CACHE_TTL_SECONDS": env.float("SWITCHBOARD_CACHE_TTL_SECONDS", default=3600.0),
+    "CACHE_MAX_ENTRIES": env.int("SWITCHBOARD_CACHE_MAX_ENTRIES", default=10_000),
+    "CACHE_MAX_ENTRY_BYTES": env.int("SWITCHBOARD_CACHE_MAX_ENTRY_BYTES", default=262_144),
+    "SINGLE_FLIGHT_ENABLED": env.bool("SWITCHBOARD_SINGLE_FLIGHT_ENABLED", default=True),
+    "SINGLE_FLIGHT_LOCK_SECONDS": env.float("SWITCHBOARD_SINGLE_FLIGHT_LOCK_SECONDS", default=5.0),
 }
 if not 0.0 <= SWITCHBOARD["SAMPLE_RATE"] <= 1.0:
     raise ImproperlyConfigured("SWITCHBOARD_SAMPLE_RATE must be between 0 and 1.")

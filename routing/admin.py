@@ -16,7 +16,12 @@ from django.utils import timezone
 
 from project.admin import AuditedModelAdmin
 from project.redis import sync_client
-from routing.actions import mark_credentials_rotated, revoke_client_key, rotate_client_key
+from routing.actions import (
+    mark_credentials_rotated,
+    purge_cached_answers,
+    revoke_client_key,
+    rotate_client_key,
+)
 from routing.audit import audit
 from routing.batches.actions import cancel_batch
 from routing.breaker import KEY as BREAKER_KEY
@@ -66,6 +71,10 @@ class ProviderCredentialInline(admin.TabularInline):
     @admin.display(description="Rotation due")
     def rotation_due(self, credential: ProviderCredential) -> str:
         return rotation_due_text(credential)
+
+
+def cached_answers(count: int) -> str:
+    return f"{count} cached answer" + ("" if count == 1 else "s")
 
 
 def rotation_due_text(credential: ProviderCredential) -> str:
@@ -284,6 +293,14 @@ class RouteAdmin(AuditedModelAdmin):
     list_display = ["name", "description", "chain_display", "enabled"]
     search_fields = ["name"]
     inlines = [RouteStepInline]
+    actions = ["purge_cache"]
+
+    @admin.action(
+        description="Purge the cached answers of the selected routes", permissions=["change"]
+    )
+    def purge_cache(self, request: HttpRequest, queryset: QuerySet[Route]) -> None:
+        deleted = sum(purge_cached_answers(route=route.name) for route in queryset)
+        self.message_user(request, f"Deleted {cached_answers(deleted)}.", messages.SUCCESS)
 
     @admin.display(description="Chain")
     def chain_display(self, route: Route) -> str:
@@ -297,7 +314,17 @@ class ClientKeyForm(forms.ModelForm):
 
     class Meta:
         model = ClientKey
-        fields = ["name", "environment", "scopes", "allowed_models", "expires_at"]
+        fields = [
+            "name",
+            "environment",
+            "scopes",
+            "allowed_models",
+            "expires_at",
+            "rpm",
+            "tpm",
+            "max_concurrent",
+            "burst",
+        ]
 
 
 @admin.register(ClientKey)
@@ -316,7 +343,7 @@ class ClientKeyAdmin(AuditedModelAdmin):
     list_filter = ["environment", "revoked_at"]
     search_fields = ["name", "prefix"]
     readonly_fields = ["prefix", "created", "last_used_at", "revoked_at"]
-    actions = ["revoke", "rotate"]
+    actions = ["revoke", "rotate", "purge_cache"]
 
     change_list_template = "routing/clientkey_change_list.html"  # adds the audit link
 
@@ -386,6 +413,13 @@ class ClientKeyAdmin(AuditedModelAdmin):
         grace = timedelta(hours=form.cleaned_data["grace_hours"])
         successor, raw = rotate_client_key(key, grace)
         return self._show_once(request, successor, raw)
+
+    @admin.action(
+        description="Purge the cached answers of the selected keys", permissions=["change"]
+    )
+    def purge_cache(self, request: HttpRequest, queryset: QuerySet[ClientKey]) -> None:
+        deleted = sum(purge_cached_answers(key=key) for key in queryset)
+        self.message_user(request, f"Deleted {cached_answers(deleted)}.", messages.SUCCESS)
 
     @admin.action(description="Revoke the selected keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ClientKey]) -> None:

@@ -38,11 +38,15 @@ MODEL_FIELDS = {
     "context_window",
     "max_output_tokens",
     "enabled",
+    "rpm",
+    "tpm",
 }
 CREDENTIAL_FIELDS = {"environment", "label", "api_key_env", "api_key", "rotation_days", "enabled"}
 ROUTE_FIELDS = {"chain", "environments"}
 BUDGET_FIELDS = {"scope", "ref", "period", "amount_usd", "hard", "alert_at"}
-TOP_LEVEL = {"providers", "models", "routes", "budgets"}
+LIMITS_FIELDS = {"keys"}
+KEY_LIMIT_FIELDS = {"rpm", "tpm", "max_concurrent", "burst"}
+TOP_LEVEL = {"providers", "models", "routes", "budgets", "limits"}
 KNOWN_VENDORS = {"openai", "google", "anthropic"}
 
 
@@ -119,6 +123,8 @@ class ModelSpec:
     context_window: int | None = None
     max_output_tokens: int | None = None
     enabled: bool = True
+    rpm: int | None = None  # our own limits under the provider's quota; None: none
+    tpm: int | None = None
     line: int = 0
 
 
@@ -142,11 +148,24 @@ class BudgetSpec:
 
 
 @dataclass
+class KeyLimitSpec:
+    """The rate limits of every active client key of one name (keys are not in the file)."""
+
+    name: str
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrent: int | None = None
+    burst: int = 0
+    line: int = 0
+
+
+@dataclass
 class GatewayConfig:
     providers: list[ProviderSpec] = field(default_factory=list)
     models: list[ModelSpec] = field(default_factory=list)
     routes: list[RouteSpec] = field(default_factory=list)
     budgets: list[BudgetSpec] = field(default_factory=list)
+    key_limits: list[KeyLimitSpec] = field(default_factory=list)
 
 
 def parse(text: str) -> GatewayConfig:
@@ -180,6 +199,11 @@ def parse(text: str) -> GatewayConfig:
         config.routes.append(_route(name, node, deployments))
     for index, node in enumerate(_sequence(top.get("budgets"), "budgets")):
         config.budgets.append(_budget(node, f"budgets[{index}]"))
+    if "limits" in top:
+        limits = _fields(top["limits"], "limits", LIMITS_FIELDS)
+        keys = _mapping(limits["keys"], "limits.keys") if "keys" in limits else {}
+        for name, node in keys.items():
+            config.key_limits.append(_key_limits(name, node))
     return config
 
 
@@ -392,6 +416,37 @@ def _model(node: Node, where: str, providers: set[str]) -> ModelSpec:
         context_window=_number(fields, "context_window", where, int, None),
         max_output_tokens=_number(fields, "max_output_tokens", where, int, None),
         enabled=_bool(fields, "enabled", where, True),
+        rpm=_number(fields, "rpm", where, int, None),
+        tpm=_number(fields, "tpm", where, int, None),
+        line=node.line,
+    )
+
+
+def _key_limits(name: str, node: Node) -> KeyLimitSpec:
+    where = f"limits.keys.{name}"
+    fields = _fields(node, where, KEY_LIMIT_FIELDS)
+    burst_node = fields.get("burst")
+    burst = 0
+    if burst_node is not None:
+        if (
+            isinstance(burst_node.value, bool)
+            or not isinstance(burst_node.value, int)
+            or burst_node.value < 0
+        ):
+            raise ConfigError(
+                burst_node.line, f"{where}.burst", "must be a whole number, 0 or more"
+            )
+        if "rpm" not in fields:
+            raise ConfigError(burst_node.line, f"{where}.burst", "is on top of rpm; give rpm too")
+        burst = burst_node.value
+    if not fields:
+        raise ConfigError(node.line, where, f"give some of {', '.join(sorted(KEY_LIMIT_FIELDS))}")
+    return KeyLimitSpec(
+        name=name,
+        rpm=_number(fields, "rpm", where, int, None),
+        tpm=_number(fields, "tpm", where, int, None),
+        max_concurrent=_number(fields, "max_concurrent", where, int, None),
+        burst=burst,
         line=node.line,
     )
 

@@ -287,6 +287,13 @@ class Deployment(models.Model):
     )
     context_window = models.PositiveIntegerField(default=128_000)
     max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # Our own limits, to stay under the provider's quota (routing.limits); empty: none.
+    rpm = models.PositiveIntegerField(
+        "requests per minute", null=True, blank=True, help_text="Empty: no limit."
+    )
+    tpm = models.PositiveIntegerField(
+        "tokens per minute", null=True, blank=True, help_text="Empty: no limit."
+    )
     enabled = models.BooleanField(default=True)
     created = models.DateTimeField(default=timezone.now)
     code = models.UUIDField(default=uuid4, unique=True, editable=False)
@@ -386,6 +393,25 @@ class ClientKey(models.Model):
         default=list,
         blank=True,
         help_text="Routes or models this key may ask for; empty allows all.",
+    )
+    # Rate limits, enforced in Redis across every gateway process (routing.limits).
+    rpm = models.PositiveIntegerField(
+        "requests per minute", null=True, blank=True, help_text="Empty: no limit."
+    )
+    tpm = models.PositiveIntegerField(
+        "tokens per minute",
+        null=True,
+        blank=True,
+        help_text="Prompt and completion tokens; empty: no limit.",
+    )
+    max_concurrent = models.PositiveIntegerField(
+        "concurrent requests", null=True, blank=True, help_text="Empty: no limit."
+    )
+    burst = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Requests a key may send at once on top of its per-minute rate, after a "
+        "quiet spell; empty: none.",
     )
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     rotated_from = models.OneToOneField(

@@ -22,6 +22,7 @@ MODES = (
     "reset",
     "malformed",
     "stream_cut",
+    "quota_low",
 )
 DEFAULT_TIMEOUT_MS = 60_000
 DEFAULT_SLOW_MS = 1_000
@@ -154,14 +155,19 @@ class CallLog:
 
     def reset(self) -> None:
         self._calls = {
-            name: {"count": 0, "last_request": None, "last_headers": None} for name in PROVIDERS
+            name: {"count": 0, "last_request": None, "last_headers": None, "connections": 0}
+            for name in PROVIDERS
         }
+        self._peers: dict[str, set[str]] = {name: set() for name in PROVIDERS}
 
-    def record(self, provider: str, request: Any, headers: dict[str, str]) -> None:
+    def record(self, provider: str, request: Any, headers: dict[str, str], peer: str = "") -> None:
         entry = self._calls[provider]
         entry["count"] += 1
         entry["last_request"] = request
         entry["last_headers"] = headers
+        # Distinct client addresses: how many connections the calls came over.
+        self._peers[provider].add(peer)
+        entry["connections"] = len(self._peers[provider])
 
     def describe(self) -> dict[str, dict[str, Any]]:
         return self._calls

@@ -10,7 +10,10 @@ from routing.config import ConfigError, parse
 
 
 class Command(BaseCommand):
-    help = "Load gateway configuration (providers, models, routes, budgets) from a YAML file."
+    help = (
+        "Load gateway configuration (providers, models, routes, budgets, key limits) from a "
+        "YAML file."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", type=Path)
