@@ -38,6 +38,13 @@ from routing.batches.checks import ERRORS_SHOWN, InvalidBatch, check_requests, n
 from routing.models import Batch, BatchItem, ClientKey, Environment, Scope
 
 
+def caller(request: Request) -> ClientKey:
+    """The client key the request was authenticated with (every view here requires one)."""
+    key = request.auth
+    assert isinstance(key, ClientKey)
+    return key
+
+
 class UsageRecordSerializer(serializers.ModelSerializer):
     class Meta:
         model = UsageRecord
@@ -66,8 +73,7 @@ class KeyUsageMixin:
     serializer_class = UsageRecordSerializer
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
-        key = self.request.auth  # type: ignore[attr-defined]
-        assert isinstance(key, ClientKey)
+        key = caller(self.request)  # type: ignore[attr-defined]
         return UsageRecord.objects.filter(client_key_id=key.id)
 
 
@@ -90,8 +96,7 @@ class BudgetList(APIView):
     required_scope = "usage:read"
 
     def get(self, request: Request) -> Response:
-        key = request.auth
-        assert isinstance(key, ClientKey)
+        key = caller(request)
         now = timezone.now()
         budgets = Budget.objects.exclude(Q(scope="key") & ~Q(scope_ref=key.name))
         rows = []
@@ -126,8 +131,7 @@ class Savings(APIView):
     required_scope = "usage:read"
 
     def get(self, request: Request) -> Response:
-        key = request.auth
-        assert isinstance(key, ClientKey)
+        key = caller(request)
         query = SavingsQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         rows, total = reports.savings(
@@ -200,9 +204,7 @@ def shown_once(key: ClientKey, raw: str) -> dict[str, object]:
 
 def caller_environment(request: Request) -> str:
     """An admin key manages the keys of its own environment only: a dev key mints no prod key."""
-    key = request.auth
-    assert isinstance(key, ClientKey)
-    return key.environment
+    return caller(request).environment
 
 
 def key_by_code(request: Request, code: UUID) -> ClientKey:
@@ -391,8 +393,7 @@ class BatchList(APIView):
     parser_classes = [BatchJSONParser, JSONLinesParser, NDJSONParser]
 
     def get(self, request: Request) -> Response:
-        key = request.auth
-        assert isinstance(key, ClientKey)
+        key = caller(request)
         recent = Batch.objects.of_key(key)[:100]
         counts = Batch.objects.filter(pk__in=[b.pk for b in recent]).item_counts()
         return Response(
@@ -400,8 +401,7 @@ class BatchList(APIView):
         )
 
     def post(self, request: Request) -> Response:
-        key = request.auth
-        assert isinstance(key, ClientKey)
+        key = caller(request)
         data = request.data
         route = request.query_params.get("route", "")
         if isinstance(data, JSONLines):
@@ -440,8 +440,7 @@ class BatchDetail(APIView):
     required_scope = "batches"
 
     def get(self, request: Request, code: UUID) -> Response:
-        key = request.auth
-        assert isinstance(key, ClientKey)
+        key = caller(request)
         return Response(shown(batch_of(key, code)))
 
 
@@ -451,8 +450,7 @@ class BatchResults(APIView):
     required_scope = "batches"
 
     def get(self, request: Request, code: UUID) -> HttpResponse:
-        key = request.auth
-        assert isinstance(key, ClientKey)
+        key = caller(request)
         batch = batch_of(key, code)
         query = ResultsQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -479,8 +477,7 @@ class BatchCancel(APIView):
     required_scope = "batches"
 
     def post(self, request: Request, code: UUID) -> Response:
-        key = request.auth
-        assert isinstance(key, ClientKey)
+        key = caller(request)
         batch = batch_of(key, code)
         if not cancel_batch(batch):
             raise ApiError(409, f"This batch has already {batch.status}.", "batch_finished")
