@@ -24,6 +24,7 @@ from project.alerts import raise_alert
 from project.models import Channel
 from project.roles import ADMINISTRATOR_ONLY, GATEWAY_APPS, ROLES
 from routing.models import BreakerEvent, ClientKey, Deployment
+from tests.checklist.factories import seed_checklist
 from tests.factories import load_demo_config, make_client_key
 
 pytestmark = pytest.mark.django_db
@@ -161,6 +162,7 @@ def seed() -> None:
     BreakerEvent.objects.create(
         deployment=Deployment.objects.first(), from_state="closed", to_state="open"
     )
+    seed_checklist()
 
 
 def discover() -> list[Page]:

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+from checklist.actions import import_checklist
+from checklist.markdown import ChecklistSyntaxError
+from checklist.models import Checklist, Item, Phase
+from project.admin import AuditedModelAdmin
+
+
+class MarkdownForm(forms.Form):
+    markdown = forms.FileField(
+        label="Checklist file (Markdown)",
+        help_text="Phases as ##, sections as ###, items as nested '- [ ]' lines. Items are "
+        "matched by their heading path: progress and history are kept.",
+    )
+
+    def text(self) -> str:
+        raw = self.cleaned_data["markdown"].read()
+        try:
+            return str(raw.decode("utf-8-sig"))
+        except UnicodeDecodeError:
+            raise forms.ValidationError("The file is not UTF-8 text.") from None
+
+
+class PhaseInline(admin.TabularInline):
+    model = Phase
+    fields = ["position", "title", "start_day", "end_day", "archived"]
+    readonly_fields = ["position", "title", "start_day", "end_day", "archived"]
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # phases come from the imported file
+
+
+@admin.register(Checklist)
+class ChecklistAdmin(AuditedModelAdmin):
+    list_display = ["title", "slug", "source_name", "imported_at"]
+    readonly_fields = ["slug", "title", "source_name", "imported_at", "notes"]
+    inlines = [PhaseInline]
+    actions = ["import_markdown"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # a checklist is made by importing a file (the action, or the command)
+
+    @admin.action(
+        description="Import a Markdown file into the selected checklist", permissions=["change"]
+    )
+    def import_markdown(
+        self, request: HttpRequest, queryset: QuerySet[Checklist]
+    ) -> HttpResponse | None:
+        if queryset.count() != 1:
+            messages.error(request, "Select one checklist to import into.")
+            return None
+        checklist = queryset.get()
+        form = (
+            MarkdownForm(request.POST, request.FILES) if "apply" in request.POST else MarkdownForm()
+        )
+        if form.is_bound and form.is_valid():
+            try:
+                report = import_checklist(
+                    form.text(), checklist.slug, form.cleaned_data["markdown"].name
+                )
+            except (ChecklistSyntaxError, forms.ValidationError) as exc:
+                form.add_error("markdown", f"{exc}. Nothing was changed.")
+            else:
+                messages.success(request, f"Imported into {checklist}: {report.summary()}.")
+                return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Import into {checklist}",
+            "checklist": checklist,
+            "form": form,
+            "opts": self.model._meta,
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "checklist/admin/import.html", context)
+
+
+@admin.register(Item)
+class ItemAdmin(AuditedModelAdmin):
+    list_display = ["title", "detail", "section", "status", "archived"]
+    list_filter = ["checklist", "status", "archived", "section__phase"]
+    search_fields = ["title", "detail", "key"]
+    readonly_fields = [
+        "checklist",
+        "section",
+        "parent",
+        "key",
+        "title",
+        "detail",
+        "position",
+        "depth",
+        "archived",
+    ]
+    fields = [*readonly_fields, "status"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # items come from the imported file
