@@ -3,15 +3,21 @@ commands call these; they do not save checklist rows themselves."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from checklist.markdown import ParsedChecklist, ParsedItem, parse, slug
-from checklist.models import Checklist, Item, Phase, Section
+from checklist.models import Checklist, Item, ItemEvent, Phase, Section, SignOffRole
+
+User = AbstractBaseUser | AnonymousUser | None
 
 
 @dataclass
@@ -46,6 +52,8 @@ def import_checklist(text: str, slug_: str = "", source_name: str = "") -> Impor
     checklist.imported_at = timezone.now()
     checklist.save()
     _sync(checklist, parsed, report)
+    _sync_roles(checklist, report)
+    report.counts["due dates set"] += schedule(checklist)
     return report
 
 
@@ -140,3 +148,136 @@ def _sync(checklist: Checklist, parsed: ParsedChecklist, report: ImportReport) -
         row.archived = True
         row.save(update_fields=["archived"])
         report.counts[f"{type(row).__name__.lower()}s archived"] += 1
+
+
+SIGN_OFF_PHASE = re.compile(r"sign[- ]?off", re.IGNORECASE)
+
+
+def _sync_roles(checklist: Checklist, report: ImportReport) -> None:
+    """Each top-level line of a "Sign-off" phase ("**QA Lead**: Testing and quality
+    validation") is a sign-off role; the role owns its line, which its sign-off ticks."""
+    lines = (
+        checklist.items.active()
+        .filter(parent__isnull=True, section__phase__archived=False)
+        .select_related("section__phase")
+    )
+    position = 0
+    for line in lines:
+        if not SIGN_OFF_PHASE.search(line.section.phase.title):
+            continue
+        position += 1
+        role, created = SignOffRole.objects.get_or_create(
+            checklist=checklist,
+            name=line.title,
+            defaults={"responsibility": line.detail, "position": position, "item": line},
+        )
+        report.counts["sign-off roles created"] += created
+        if not created and (role.responsibility, role.position, role.item_id) != (
+            line.detail,
+            position,
+            line.pk,
+        ):
+            role.responsibility, role.position, role.item = line.detail, position, line
+            role.save()
+        if line.owner_role_id is None and line.owner_id is None:
+            line.owner_role = role
+            line.save(update_fields=["owner_role"])
+
+
+# -- schedule, status, owner, comments --------------------------------------------------
+
+
+def schedule(checklist: Checklist) -> int:
+    """Set every item's due date from the start date and its headings; returns how many
+    changed. An item is due at the end of its section's days, else its phase's."""
+    changed = 0
+    for item in checklist.items.select_related("section__phase"):
+        end = item.section.end_day
+        if end is None and item.section.start_day is None:
+            end = item.section.phase.end_day
+        due = None if end is None else checklist.day(end)
+        if item.due_on != due:
+            item.due_on = due
+            item.save(update_fields=["due_on"])
+            changed += 1
+    return changed
+
+
+@transaction.atomic
+def set_start_date(checklist: Checklist, start: date | None) -> int:
+    checklist.start_date = start
+    checklist.save(update_fields=["start_date"])
+    return schedule(checklist)
+
+
+def _who(user: User) -> tuple[Any, str]:
+    if user is None or not user.is_authenticated:
+        return None, ""
+    return user, user.get_username()
+
+
+@transaction.atomic
+def change_item(
+    item: Item, user: User, status: str | None = None, comment: str = ""
+) -> ItemEvent | None:
+    """Set an item's status and/or comment on it, recording who, when, from → to.
+
+    The row is locked while it changes, so two people ticking at once each record
+    the status they really moved it from. Nothing to record returns None.
+    """
+    comment = comment.strip()
+    if status is not None and status not in Item.Status.values:
+        raise ValidationError(f"unknown status {status!r}")
+    locked = Item.objects.select_for_update().get(pk=item.pk)
+    if locked.archived:
+        raise ValidationError("this item is no longer in the checklist")
+    moved = status is not None and status != locked.status
+    if not moved and not comment:
+        return None
+    actor, name = _who(user)
+    event = ItemEvent(
+        item=locked,
+        kind=ItemEvent.Kind.STATUS if moved else ItemEvent.Kind.COMMENT,
+        user=actor,
+        user_name=name,
+        from_status=locked.status,
+        to_status=status if moved and status is not None else locked.status,
+        comment=comment,
+    )
+    if moved:
+        locked.status = event.to_status
+        locked.save(update_fields=["status"])
+        item.status = locked.status
+    event.save()
+    return event
+
+
+@transaction.atomic
+def assign_owner(
+    item: Item, user: User, owner: Any = None, role: SignOffRole | None = None, comment: str = ""
+) -> ItemEvent | None:
+    """Give an item to a user or to a role (not both), recording the change."""
+    if owner is not None and role is not None:
+        raise ValidationError("an item is owned by a user or by a role, not both")
+    if role is not None and role.checklist_id != item.checklist_id:
+        raise ValidationError("that role belongs to another checklist")
+    locked = Item.objects.select_for_update().select_related("owner", "owner_role").get(pk=item.pk)
+    before = locked.owner_display or "nobody"
+    if locked.owner_id == getattr(owner, "pk", None) and locked.owner_role_id == getattr(
+        role, "pk", None
+    ):
+        return None
+    locked.owner, locked.owner_role = owner, role
+    locked.save(update_fields=["owner", "owner_role"])
+    item.owner, item.owner_role = owner, role
+    actor, name = _who(user)
+    note = f"Owner: {before} → {locked.owner_display or 'nobody'}"
+    return ItemEvent.objects.create(
+        item=locked,
+        kind=ItemEvent.Kind.OWNER,
+        user=actor,
+        user_name=name,
+        from_status=locked.status,
+        to_status=locked.status,
+        comment=f"{note}. {comment.strip()}" if comment.strip() else note,
+    )

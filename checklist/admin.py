@@ -9,9 +9,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from checklist.actions import import_checklist
+from checklist.actions import assign_owner, change_item, import_checklist, set_start_date
 from checklist.markdown import ChecklistSyntaxError
-from checklist.models import Checklist, Item, Phase
+from checklist.models import Checklist, Item, ItemEvent, Phase, SignOffRole
 from project.admin import AuditedModelAdmin
 
 
@@ -44,10 +44,17 @@ class PhaseInline(admin.TabularInline):
 
 @admin.register(Checklist)
 class ChecklistAdmin(AuditedModelAdmin):
-    list_display = ["title", "slug", "source_name", "imported_at"]
+    list_display = ["title", "slug", "start_date", "source_name", "imported_at"]
     readonly_fields = ["slug", "title", "source_name", "imported_at", "notes"]
+    fields = ["title", "slug", "start_date", "source_name", "imported_at", "notes"]
     inlines = [PhaseInline]
     actions = ["import_markdown"]
+
+    def save_model(self, request: HttpRequest, obj: Checklist, form: Any, change: bool) -> None:
+        if "start_date" in form.changed_data:
+            set_start_date(obj, obj.start_date)  # and every item's due date with it
+        else:
+            super().save_model(request, obj, form, change)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # a checklist is made by importing a file (the action, or the command)
@@ -86,23 +93,47 @@ class ChecklistAdmin(AuditedModelAdmin):
         return TemplateResponse(request, "checklist/admin/import.html", context)
 
 
+class ItemEventInline(admin.TabularInline):
+    model = ItemEvent
+    fields = ["created", "user_name", "kind", "from_status", "to_status", "comment"]
+    readonly_fields = ["created", "user_name", "kind", "from_status", "to_status", "comment"]
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # history is written by checklist.actions
+
+
 @admin.register(Item)
 class ItemAdmin(AuditedModelAdmin):
-    list_display = ["title", "detail", "section", "status", "archived"]
-    list_filter = ["checklist", "status", "archived", "section__phase"]
+    list_display = ["title", "detail", "section", "status", "owner_display", "due_on", "archived"]
+    list_filter = ["checklist", "status", "archived", "section__phase", "owner_role"]
     search_fields = ["title", "detail", "key"]
     readonly_fields = [
-        "checklist",
-        "section",
-        "parent",
-        "key",
-        "title",
-        "detail",
-        "position",
-        "depth",
-        "archived",
-    ]
-    fields = [*readonly_fields, "status"]
+        "checklist", "section", "parent", "key", "title", "detail", "position", "depth",
+        "due_on", "archived",
+    ]  # fmt: skip
+    fields = [*readonly_fields, "status", "owner", "owner_role"]
+    inlines = [ItemEventInline]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # items come from the imported file
+
+    def save_model(self, request: HttpRequest, obj: Item, form: Any, change: bool) -> None:
+        # Through the actions, so that every change leaves an ItemEvent with who and when.
+        if "owner" in form.changed_data or "owner_role" in form.changed_data:
+            assign_owner(obj, request.user, obj.owner, obj.owner_role)
+        if "status" in form.changed_data:
+            change_item(obj, request.user, status=obj.status)
+
+
+@admin.register(SignOffRole)
+class SignOffRoleAdmin(AuditedModelAdmin):
+    list_display = ["name", "checklist", "holders"]
+    list_filter = ["checklist"]
+    fields = ["checklist", "name", "responsibility", "position", "users"]
+    filter_horizontal = ["users"]
+
+    @admin.display(description="Held by")
+    def holders(self, role: SignOffRole) -> str:
+        return ", ".join(u.get_username() for u in role.users.all()) or "nobody"

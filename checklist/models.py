@@ -8,9 +8,12 @@ re-importing an edited file finds the same rows and keeps their progress.
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from uuid import uuid4
 
+from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 KEY_LENGTH = 255
@@ -22,6 +25,11 @@ class Checklist(models.Model):
     notes = models.TextField(blank=True, help_text="The file's lines that are not items.")
     source_name = models.CharField(max_length=200, blank=True, help_text="The imported file.")
     imported_at = models.DateTimeField(null=True, blank=True)
+    start_date = models.DateField(
+        null=True,
+        blank=True,
+        help_text="Day 1 of the programme: headings' days and weeks become due dates from it.",
+    )
     created = models.DateTimeField(default=timezone.now)
     code = models.UUIDField(default=uuid4, unique=True, editable=False)
 
@@ -30,6 +38,42 @@ class Checklist(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+    def day(self, number: int) -> date | None:
+        """The date of programme day ``number`` (day 1 is the start date; day 0 the day before)."""
+        if self.start_date is None:
+            return None
+        return self.start_date + timedelta(days=number - 1)
+
+
+class SignOffRole(models.Model):
+    """One of the checklist's sign-off roles ("Engineering Lead"), and the users who hold it.
+
+    A role can also own items: "mine" is what a user owns and what their roles own.
+    """
+
+    checklist = models.ForeignKey(Checklist, on_delete=models.CASCADE, related_name="roles")
+    name = models.CharField(max_length=100)
+    responsibility = models.CharField(max_length=300, blank=True)
+    position = models.PositiveSmallIntegerField(default=0)
+    # The checklist line this role's sign-off ticks ("Engineering Lead: System architecture ...").
+    item = models.OneToOneField(
+        "Item", null=True, blank=True, on_delete=models.SET_NULL, related_name="signoff_role"
+    )
+    users = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="checklist_roles"
+    )
+    created = models.DateTimeField(default=timezone.now)
+    code = models.UUIDField(default=uuid4, unique=True, editable=False)
+
+    class Meta:
+        ordering = ["checklist", "position", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["checklist", "name"], name="checklist_role_once")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class Phase(models.Model):
@@ -75,6 +119,16 @@ class ItemQuerySet(models.QuerySet["Item"]):
     def active(self) -> ItemQuerySet:
         return self.filter(archived=False)
 
+    def open(self) -> ItemQuerySet:
+        return self.exclude(status__in=Item.CLOSED)
+
+    def overdue(self, today: date) -> ItemQuerySet:
+        return self.open().filter(due_on__lt=today)
+
+    def owned_by(self, user: object) -> ItemQuerySet:
+        """Items the user owns, or one of the user's sign-off roles owns."""
+        return self.filter(Q(owner=user) | Q(owner_role__users=user)).distinct()
+
 
 class Item(models.Model):
     class Status(models.TextChoices):
@@ -99,6 +153,19 @@ class Item(models.Model):
     position = models.PositiveIntegerField()
     depth = models.PositiveSmallIntegerField(default=0)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.TODO)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="checklist_items",
+    )
+    owner_role = models.ForeignKey(
+        SignOffRole, null=True, blank=True, on_delete=models.SET_NULL, related_name="items"
+    )
+    # From the checklist's start date and the item's section (else phase) heading;
+    # kept on the row so that "overdue" is one indexed query.
+    due_on = models.DateField(null=True, blank=True)
     archived = models.BooleanField(default=False, help_text="No longer in the imported file.")
     created = models.DateTimeField(default=timezone.now)
     code = models.UUIDField(default=uuid4, unique=True, editable=False)
@@ -110,9 +177,22 @@ class Item(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["checklist", "key"], name="checklist_item_key_once")
         ]
+        indexes = [
+            # Serves the "overdue" filter: open items of a checklist due before today.
+            models.Index(fields=["checklist", "due_on"], name="checklist_item_due"),
+        ]
 
     def __str__(self) -> str:
         return self.text
+
+    @property
+    def owner_display(self) -> str:
+        if self.owner is not None:
+            return self.owner.get_full_name() or self.owner.get_username()
+        return self.owner_role.name if self.owner_role is not None else ""
+
+    def is_overdue(self, today: date) -> bool:
+        return self.due_on is not None and self.due_on < today and not self.is_closed
 
     @property
     def text(self) -> str:
@@ -121,3 +201,37 @@ class Item(models.Model):
     @property
     def is_closed(self) -> bool:
         return self.status in self.CLOSED
+
+
+class ItemEvent(models.Model):
+    """One change of an item: its status (from → to), its owner, or a comment alone."""
+
+    class Kind(models.TextChoices):
+        STATUS = "status", "Status changed"
+        COMMENT = "comment", "Comment"
+        OWNER = "owner", "Owner changed"
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    # Who, kept by name too: the history outlives a deleted user.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    user_name = models.CharField(max_length=150, blank=True)
+    from_status = models.CharField(max_length=12, choices=Item.Status.choices, blank=True)
+    to_status = models.CharField(max_length=12, choices=Item.Status.choices, blank=True)
+    comment = models.TextField(blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [
+            # Serves an item's history, newest first.
+            models.Index(fields=["item", "-created"], name="checklist_event_item"),
+        ]
+
+    def __str__(self) -> str:
+        who = self.user_name or "system"
+        if self.kind == self.Kind.STATUS:
+            return f"{who}: {self.from_status} → {self.to_status}"
+        return f"{who}: {self.get_kind_display().lower()}"

@@ -41,7 +41,9 @@ TRACKED: dict[str, dict[str, Any]] = {
     "routing.ClientKey": {"exclude_fields": ["key_hash", "last_used_at"]},
     "billing.Budget": {},
     "project.Channel": {"mask_fields": ["target"], "mask_callable": "project.auditing.url_host"},
-    # checklist: its models (items, evidence, sign-offs) are registered here when they arrive.
+    "checklist.Checklist": {},
+    "checklist.Item": {},
+    "checklist.SignOffRole": {"m2m_fields": {"users"}},
 }
 
 

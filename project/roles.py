@@ -2,7 +2,10 @@
 
 Administrator: everything. Operator: the gateway (providers, models, routes, keys,
 breakers, alerts, the job queues), reading spend. Finance: prices, plans, budgets and spend.
-Stakeholder: the rollout checklist. Viewer: read-only everywhere. Stored content
+Stakeholder: the rollout checklist: items, comments, re-measuring evidence, and
+signing off the sign-off roles they are assigned (checklist.actions checks the
+assignment); who holds a role, and the history rows, only Administrators change.
+Viewer: read-only everywhere. Stored content
 (prompt samples) and erasing an end user (`billing.forget_end_user`, which no
 add/change/delete/view grant names) are for Administrator alone, and so is the
 audit log of configuration changes (auditlog.logentry, project/auditing.py): it
@@ -44,6 +47,11 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "Stakeholder": {
         "checklist.*": ("change", "view"),
+        "checklist.signoffrole": VIEW,
+        "checklist.itemevent": VIEW,
+        "checklist.signoff": ("add", "view"),
+        "checklist.evidenceresult": ("add", "view"),
+        "checklist.fallbackdrill": VIEW,
         "billing.budget": VIEW,
     },
     "Viewer": {f"{app}.*": VIEW for app in GATEWAY_APPS},

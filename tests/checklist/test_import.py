@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 from checklist.actions import import_checklist
 from checklist.data import CUSTOMER_CHECKLIST
 from checklist.markdown import ChecklistSyntaxError, parse_schedule
-from checklist.models import Checklist, Item, Phase, Section
+from checklist.models import Checklist, Item, Phase, Section, SignOffRole
 
 pytestmark = pytest.mark.django_db
 
@@ -144,3 +144,25 @@ def test_the_command_imports_a_file_and_reports_a_bad_one(tmp_path) -> None:  # 
     missing = tmp_path / "missing.md"
     with pytest.raises(CommandError, match="No such file"):
         call_command("import_checklist", str(missing))
+
+
+def test_the_sign_off_lines_become_the_eight_roles_each_owning_its_line() -> None:
+    import_checklist(CUSTOMER_CHECKLIST.read_text())
+
+    roles = list(SignOffRole.objects.select_related("item"))
+    assert [r.name for r in roles] == [
+        "Engineering Lead",
+        "DevOps Lead",
+        "QA Lead",
+        "Security Lead",
+        "Product Manager",
+        "Finance Lead",
+        "Operations Lead",
+        "Executive Sponsor",
+    ]
+    qa = roles[2]
+    assert qa.responsibility == "Testing and quality validation"
+    assert qa.item is not None and qa.item.owner_role == qa
+
+    import_checklist(CUSTOMER_CHECKLIST.read_text())
+    assert SignOffRole.objects.count() == 8
