@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -14,8 +14,17 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from checklist import evidence
 from checklist.markdown import ParsedChecklist, ParsedItem, parse, slug
-from checklist.models import Checklist, Item, ItemEvent, Phase, Section, SignOffRole
+from checklist.models import (
+    Checklist,
+    EvidenceResult,
+    Item,
+    ItemEvent,
+    Phase,
+    Section,
+    SignOffRole,
+)
 
 User = AbstractBaseUser | AnonymousUser | None
 
@@ -96,8 +105,12 @@ def _sync(checklist: Checklist, parsed: ParsedChecklist, report: ImportReport) -
                 "depth": parsed_item.depth,
                 "archived": False,
             }
-            if parsed_item.key not in items:
+            existing = items.get(parsed_item.key)
+            if existing is None:
                 values["status"] = Item.Status.DONE if parsed_item.checked else Item.Status.TODO
+            if existing is None or not existing.evidence_key:
+                # A binding set in the admin stays; an unbound line takes the default one.
+                values["evidence_key"] = evidence.BINDINGS.get(parsed_item.title, "")
             item = upsert(items, parsed_item.key, Item, values)
             seen_items.add(item.pk)
             sync_items(section, item, parsed_item.children)
@@ -281,3 +294,27 @@ def assign_owner(
         to_status=locked.status,
         comment=f"{note}. {comment.strip()}" if comment.strip() else note,
     )
+
+
+# -- evidence ------------------------------------------------------------------------------
+
+
+def evaluate_evidence(
+    keys: list[str] | None = None, now: datetime | None = None
+) -> list[EvidenceResult]:
+    """Run the evidence checks (all, or ``keys``) and keep each result as a new row."""
+    now = now or timezone.now()
+    results = []
+    for key in keys or list(evidence.REGISTRY):
+        measured = evidence.measure(key, now)
+        results.append(
+            EvidenceResult.objects.create(
+                key=key,
+                status=measured.status,
+                value=measured.value[:500],
+                threshold=measured.threshold[:200],
+                detail=measured.detail[:500],
+                measured_at=measured.measured_at,
+            )
+        )
+    return results

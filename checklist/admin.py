@@ -10,8 +10,17 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from checklist.actions import assign_owner, change_item, import_checklist, set_start_date
+from checklist.evidence import REGISTRY
 from checklist.markdown import ChecklistSyntaxError
-from checklist.models import Checklist, Item, ItemEvent, Phase, SignOffRole
+from checklist.models import (
+    Checklist,
+    EvidenceResult,
+    FallbackDrill,
+    Item,
+    ItemEvent,
+    Phase,
+    SignOffRole,
+)
 from project.admin import AuditedModelAdmin
 
 
@@ -104,16 +113,41 @@ class ItemEventInline(admin.TabularInline):
         return False  # history is written by checklist.actions
 
 
+class ItemForm(forms.ModelForm):  # type: ignore[type-arg]
+    evidence_key = forms.ChoiceField(
+        required=False,
+        label="Evidence",
+        help_text="The live check that proves this line (checklist/evidence.py).",
+    )
+
+    class Meta:
+        model = Item
+        fields = ["status", "owner", "owner_role", "evidence_key"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        choices = [("", "—"), *((key, f"{c.title} ({key})") for key, c in REGISTRY.items())]
+        self.fields["evidence_key"].choices = choices  # type: ignore[attr-defined]
+
+
 @admin.register(Item)
 class ItemAdmin(AuditedModelAdmin):
+    form = ItemForm
     list_display = ["title", "detail", "section", "status", "owner_display", "due_on", "archived"]
-    list_filter = ["checklist", "status", "archived", "section__phase", "owner_role"]
+    list_filter = [
+        "checklist",
+        "status",
+        "archived",
+        "section__phase",
+        "owner_role",
+        "evidence_key",
+    ]
     search_fields = ["title", "detail", "key"]
     readonly_fields = [
         "checklist", "section", "parent", "key", "title", "detail", "position", "depth",
         "due_on", "archived",
     ]  # fmt: skip
-    fields = [*readonly_fields, "status", "owner", "owner_role"]
+    fields = [*readonly_fields, "status", "owner", "owner_role", "evidence_key"]
     inlines = [ItemEventInline]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -125,6 +159,8 @@ class ItemAdmin(AuditedModelAdmin):
             assign_owner(obj, request.user, obj.owner, obj.owner_role)
         if "status" in form.changed_data:
             change_item(obj, request.user, status=obj.status)
+        if "evidence_key" in form.changed_data:
+            obj.save(update_fields=["evidence_key"])
 
 
 @admin.register(SignOffRole)
@@ -137,3 +173,37 @@ class SignOffRoleAdmin(AuditedModelAdmin):
     @admin.display(description="Held by")
     def holders(self, role: SignOffRole) -> str:
         return ", ".join(u.get_username() for u in role.users.all()) or "nobody"
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """History written by checklist.actions and jobs: shown, never edited here."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(EvidenceResult)
+class EvidenceResultAdmin(ReadOnlyAdmin):
+    list_display = ["key", "status", "value", "threshold", "measured_at"]
+    list_filter = ["status", "key"]
+    date_hierarchy = "measured_at"
+
+
+@admin.register(FallbackDrill)
+class FallbackDrillAdmin(ReadOnlyAdmin):
+    list_display = ["created", "status", "environment", "route", "passed", "finished_at"]
+    list_filter = ["status"]
+    fields = [
+        "status", "environment", "route", "scenarios", "error", "requested_by", "started_at",
+        "finished_at",
+    ]  # fmt: skip
+
+    @admin.display(description="Scenarios passed")
+    def passed(self, drill: FallbackDrill) -> str:
+        return f"{drill.passed_count} of {len(drill.scenarios)}"

@@ -163,6 +163,11 @@ class Item(models.Model):
     owner_role = models.ForeignKey(
         SignOffRole, null=True, blank=True, on_delete=models.SET_NULL, related_name="items"
     )
+    evidence_key = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="The live check (checklist/evidence.py) that proves this line, if any.",
+    )
     # From the checklist's start date and the item's section (else phase) heading;
     # kept on the row so that "overdue" is one indexed query.
     due_on = models.DateField(null=True, blank=True)
@@ -235,3 +240,97 @@ class ItemEvent(models.Model):
         if self.kind == self.Kind.STATUS:
             return f"{who}: {self.from_status} → {self.to_status}"
         return f"{who}: {self.get_kind_display().lower()}"
+
+
+class EvidenceResultQuerySet(models.QuerySet["EvidenceResult"]):
+    def latest_by_key(self) -> dict[str, EvidenceResult]:
+        """The newest result of each check (a dozen keys: one indexed query each)."""
+        from checklist.evidence import REGISTRY
+
+        latest = {}
+        for key in REGISTRY:
+            result = self.filter(key=key).order_by("-measured_at", "-id").first()
+            if result is not None:
+                latest[key] = result
+        return latest
+
+
+class EvidenceResult(models.Model):
+    """One measurement of one evidence check; every measurement is kept, as history."""
+
+    class Status(models.TextChoices):
+        PASS = "pass", "Pass"
+        FAIL = "fail", "Fail"
+        UNKNOWN = "unknown", "Unknown"
+
+    key = models.CharField(max_length=64)
+    status = models.CharField(max_length=8, choices=Status.choices)
+    value = models.CharField(max_length=500, blank=True)
+    threshold = models.CharField(max_length=200, blank=True)
+    detail = models.CharField(max_length=500, blank=True)
+    measured_at = models.DateTimeField()
+    created = models.DateTimeField(default=timezone.now)
+
+    objects = EvidenceResultQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-measured_at", "-id"]
+        indexes = [
+            # Serves "the latest result of this check" and a check's history.
+            models.Index(fields=["key", "-measured_at"], name="checklist_evidence_latest"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.status} ({self.value or self.detail})"
+
+    @property
+    def title(self) -> str:
+        from checklist.evidence import REGISTRY
+
+        entry = REGISTRY.get(self.key)
+        return entry.title if entry else self.key
+
+
+class FallbackDrillQuerySet(models.QuerySet["FallbackDrill"]):
+    def finished(self) -> FallbackDrillQuerySet:
+        return self.filter(finished_at__isnull=False).order_by("-finished_at", "-id")
+
+
+class FallbackDrill(models.Model):
+    """One run of `manage.py fallback_drill`: each failure scenario against the staging
+    providers, the provider expected to answer, and the one that did."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        PASSED = "passed", "Passed"
+        FAILED = "failed", "Failed"
+        ERROR = "error", "Could not run"
+
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    environment = models.CharField(max_length=8, default="staging")
+    route = models.CharField(max_length=64, blank=True)
+    # [{"name", "faults", "expected", "answered_by", "ok", "attempts", "detail"}, ...]
+    scenarios = models.JSONField(default=list, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+    code = models.UUIDField(default=uuid4, unique=True, editable=False)
+
+    objects = FallbackDrillQuerySet.as_manager()
+
+    class Meta:
+        # Running a drill is adding one: checklist.add_fallbackdrill (Operator, Administrator).
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        when = f"{self.created:%Y-%m-%d %H:%M}"
+        return f"Fallback drill {when}: {self.get_status_display().lower()}"
+
+    @property
+    def passed_count(self) -> int:
+        return sum(1 for s in self.scenarios if s.get("ok"))

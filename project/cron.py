@@ -23,6 +23,7 @@ PERIODIC_JOBS: list[tuple[str, int]] = [
     ("billing.jobs.check_spend_anomaly", 300),
     ("billing.jobs.check_forecasts", 900),
     ("billing.jobs.purge_expired_samples", 3600),
+    ("checklist.jobs.evaluate_evidence", 600),
 ]
 
 for dotted_path, seconds in PERIODIC_JOBS:

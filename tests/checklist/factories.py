@@ -14,4 +14,9 @@ def make_checklist() -> Checklist:
 
 def seed_checklist() -> None:
     """One row of every checklist model the admin shows (tests/project/test_roles.py)."""
+    from checklist.actions import evaluate_evidence
+    from checklist.models import FallbackDrill
+
     make_checklist()
+    evaluate_evidence(keys=["circuit_breakers"])
+    FallbackDrill.objects.create()
