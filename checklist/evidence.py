@@ -17,9 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db.models import QuerySet
+
+if TYPE_CHECKING:
+    from billing.models import UsageRecord
+    from routing.models import Deployment, Route
 
 PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
 
@@ -111,7 +116,9 @@ def billing_alerts(self: Check, now: datetime) -> Measurement:
         return self.failed(
             now, f"alerts at {shown}%, no channel", "no enabled channel receives budget alerts"
         )
-    delivered, untried, failing = [], [], []
+    delivered: list[str] = []
+    untried: list[str] = []
+    failing: list[str] = []
     for channel in channels:
         last = channel.deliveries.order_by("-created", "-id").first()
         (untried if last is None else delivered if last.ok else failing).append(channel.name)
@@ -169,7 +176,7 @@ def monthly_spend(self: Check, now: datetime) -> Measurement:
 # -- the request path -------------------------------------------------------------------
 
 
-def plan_route() -> tuple[object | None, list[object]]:
+def plan_route() -> tuple[Route | None, list[Deployment]]:
     """The first enabled route whose chain holds the plan's four providers in order,
     and that chain's deployments; (None, []) if no route does."""
     from routing.models import Route
@@ -207,7 +214,7 @@ def fallback_chain(self: Check, now: datetime) -> Measurement:
         .filter(environment="prod")
         .values_list("provider__name", flat=True)
     )
-    names = [d.provider.name for d in chain]  # type: ignore[attr-defined]
+    names = [d.provider.name for d in chain]
     value = f"route {route}: {' → '.join(names)}"
     keyless = [name for name in FALLBACK_CHAIN if name not in with_key]
     if keyless:
@@ -225,11 +232,10 @@ def providers_healthy(self: Check, now: datetime) -> Measurement:
         return self.failed(now, "no four-provider route", "configure the fallback chain first")
     pipe = sync_client().pipeline(transaction=False)
     for deployment in chain:
-        pipe.hget(KEY.format(deployment.pk), "state")  # type: ignore[attr-defined]
+        pipe.hget(KEY.format(deployment.pk), "state")
     states = [(raw or b"closed").decode() for raw in pipe.execute()]
     readings = [
-        f"{d.provider.name} {s.replace('_', '-')}"  # type: ignore[attr-defined]
-        for d, s in zip(chain, states, strict=True)
+        f"{d.provider.name} {s.replace('_', '-')}" for d, s in zip(chain, states, strict=True)
     ]
     value = ", ".join(readings)
     if any(state != State.CLOSED for state in states):
@@ -261,7 +267,7 @@ def circuit_breakers(self: Check, now: datetime) -> Measurement:
     return self.failed(now, value, "; ".join(problems)) if problems else self.passed(now, value)
 
 
-def answered_last_day(now: datetime) -> QuerySet[object]:
+def answered_last_day(now: datetime) -> QuerySet[UsageRecord]:
     from billing.models import UsageRecord
 
     return (

@@ -247,7 +247,7 @@ class EvidenceResultQuerySet(models.QuerySet["EvidenceResult"]):
         """The newest result of each check (a dozen keys: one indexed query each)."""
         from checklist.evidence import REGISTRY
 
-        latest = {}
+        latest: dict[str, EvidenceResult] = {}
         for key in REGISTRY:
             result = self.filter(key=key).order_by("-measured_at", "-id").first()
             if result is not None:
