@@ -19,6 +19,7 @@ from checklist.markdown import ParsedChecklist, ParsedItem, parse, slug
 from checklist.models import (
     Checklist,
     EvidenceResult,
+    FallbackDrill,
     Item,
     ItemEvent,
     Phase,
@@ -318,3 +319,48 @@ def evaluate_evidence(
             )
         )
     return results
+
+
+# -- fallback drills -------------------------------------------------------------------------
+
+
+def request_fallback_drill(user: User, environment: str = "staging") -> FallbackDrill:
+    """Queue a drill for a worker (the admin's and the web page's button)."""
+    import django_rq
+
+    from checklist import jobs  # jobs call actions: imported here, not at the top
+
+    actor, _ = _who(user)
+    drill = FallbackDrill.objects.create(environment=environment, requested_by=actor)
+    django_rq.enqueue(jobs.run_fallback_drill, drill.pk, job_timeout=900)
+    return drill
+
+
+def run_fallback_drill(drill: FallbackDrill, simulator_url: str = "", progress: Any = None) -> bool:
+    """Run a queued drill and keep its results as evidence; False if another worker has it.
+
+    Claimed with a conditional UPDATE (queued → running), so running the job twice
+    runs the drill once.
+    """
+    from checklist import drill as drills
+
+    now = timezone.now()
+    claimed = FallbackDrill.objects.filter(pk=drill.pk, status=FallbackDrill.Status.QUEUED).update(
+        status=FallbackDrill.Status.RUNNING, started_at=now
+    )
+    if not claimed:
+        return False
+    drill.refresh_from_db()
+    try:
+        chosen, outcomes = drills.run(drill.environment, simulator_url, progress)
+    except drills.DrillError as exc:
+        drill.status, drill.error = FallbackDrill.Status.ERROR, str(exc)[:500]
+    else:
+        drill.route = chosen.route.name
+        drill.scenarios = [o.as_dict() for o in outcomes]
+        passed = all(o.ok for o in outcomes)
+        drill.status = FallbackDrill.Status.PASSED if passed else FallbackDrill.Status.FAILED
+    drill.finished_at = timezone.now()
+    drill.save()
+    evaluate_evidence(["fallback_drill"])
+    return True
