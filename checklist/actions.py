@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, PermissionsMixin
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from checklist import evidence
@@ -24,6 +24,7 @@ from checklist.models import (
     ItemEvent,
     Phase,
     Section,
+    SignOff,
     SignOffRole,
 )
 
@@ -364,3 +365,97 @@ def run_fallback_drill(drill: FallbackDrill, simulator_url: str = "", progress: 
     drill.save()
     evaluate_evidence(["fallback_drill"])
     return True
+
+
+# -- sign-offs -------------------------------------------------------------------------------
+
+
+def _has_perm(user: User, permission: str) -> bool:
+    return isinstance(user, PermissionsMixin) and user.has_perm(permission)
+
+
+def may_sign(user: User, role: SignOffRole) -> bool:
+    return bool(
+        user is not None
+        and user.is_authenticated
+        and _has_perm(user, "checklist.add_signoff")
+        and role.users.filter(pk=user.pk).exists()
+    )
+
+
+def may_revoke(user: User, sign_off: SignOff) -> bool:
+    """The signer, or whoever may assign the roles (an Administrator)."""
+    if user is None or not user.is_authenticated:
+        return False
+    return sign_off.user_id == user.pk or _has_perm(user, "checklist.change_signoffrole")
+
+
+def evidence_snapshot() -> dict[str, dict[str, str]]:
+    """Every check measured now, as stored with a sign-off."""
+    return {
+        result.key: {
+            "title": result.title,
+            "status": result.status,
+            "value": result.value,
+            "threshold": result.threshold,
+            "detail": result.detail,
+            "measured_at": result.measured_at.isoformat(),
+        }
+        for result in evaluate_evidence()
+    }
+
+
+def sign_off(role: SignOffRole, user: User, comment: str) -> SignOff:
+    """Sign ``role`` off as ``user``, who must hold it; ticks the role's checklist line
+    and, with the last role, completes the checklist."""
+    comment = comment.strip()
+    if not may_sign(user, role):
+        raise PermissionDenied(f"You do not hold the {role.name} role.")
+    if not comment:
+        raise ValidationError("Say what you checked: a sign-off needs a comment.")
+    snapshot = evidence_snapshot()  # measured outside the transaction: it reads Redis too
+    actor, name = _who(user)
+    try:
+        with transaction.atomic():
+            signed = SignOff.objects.create(
+                role=role, user=actor, user_name=name, comment=comment, evidence=snapshot
+            )
+            if role.item is not None:
+                change_item(role.item, user, Item.Status.DONE, f"Signed off: {comment}")
+            _update_completion(role.checklist)
+    except IntegrityError:
+        raise ValidationError(f"{role.name} is already signed off.") from None
+    return signed
+
+
+@transaction.atomic
+def revoke_sign_off(sign_off: SignOff, user: User, reason: str) -> SignOff:
+    reason = reason.strip()
+    if not may_revoke(user, sign_off):
+        raise PermissionDenied("Only the signer or an administrator may revoke a sign-off.")
+    if not reason:
+        raise ValidationError("Say why: revoking a sign-off needs a reason.")
+    locked = SignOff.objects.select_for_update().select_related("role__item").get(pk=sign_off.pk)
+    if locked.revoked_at is not None:
+        raise ValidationError("This sign-off is already revoked.")
+    actor, name = _who(user)
+    locked.revoked_at, locked.revoked_by, locked.revoked_by_name = timezone.now(), actor, name
+    locked.revoke_reason = reason
+    locked.save()
+    if locked.role.item is not None:
+        change_item(locked.role.item, user, Item.Status.IN_PROGRESS, f"Sign-off revoked: {reason}")
+    _update_completion(locked.role.checklist)
+    return locked
+
+
+def _update_completion(checklist: Checklist) -> None:
+    roles = checklist.roles.count()
+    signed = SignOff.objects.active().filter(role__checklist=checklist).count()
+    complete = roles > 0 and signed == roles
+    if complete and checklist.completed_at is None:
+        checklist.completed_at = timezone.now()
+    elif not complete:
+        checklist.completed_at = None
+    else:
+        return
+    checklist.save(update_fields=["completed_at"])

@@ -19,6 +19,7 @@ from checklist.models import (
     Item,
     ItemEvent,
     Phase,
+    SignOff,
     SignOffRole,
 )
 from project.admin import AuditedModelAdmin
@@ -53,9 +54,9 @@ class PhaseInline(admin.TabularInline):
 
 @admin.register(Checklist)
 class ChecklistAdmin(AuditedModelAdmin):
-    list_display = ["title", "slug", "start_date", "source_name", "imported_at"]
-    readonly_fields = ["slug", "title", "source_name", "imported_at", "notes"]
-    fields = ["title", "slug", "start_date", "source_name", "imported_at", "notes"]
+    list_display = ["title", "slug", "start_date", "completed_at", "source_name", "imported_at"]
+    readonly_fields = ["slug", "title", "completed_at", "source_name", "imported_at", "notes"]
+    fields = ["title", "slug", "start_date", "completed_at", "source_name", "imported_at", "notes"]
     inlines = [PhaseInline]
     actions = ["import_markdown"]
 
@@ -207,3 +208,15 @@ class FallbackDrillAdmin(ReadOnlyAdmin):
     @admin.display(description="Scenarios passed")
     def passed(self, drill: FallbackDrill) -> str:
         return f"{drill.passed_count} of {len(drill.scenarios)}"
+
+
+@admin.register(SignOff)
+class SignOffAdmin(ReadOnlyAdmin):
+    """Signing and revoking happen on /checklist/, as the role's holder (checklist.actions)."""
+
+    list_display = ["role", "user_name", "signed_at", "revoked_at", "revoked_by_name"]
+    list_filter = ["role", "revoked_at"]
+    fields = [
+        "role", "user_name", "comment", "signed_at", "evidence", "revoked_at", "revoked_by_name",
+        "revoke_reason",
+    ]  # fmt: skip

@@ -30,6 +30,8 @@ class Checklist(models.Model):
         blank=True,
         help_text="Day 1 of the programme: headings' days and weeks become due dates from it.",
     )
+    # Set when the last sign-off role signs, cleared when a sign-off is revoked.
+    completed_at = models.DateTimeField(null=True, blank=True, editable=False)
     created = models.DateTimeField(default=timezone.now)
     code = models.UUIDField(default=uuid4, unique=True, editable=False)
 
@@ -38,6 +40,10 @@ class Checklist(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+    @property
+    def is_complete(self) -> bool:
+        return self.completed_at is not None
 
     def day(self, number: int) -> date | None:
         """The date of programme day ``number`` (day 1 is the start date; day 0 the day before)."""
@@ -334,3 +340,57 @@ class FallbackDrill(models.Model):
     @property
     def passed_count(self) -> int:
         return sum(1 for s in self.scenarios if s.get("ok"))
+
+
+class SignOffQuerySet(models.QuerySet["SignOff"]):
+    def active(self) -> SignOffQuerySet:
+        return self.filter(revoked_at__isnull=True)
+
+
+class SignOff(models.Model):
+    """A role's sign-off: who signed, why, and the evidence as it stood at that moment.
+
+    Revoking keeps the row (with who, when and why) and lets the role sign again.
+    """
+
+    role = models.ForeignKey(SignOffRole, on_delete=models.CASCADE, related_name="sign_offs")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    user_name = models.CharField(max_length=150)
+    comment = models.TextField()
+    # {check key: {"status", "value", "threshold", "detail", "measured_at"}} when signed.
+    evidence = models.JSONField(default=dict)
+    signed_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    revoked_by_name = models.CharField(max_length=150, blank=True)
+    revoke_reason = models.TextField(blank=True)
+    code = models.UUIDField(default=uuid4, unique=True, editable=False)
+
+    objects = SignOffQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-signed_at", "-id"]
+        constraints = [
+            # Two holders of a role signing at once: one sign-off stands.
+            models.UniqueConstraint(
+                fields=["role"],
+                condition=Q(revoked_at__isnull=True),
+                name="checklist_signoff_one_active_per_role",
+            )
+        ]
+
+    def __str__(self) -> str:
+        state = " (revoked)" if self.revoked_at else ""
+        return f"{self.role.name} signed by {self.user_name}{state}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

@@ -44,6 +44,8 @@ TRACKED: dict[str, dict[str, Any]] = {
     "checklist.Checklist": {},
     "checklist.Item": {},
     "checklist.SignOffRole": {"m2m_fields": {"users"}},
+    # The evidence snapshot is on the row itself; the log records who signed and revoked.
+    "checklist.SignOff": {"exclude_fields": ["evidence"]},
 }
 
 
