@@ -276,7 +276,11 @@ def assign_owner(
         raise ValidationError("an item is owned by a user or by a role, not both")
     if role is not None and role.checklist_id != item.checklist_id:
         raise ValidationError("that role belongs to another checklist")
-    locked = Item.objects.select_for_update().select_related("owner", "owner_role").get(pk=item.pk)
+    locked = (
+        Item.objects.select_for_update(of=("self",))
+        .select_related("owner", "owner_role")
+        .get(pk=item.pk)
+    )
     before = locked.owner_display or "nobody"
     if locked.owner_id == getattr(owner, "pk", None) and locked.owner_role_id == getattr(
         role, "pk", None
@@ -435,7 +439,11 @@ def revoke_sign_off(sign_off: SignOff, user: User, reason: str) -> SignOff:
         raise PermissionDenied("Only the signer or an administrator may revoke a sign-off.")
     if not reason:
         raise ValidationError("Say why: revoking a sign-off needs a reason.")
-    locked = SignOff.objects.select_for_update().select_related("role__item").get(pk=sign_off.pk)
+    locked = (
+        SignOff.objects.select_for_update(of=("self",))
+        .select_related("role__item")
+        .get(pk=sign_off.pk)
+    )
     if locked.revoked_at is not None:
         raise ValidationError("This sign-off is already revoked.")
     actor, name = _who(user)

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.db import connections
 
 from checklist.actions import change_item, evaluate_evidence, run_fallback_drill, set_start_date
 from checklist.models import FallbackDrill, Item, SignOff, SignOffRole
@@ -224,7 +225,13 @@ def test_the_admin_pages_of_the_guide(admin_page: Any) -> None:
     drill = FallbackDrill.objects.create()
     # In a thread of its own, as in a worker: the drill runs an event loop of its own,
     # and Playwright's is running in this one.
-    worker = threading.Thread(target=run_fallback_drill, args=[drill])
+    def work() -> None:
+        try:
+            run_fallback_drill(drill)
+        finally:
+            connections.close_all()  # this thread's; the test database is dropped at the end
+
+    worker = threading.Thread(target=work)
     worker.start()
     worker.join(timeout=120)
     drill.refresh_from_db()
