@@ -223,6 +223,7 @@ def test_the_admin_pages_of_the_guide(admin_page: Any) -> None:
 
     make_checklist()
     drill = FallbackDrill.objects.create()
+
     # In a thread of its own, as in a worker: the drill runs an event loop of its own,
     # and Playwright's is running in this one.
     def work() -> None:

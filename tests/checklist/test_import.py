@@ -166,3 +166,30 @@ def test_the_sign_off_lines_become_the_eight_roles_each_owning_its_line() -> Non
 
     import_checklist(CUSTOMER_CHECKLIST.read_text())
     assert SignOffRole.objects.count() == 8
+
+
+def test_the_admin_action_imports_an_edited_file_into_the_selected_checklist(
+    admin_client,  # type: ignore[no-untyped-def]
+) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    text = CUSTOMER_CHECKLIST.read_text()
+    checklist = import_checklist(text).checklist
+    selected = {"action": "import_markdown", "_selected_action": [checklist.pk]}
+
+    form = admin_client.post("/admin/checklist/checklist/", selected)
+    assert form.status_code == 200 and b'enctype="multipart/form-data"' in form.content
+
+    edited = text.replace("- [ ] Rollback procedures\n", "- [ ] Rollback procedures, rehearsed\n")
+    upload = SimpleUploadedFile("CHECKLIST.md", edited.encode())
+    response = admin_client.post(
+        "/admin/checklist/checklist/", {**selected, "apply": "1", "markdown": upload}
+    )
+
+    assert response.status_code == 302
+    assert Item.objects.get(title="Rollback procedures, rehearsed").checklist == checklist
+    assert Item.objects.get(title="Rollback procedures").archived
+    bad = SimpleUploadedFile("bad.md", b"# Title only\n")
+    page = admin_client.post("/admin/checklist/checklist/", {**selected, "apply": "1",
+                                                              "markdown": bad})  # fmt: skip
+    assert b"Nothing was changed" in page.content
