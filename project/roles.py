@@ -34,6 +34,7 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
         "routing.*": ALL,
         "project.*": ALL,
         "billing.*": VIEW,
+        "checklist.*": VIEW,  # the checklist page, where the drill button is
         "checklist.fallbackdrill": ("add", "view"),  # running a drill is adding one
         "django_rq.dashboard": ("admin",),  # RQ's dashboard (project/admin.py)
     },
