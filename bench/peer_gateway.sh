@@ -77,6 +77,10 @@ prepare() {  # dir
     echo "SWITCHBOARD_BENCH_UPSTREAM_KEY=sk-fake-upstream"
     echo "DEBUG=false"
     echo "LOG_LEVEL=WARNING"
+    # The harness's request is deterministic (temperature 0): the peers do not cache, so
+    # neither do we (nor merge identical requests in flight).
+    echo "SWITCHBOARD_CACHE_ENABLED=false"
+    echo "SWITCHBOARD_SINGLE_FLIGHT_ENABLED=false"
     [ -n "${SWITCHBOARD_UPSTREAM_TRANSPORT:-}" ] && echo "SWITCHBOARD_UPSTREAM_TRANSPORT=$SWITCHBOARD_UPSTREAM_TRANSPORT"
     true
   } > "$dir/env"

@@ -63,6 +63,9 @@ LUA = BENCH / "chat.lua"
 PY = sys.executable
 RUN_ROOT = Path("/tmp/switchboard-bench")
 TRANSPORTS = ("aiohttp", "httpx-aiohttp", "httpx2", "httpx")
+# Measured only when named in --transports: aiohttp with a new connection per call,
+# to show what pooling and keep-alive gain (RESULTS.md, "Upstream connection pooling").
+EXTRA_TRANSPORTS = ("aiohttp-nopool",)
 MACHINE_REDIS = "redis://127.0.0.1:6379/14"
 MODEL = "bench-model"
 UPSTREAM_KEY = "sk-bench-upstream"
@@ -302,12 +305,19 @@ def percentile(values: list[float], q: float) -> float:
 
 def ttfb_probe(target: Target, seconds: float, max_requests: int = 50_000) -> dict[str, Any]:
     """Sequential streams on one keep-alive connection: time to first SSE event and to the end."""
-    host, _, rest = target.url.removeprefix("http://").partition("/")
+    tls = target.url.startswith("https://")
+    host, _, rest = target.url.removeprefix("https://").removeprefix("http://").partition("/")
     hostname, _, port = host.partition(":")
     path = "/" + rest
     body = json.dumps({**BODY, "stream": True}).encode()
     headers = {"Content-Type": "application/json", **target.headers}
-    conn = http.client.HTTPConnection(hostname, int(port), timeout=10)
+
+    def connect() -> http.client.HTTPConnection:
+        if tls:  # the certificate is trusted through SSL_CERT_FILE (--tls)
+            return http.client.HTTPSConnection(hostname, int(port), timeout=10)
+        return http.client.HTTPConnection(hostname, int(port), timeout=10)
+
+    conn = connect()
     first_times: list[float] = []
     totals: list[float] = []
     errors = 0
@@ -342,7 +352,7 @@ def ttfb_probe(target: Target, seconds: float, max_requests: int = 50_000) -> di
             except (OSError, http.client.HTTPException):
                 errors += 1
                 conn.close()
-                conn = http.client.HTTPConnection(hostname, int(port), timeout=10)
+                conn = connect()
     finally:
         conn.close()
     return {
@@ -576,6 +586,45 @@ def default_transport() -> str:
     return found.group(1) if found else "aiohttp"
 
 
+def self_signed_certificate(run_dir: Path) -> tuple[Path, Path]:
+    """A key and a certificate for 127.0.0.1, valid for a day (--tls)."""
+    from datetime import UTC, datetime, timedelta
+    from ipaddress import ip_address
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    key_file, cert_file = run_dir / "upstream-key.pem", run_dir / "upstream-cert.pem"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return key_file, cert_file
+
+
 def setup_gateway_db(
     run_dir: Path, env: dict[str, str], simulator: str, budget: bool = False
 ) -> str:
@@ -623,6 +672,12 @@ def main(argv: list[str] | None = None) -> int:
         help="configure a global hard budget, so every request reserves and settles it",
     )
     parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="the upstream speaks HTTPS (a self-signed certificate the gateways trust), as "
+        "real providers do: what a new connection costs then includes the TLS handshake",
+    )
+    parser.add_argument(
         "--max-seconds", type=int, help="hard time budget (default 480 full, 180 quick)"
     )
     args = parser.parse_args(argv)
@@ -632,9 +687,10 @@ def main(argv: list[str] | None = None) -> int:
         plan = Plan(**{**plan.__dict__, "rounds": max(1, min(args.rounds, 20))})
     write = (not args.quick) if args.write is None else args.write
     transports = [t.strip() for t in args.transports.split(",") if t.strip()]
-    unknown = set(transports) - set(TRANSPORTS)
+    unknown = set(transports) - set(TRANSPORTS) - set(EXTRA_TRANSPORTS)
     if unknown or not transports:
-        parser.error(f"unknown transport(s) {sorted(unknown)}; choose from {TRANSPORTS}")
+        known = TRANSPORTS + EXTRA_TRANSPORTS
+        parser.error(f"unknown transport(s) {sorted(unknown)}; choose from {known}")
     if not shutil.which("wrk"):
         parser.error("wrk is not installed (as root: apt-get install -y wrk)")
 
@@ -682,17 +738,30 @@ def main(argv: list[str] | None = None) -> int:
                 "SWITCHBOARD_BENCH_UPSTREAM_KEY": UPSTREAM_KEY,
                 "DEBUG": "false",
                 "LOG_LEVEL": "WARNING",
+                # The benchmark's request is deterministic (temperature 0): with the
+                # response cache or single-flight on, the gateway would answer from
+                # Redis instead of calling the upstream, which is not what is measured.
+                "SWITCHBOARD_CACHE_ENABLED": "false",
+                "SWITCHBOARD_SINGLE_FLIGHT_ENABLED": "false",
             }
         )
 
         sim_port = free_port()
         simulator = f"http://127.0.0.1:{sim_port}"
-        sim = procs.start(
-            "simulator",
-            [PY, "-m", "routing.simulator", "--port", str(sim_port)],
-            base_env,
-            run_dir / "logs" / "simulator.log",
-        )
+        sim_command = [PY, "-m", "routing.simulator", "--port", str(sim_port)]
+        if args.tls:
+            key_file, cert_file = self_signed_certificate(run_dir)
+            # Trusted by this process (urllib, http.client) and the gateways (aiohttp),
+            # through OpenSSL's default verify paths; wrk does not verify.
+            os.environ["SSL_CERT_FILE"] = base_env["SSL_CERT_FILE"] = str(cert_file)
+            simulator = f"https://127.0.0.1:{sim_port}"
+            sim_command = [
+                *(PY, "-m", "uvicorn", "routing.simulator.app:app", "--host", "127.0.0.1"),
+                *("--port", str(sim_port), "--loop", "uvloop", "--http", "httptools"),
+                *("--lifespan", "off", "--no-access-log", "--log-level", "warning"),
+                *("--ssl-keyfile", str(key_file), "--ssl-certfile", str(cert_file)),
+            ]
+        sim = procs.start("simulator", sim_command, base_env, run_dir / "logs" / "simulator.log")
         wait_http(f"{simulator}/healthz", procs)
         log(f"simulator up on {simulator}")
         key = setup_gateway_db(run_dir, base_env, simulator, budget=args.budget)
@@ -812,6 +881,7 @@ def main(argv: list[str] | None = None) -> int:
             "git": git_revision(),
             "plan": plan.__dict__,
             "quick": args.quick,
+            "tls": args.tls,
             "elapsed_s": round(elapsed),
             "default_transport": default_transport(),
         }
@@ -910,7 +980,8 @@ def render(meta: dict[str, Any], targets: list[Target], results: list[dict[str, 
         f"{'quick run' if meta['quick'] else 'full run'}, {meta['elapsed_s']} s in all. "
         "Each gateway: one uvicorn process (uvloop, httptools, no access log), "
         "`DEBUG=false`, isolated SQLite, upstream = the provider simulator "
-        "(OpenAI protocol, 0 ms delay). Cells: median over rounds (min–max).",
+        f"(OpenAI protocol{', over HTTPS' if meta.get('tls') else ''}, 0 ms delay). "
+        "Cells: median over rounds (min–max).",
         "",
         "**Headline** (`direct` = the simulator itself; the others are one gateway "
         f"process with that upstream transport; **{default}** is the default). "

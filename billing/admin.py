@@ -40,7 +40,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
         "attempt_count",
         "end_user",
     ]
-    list_filter = ["status", "provider", "route", "streamed"]
+    list_filter = ["status", "provider", "route", "streamed", "cache_hit", "deduplicated"]
     search_fields = ["request_id", "client_key_name", "model", "=end_user"]
     date_hierarchy = "created"
     actions = ["forget_end_users"]

@@ -53,6 +53,8 @@ class UsageEntry:
     error_code: str = ""
     streamed: bool = False
     usage_estimated: bool = False
+    cache_hit: bool = False  # answered from the response cache
+    deduplicated: bool = False  # answered by an identical request's call in flight
     end_user: str = ""  # who the client says asked: OpenAI's `user`, or metadata user_id
     attempts: list[dict[str, Any]] = field(default_factory=list)
     context: dict[str, Any] = field(default_factory=dict)

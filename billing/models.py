@@ -56,6 +56,14 @@ class UsageRecord(models.Model):
     usage_estimated = models.BooleanField(
         default=False, help_text="Tokens counted by Switchboard because the provider sent none."
     )
+    cache_hit = models.BooleanField(
+        default=False, help_text="Answered from the response cache: no provider call, no cost."
+    )
+    deduplicated = models.BooleanField(
+        default=False,
+        help_text="Answered by an identical request's provider call in flight at the same "
+        "time: no call of its own, no cost.",
+    )
     attempts = models.JSONField(default=list, help_text="Each provider tried, in order.")
     context = models.JSONField(default=dict, blank=True)
     end_user = models.CharField(

@@ -5,6 +5,7 @@ from functools import wraps
 from typing import Any
 
 from auditlog.mixins import AuditlogHistoryAdminMixin
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -32,13 +33,37 @@ class AuditedModelAdmin(AuditlogHistoryAdminMixin, admin.ModelAdmin):
         return response
 
 
+class ChannelForm(forms.ModelForm):
+    target = forms.CharField(
+        max_length=500,
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="An email address, or the webhook URL (http or https). Stored encrypted; "
+        "a URL is shown again only by its host. Leave empty to keep the current one.",
+    )
+
+    class Meta:
+        model = Channel
+        fields = ["name", "kind", "alert_kinds", "enabled"]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("target"):
+            self.instance.target = data["target"]  # validated by Channel.clean
+        elif not self.instance.target_encrypted:
+            self.add_error("target", "Give the email address or the webhook URL.")
+        return data
+
+
 @admin.register(Channel)
 class ChannelAdmin(AuditedModelAdmin):
     # The list never shows a webhook URL whole: its path usually is the secret.
+    form = ChannelForm
     list_display = ["name", "kind", "destination", "receives", "enabled", "created"]
     list_filter = ["kind", "enabled"]
     search_fields = ["name"]
-    fields = ["name", "kind", "target", "alert_kinds", "enabled"]
+    fields = ["name", "kind", "target", "destination", "alert_kinds", "enabled"]
+    readonly_fields = ["destination"]
     actions = ["send_test"]
 
     @admin.display(description="Sends to")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.db.models import Model
 
@@ -40,7 +39,9 @@ TRACKED: dict[str, dict[str, Any]] = {
     # last_used_at is written by the gateway on every use, not by anyone changing the key.
     "routing.ClientKey": {"exclude_fields": ["key_hash", "last_used_at"]},
     "billing.Budget": {},
-    "project.Channel": {"mask_fields": ["target"], "mask_callable": "project.auditing.url_host"},
+    # The target (a webhook URL holds a token) is recorded as changed, never by value;
+    # target_shown says where it points (an email address, or a URL's scheme and host).
+    "project.Channel": {"mask_fields": ["target_encrypted"], "mask_callable": SECRET},
     "checklist.Checklist": {},
     "checklist.Item": {},
     "checklist.SignOffRole": {"m2m_fields": {"users"}},
@@ -71,17 +72,6 @@ def redact(value: str) -> str | None:
     if value == "None":
         return None
     return "[redacted]" if value else ""
-
-
-def url_host(value: str) -> str | None:
-    """A webhook URL by its scheme and host only (its path is usually the secret);
-    an email address whole."""
-    if value == "None":
-        return None
-    if "://" not in value:
-        return value
-    parts = urlsplit(value)
-    return f"{parts.scheme}://{parts.hostname or '?'}{f':{parts.port}' if parts.port else ''}/…"
 
 
 def record_update(instance: Model, **new_values: Any) -> None:

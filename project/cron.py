@@ -7,11 +7,14 @@ of the apps.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.utils.module_loading import import_string
 from rq import cron
 
 PERIODIC_JOBS: list[tuple[str, int]] = [
     # (job, every N seconds)
+    ("routing.jobs.probe_deployments", settings.SWITCHBOARD["PROBE_SECONDS"]),
+    ("routing.jobs.purge_probe_results", 3600),
     ("billing.jobs.drain_ledger", 2),
     ("billing.jobs.drain_samples", 5),
     ("routing.jobs.persist_breaker_transitions", 5),
@@ -23,6 +26,8 @@ PERIODIC_JOBS: list[tuple[str, int]] = [
     ("billing.jobs.check_spend_anomaly", 300),
     ("billing.jobs.check_forecasts", 900),
     ("billing.jobs.purge_expired_samples", 3600),
+    ("routing.batches.jobs.resume_stalled_batches", 60),
+    ("routing.batches.jobs.purge_expired_batches", 3600),
     ("checklist.jobs.evaluate_evidence", 600),
 ]
 

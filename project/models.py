@@ -19,6 +19,8 @@ from django.db import models
 from django.db.models import F
 from django.utils import timezone
 
+from project.secrets import EncryptedTextField, decrypt, encrypt
+
 
 class ChannelQuerySet(models.QuerySet["Channel"]):
     def enabled(self) -> ChannelQuerySet:
@@ -34,11 +36,11 @@ class Channel(models.Model):
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     name = models.CharField(max_length=100)
-    # A webhook URL usually holds a secret token in its path: it is never logged,
-    # never written to an audit row, and the admin list shows only its host.
-    target = models.CharField(
-        max_length=500, help_text="An email address, or the webhook URL (http or https)."
-    )
+    # A webhook URL usually holds a secret token in its path: it is stored
+    # encrypted, never logged, never written to an audit row; what may be shown
+    # of it (its scheme and host; an email address whole) is kept beside it.
+    target_encrypted = EncryptedTextField(editable=False)
+    target_shown = models.CharField(max_length=500, editable=False)
     enabled = models.BooleanField(default=True)
     alert_kinds = models.JSONField(
         default=list,
@@ -56,6 +58,16 @@ class Channel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def target(self) -> str:
+        """An email address, or the webhook URL (http or https); decrypted on each read."""
+        return decrypt(self.target_encrypted) if self.target_encrypted else ""
+
+    @target.setter
+    def target(self, value: str) -> None:
+        self.target_encrypted = encrypt(value) if value else ""
+        self.target_shown = shown_target(value)
 
     def clean(self) -> None:
         if self.kind == self.Kind.EMAIL:
@@ -78,11 +90,15 @@ class Channel(models.Model):
 
     def target_display(self) -> str:
         """What may be shown of the target: an email address whole, a URL only by its host."""
-        if self.kind == self.Kind.WEBHOOK:
-            parts = urlsplit(self.target)
-            host = parts.hostname or "?"
-            return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}/…"
-        return self.target
+        return self.target_shown
+
+
+def shown_target(value: str) -> str:
+    if "://" not in value:
+        return value  # an email address
+    parts = urlsplit(value)
+    host = parts.hostname or "?"
+    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}/…"
 
 
 class AlertQuerySet(models.QuerySet["Alert"]):

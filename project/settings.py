@@ -119,7 +119,12 @@ REDIS_URL = (
     if PRODUCTION
     else resolve_url(env.str("REDIS_URL", default=""), VAR_DIR / "redis.db")
 )
-RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300}}
+# "batch" has workers of its own (routing/batches/), so that periodic jobs on
+# "default" (ledger draining, alerts) never wait behind a batch of 10,000 requests.
+RQ_QUEUES = {
+    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300},
+    "batch": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 600},
+}
 
 if PRODUCTION:
     # Behind TLS: cookies only over HTTPS, HSTS, no sniffing; the proxy says the scheme.
@@ -201,11 +206,45 @@ SWITCHBOARD = {
     # completion are kept, redacted (0, the default, keeps none), and for how many days.
     "SAMPLE_RATE": env.float("SWITCHBOARD_SAMPLE_RATE", default=0.0),
     "SAMPLE_RETENTION_DAYS": env.int("SWITCHBOARD_SAMPLE_RETENTION_DAYS", default=30),
+    # Health probes (routing/README.md#health-probes): a one-token completion to every
+    # enabled deployment every PROBE_SECONDS, with the production key. A deployment is down
+    # after DOWN_AFTER failed probes in a row and back after UP_AFTER good ones; degraded
+    # with a failure among its last WINDOW probes, a median latency above SLOW_MS, or a
+    # breaker not closed. Results are kept RETENTION_DAYS (the status page shows 30 days).
+    "PROBE_SECONDS": env.int("SWITCHBOARD_PROBE_SECONDS", default=30),
+    "PROBE_TIMEOUT_SECONDS": env.float("SWITCHBOARD_PROBE_TIMEOUT_SECONDS", default=10.0),
+    "PROBE_DOWN_AFTER": env.int("SWITCHBOARD_PROBE_DOWN_AFTER", default=3),
+    "PROBE_UP_AFTER": env.int("SWITCHBOARD_PROBE_UP_AFTER", default=2),
+    "PROBE_WINDOW": env.int("SWITCHBOARD_PROBE_WINDOW", default=10),
+    "PROBE_SLOW_MS": env.int("SWITCHBOARD_PROBE_SLOW_MS", default=5000),
+    "PROBE_RETENTION_DAYS": env.int("SWITCHBOARD_PROBE_RETENTION_DAYS", default=35),
+    # Rate limits (routing/limits.py): a concurrency slot whose request never gave it back
+    # (its process died) is free after this long; a provider quota with less than this
+    # share left sends its deployment after the route's other candidates.
+    "RATE_LIMIT_SLOT_LEASE_SECONDS": env.float(
+        "SWITCHBOARD_RATE_LIMIT_SLOT_LEASE_SECONDS", default=120.0
+    ),
+    "UPSTREAM_QUOTA_RESERVE": env.float("SWITCHBOARD_UPSTREAM_QUOTA_RESERVE", default=0.05),
+    # The response cache and single-flight (routing/cache.py, routing/singleflight.py).
+    "CACHE_ENABLED": env.bool("SWITCHBOARD_CACHE_ENABLED", default=True),
+    "CACHE_TTL_SECONDS": env.float("SWITCHBOARD_CACHE_TTL_SECONDS", default=3600.0),
+    "CACHE_MAX_ENTRIES": env.int("SWITCHBOARD_CACHE_MAX_ENTRIES", default=10_000),
+    "CACHE_MAX_ENTRY_BYTES": env.int("SWITCHBOARD_CACHE_MAX_ENTRY_BYTES", default=262_144),
+    "SINGLE_FLIGHT_ENABLED": env.bool("SWITCHBOARD_SINGLE_FLIGHT_ENABLED", default=True),
+    "SINGLE_FLIGHT_LOCK_SECONDS": env.float("SWITCHBOARD_SINGLE_FLIGHT_LOCK_SECONDS", default=5.0),
 }
 if not 0.0 <= SWITCHBOARD["SAMPLE_RATE"] <= 1.0:
     raise ImproperlyConfigured("SWITCHBOARD_SAMPLE_RATE must be between 0 and 1.")
 if SWITCHBOARD["SAMPLE_RETENTION_DAYS"] < 1:
     raise ImproperlyConfigured("SWITCHBOARD_SAMPLE_RETENTION_DAYS must be at least 1.")
+if SWITCHBOARD["PROBE_SECONDS"] < 1:
+    raise ImproperlyConfigured("SWITCHBOARD_PROBE_SECONDS must be at least 1.")
+if SWITCHBOARD["PROBE_RETENTION_DAYS"] < 31:
+    raise ImproperlyConfigured("SWITCHBOARD_PROBE_RETENTION_DAYS must be at least 31.")
+if not 1 <= SWITCHBOARD["PROBE_DOWN_AFTER"] <= SWITCHBOARD["PROBE_WINDOW"]:
+    raise ImproperlyConfigured("SWITCHBOARD_PROBE_DOWN_AFTER must be from 1 to PROBE_WINDOW.")
+if not 1 <= SWITCHBOARD["PROBE_UP_AFTER"] <= SWITCHBOARD["PROBE_WINDOW"]:
+    raise ImproperlyConfigured("SWITCHBOARD_PROBE_UP_AFTER must be from 1 to PROBE_WINDOW.")
 
 # The alert outbox (project/README.md). Delivery attempts back off by this schedule
 # (seconds after the 1st, 2nd, ... failed attempt; the last value repeats), and an
@@ -222,6 +261,22 @@ SWITCHBOARD_ALERT_TIMEOUT = env.float("SWITCHBOARD_ALERT_TIMEOUT_SECONDS", defau
 # The one function that POSTs webhook JSON: routing.http owns every HTTP client,
 # and project imports no app, so it is named here and imported when first used.
 SWITCHBOARD_ALERT_HTTP = "routing.http.post_json_sync"
+
+# Batch jobs (routing/README.md): requests in flight at once per batch job, how long a
+# job runs before it queues the rest behind other batches, attempts per request (a
+# whole request that failed with 503 or 429 is sent again), and the largest body.
+SWITCHBOARD_BATCH_CONCURRENCY = env.int("SWITCHBOARD_BATCH_CONCURRENCY", default=8)
+SWITCHBOARD_BATCH_SLICE_SECONDS = env.float("SWITCHBOARD_BATCH_SLICE_SECONDS", default=240.0)
+SWITCHBOARD_BATCH_ITEM_ATTEMPTS = env.int("SWITCHBOARD_BATCH_ITEM_ATTEMPTS", default=3)
+SWITCHBOARD_BATCH_MAX_BYTES = env.int("SWITCHBOARD_BATCH_MAX_BYTES", default=50 * 1024 * 1024)
+# A batch's requests and answers are content: deleted this many days after it finishes.
+SWITCHBOARD_BATCH_RETENTION_DAYS = env.int("SWITCHBOARD_BATCH_RETENTION_DAYS", default=30)
+if SWITCHBOARD_BATCH_CONCURRENCY < 1 or SWITCHBOARD_BATCH_ITEM_ATTEMPTS < 1:
+    raise ImproperlyConfigured(
+        "SWITCHBOARD_BATCH_CONCURRENCY and SWITCHBOARD_BATCH_ITEM_ATTEMPTS must be at least 1."
+    )
+if SWITCHBOARD_BATCH_RETENTION_DAYS < 1:
+    raise ImproperlyConfigured("SWITCHBOARD_BATCH_RETENTION_DAYS must be at least 1.")
 
 # Alert email, through Django 6.1's MAILERS (the EMAIL_* settings are deprecated; the
 # variables keep their familiar names). Development prints mail to the console; the

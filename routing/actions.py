@@ -15,7 +15,7 @@ from billing.models import Budget
 from billing.prices import direct_price, list_price
 from project.alerts import raise_alert
 from project.auditing import record_update
-from routing.config import ConfigError, CredentialSpec, GatewayConfig, ModelSpec
+from routing.config import ConfigError, CredentialSpec, GatewayConfig, KeyLimitSpec, ModelSpec
 from routing.models import (
     ClientKey,
     Deployment,
@@ -86,8 +86,36 @@ def import_config(config: GatewayConfig) -> Counter[str]:
             alert_at=budget.alert_at,
         )
         report[f"budget {outcome}"] += 1
+    for limits in config.key_limits:
+        report[f"key limits {_apply_key_limits(limits)}"] += 1
     # Every change above was a save or delete, whose signals bump the config version.
     return report
+
+
+def _apply_key_limits(spec: KeyLimitSpec) -> str:
+    """Give every active key of the name its limits; a name with no such key is an error."""
+    keys = list(ClientKey.objects.active().filter(name=spec.name))
+    if not keys:
+        raise ConfigError(
+            spec.line,
+            f"limits.keys.{spec.name}",
+            "no active client key has this name; create it first (manage.py create_client_key)",
+        )
+    wanted = {
+        "rpm": spec.rpm,
+        "tpm": spec.tpm,
+        "max_concurrent": spec.max_concurrent,
+        "burst": spec.burst or None,
+    }
+    outcome = "unchanged"
+    for key in keys:
+        changed = [name for name, value in wanted.items() if getattr(key, name) != value]
+        if changed:
+            for name in changed:
+                setattr(key, name, wanted[name])
+            key.save(update_fields=changed)  # one save each: the audit log and the table hear it
+            outcome = "updated"
+    return outcome
 
 
 def _upsert_credential(provider: Provider, spec: CredentialSpec) -> str:
@@ -179,7 +207,12 @@ def alert_overdue_credentials(now: datetime | None = None) -> int:
 
 
 def _deployment_fields(model: ModelSpec, provider: Provider) -> dict[str, Any]:
-    fields: dict[str, Any] = {"enabled": model.enabled, **_direct_fields(model, provider)}
+    fields: dict[str, Any] = {
+        "enabled": model.enabled,
+        "rpm": model.rpm,
+        "tpm": model.tpm,
+        **_direct_fields(model, provider),
+    }
     if model.context_window:
         fields["context_window"] = model.context_window
     if model.max_output_tokens:
@@ -285,6 +318,8 @@ def export_config() -> dict[str, Any]:
             context_window=d.context_window,
             max_output_tokens=d.max_output_tokens,
             enabled=d.enabled if not d.enabled else None,
+            rpm=d.rpm,
+            tpm=d.tpm,
         )
         if d.price_source == Deployment.PriceSource.CONFIG:
             entry.update(
@@ -317,7 +352,25 @@ def export_config() -> dict[str, Any]:
         )
         for b in Budget.objects.all()
     ]
-    return {"providers": providers, "models": models, "routes": routes, "budgets": budgets}
+    exported: dict[str, Any] = {
+        "providers": providers,
+        "models": models,
+        "routes": routes,
+        "budgets": budgets,
+    }
+    key_limits: dict[str, Any] = {}
+    # Keys of one name share their limits (a rotation copies them); the newest one speaks.
+    for key in ClientKey.objects.active().order_by("name", "-created"):
+        if key.name not in key_limits and (key.rpm or key.tpm or key.max_concurrent):
+            key_limits[key.name] = _clean(
+                rpm=key.rpm,
+                tpm=key.tpm,
+                max_concurrent=key.max_concurrent,
+                burst=key.burst or None,
+            )
+    if key_limits:
+        exported["limits"] = {"keys": key_limits}
+    return exported
 
 
 def _clean(**fields: Any) -> dict[str, Any]:
@@ -338,7 +391,7 @@ def create_client_key(
 def rotate_client_key(key: ClientKey, grace: timedelta) -> tuple[ClientKey, str]:
     """Issue ``key``'s successor; the old key keeps working for ``grace``, then expires.
 
-    The successor has the same name, scopes, environment and allowed models.
+    The successor has the same name, scopes, environment, allowed models and rate limits.
     Returns it and its raw value, which is shown once.
     """
     successor = ClientKey(
@@ -346,6 +399,10 @@ def rotate_client_key(key: ClientKey, grace: timedelta) -> tuple[ClientKey, str]
         scopes=list(key.scopes),
         environment=key.environment,
         allowed_models=list(key.allowed_models),
+        rpm=key.rpm,
+        tpm=key.tpm,
+        max_concurrent=key.max_concurrent,
+        burst=key.burst,
         rotated_from=key,
     )
     raw = successor.assign_new_secret()
@@ -366,3 +423,11 @@ def revoke_client_key(key: ClientKey) -> bool:
         config_changed()
         record_update(key, revoked_at=now)
     return bool(updated)
+
+
+def purge_cached_answers(route: str | None = None, key: ClientKey | None = None) -> int:
+    """Delete the cached answers of a route, a client key, both, or (neither given) all."""
+    from project.redis import sync_client
+    from routing import cache
+
+    return cache.purge(sync_client(), route=route, key_id=key.id if key is not None else None)

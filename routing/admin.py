@@ -4,6 +4,7 @@ from datetime import timedelta
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
@@ -15,14 +16,24 @@ from django.utils import timezone
 
 from project.admin import AuditedModelAdmin
 from project.redis import sync_client
-from routing.actions import mark_credentials_rotated, revoke_client_key, rotate_client_key
+from routing.actions import (
+    mark_credentials_rotated,
+    purge_cached_answers,
+    revoke_client_key,
+    rotate_client_key,
+)
 from routing.audit import audit
+from routing.batches.actions import cancel_batch
 from routing.breaker import KEY as BREAKER_KEY
 from routing.models import (
+    Batch,
+    BatchItem,
     BreakerEvent,
     ClientKey,
     Deployment,
+    DeploymentHealth,
     PriceOverride,
+    ProbeResult,
     Provider,
     ProviderCredential,
     ProviderPlan,
@@ -30,6 +41,7 @@ from routing.models import (
     RouteStep,
     Scope,
 )
+from routing.status import status
 
 
 class ProviderPlanInline(admin.StackedInline):
@@ -59,6 +71,10 @@ class ProviderCredentialInline(admin.TabularInline):
     @admin.display(description="Rotation due")
     def rotation_due(self, credential: ProviderCredential) -> str:
         return rotation_due_text(credential)
+
+
+def cached_answers(count: int) -> str:
+    return f"{count} cached answer" + ("" if count == 1 else "s")
 
 
 def rotation_due_text(credential: ProviderCredential) -> str:
@@ -97,6 +113,7 @@ class ProviderAdmin(AuditedModelAdmin):
         "enabled",
     ]
     inlines = [ProviderCredentialInline, ProviderPlanInline, DeploymentInline]
+    change_list_template = "routing/provider_change_list.html"  # adds the status page link
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Provider]:
         return super().get_queryset(request).prefetch_related("credentials")
@@ -276,6 +293,14 @@ class RouteAdmin(AuditedModelAdmin):
     list_display = ["name", "description", "chain_display", "enabled"]
     search_fields = ["name"]
     inlines = [RouteStepInline]
+    actions = ["purge_cache"]
+
+    @admin.action(
+        description="Purge the cached answers of the selected routes", permissions=["change"]
+    )
+    def purge_cache(self, request: HttpRequest, queryset: QuerySet[Route]) -> None:
+        deleted = sum(purge_cached_answers(route=route.name) for route in queryset)
+        self.message_user(request, f"Deleted {cached_answers(deleted)}.", messages.SUCCESS)
 
     @admin.display(description="Chain")
     def chain_display(self, route: Route) -> str:
@@ -289,7 +314,17 @@ class ClientKeyForm(forms.ModelForm):
 
     class Meta:
         model = ClientKey
-        fields = ["name", "environment", "scopes", "allowed_models", "expires_at"]
+        fields = [
+            "name",
+            "environment",
+            "scopes",
+            "allowed_models",
+            "expires_at",
+            "rpm",
+            "tpm",
+            "max_concurrent",
+            "burst",
+        ]
 
 
 @admin.register(ClientKey)
@@ -308,7 +343,7 @@ class ClientKeyAdmin(AuditedModelAdmin):
     list_filter = ["environment", "revoked_at"]
     search_fields = ["name", "prefix"]
     readonly_fields = ["prefix", "created", "last_used_at", "revoked_at"]
-    actions = ["revoke", "rotate"]
+    actions = ["revoke", "rotate", "purge_cache"]
 
     change_list_template = "routing/clientkey_change_list.html"  # adds the audit link
 
@@ -379,6 +414,13 @@ class ClientKeyAdmin(AuditedModelAdmin):
         successor, raw = rotate_client_key(key, grace)
         return self._show_once(request, successor, raw)
 
+    @admin.action(
+        description="Purge the cached answers of the selected keys", permissions=["change"]
+    )
+    def purge_cache(self, request: HttpRequest, queryset: QuerySet[ClientKey]) -> None:
+        deleted = sum(purge_cached_answers(key=key) for key in queryset)
+        self.message_user(request, f"Deleted {cached_answers(deleted)}.", messages.SUCCESS)
+
     @admin.action(description="Revoke the selected keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ClientKey]) -> None:
         revoked = sum(revoke_client_key(key) for key in queryset)
@@ -398,3 +440,103 @@ class BreakerEventAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows the workers write and nobody edits: listed and opened, never added or changed."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(DeploymentHealth)
+class DeploymentHealthAdmin(ReadOnlyAdmin):
+    """Its list is the provider status page: each provider's state, latency and uptime."""
+
+    fields = ["deployment", "state", "since", "reason", "checked_at"]
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Provider status",
+            "opts": self.model._meta,
+            "probe_seconds": settings.SWITCHBOARD["PROBE_SECONDS"],
+            **status(),
+        }
+        return TemplateResponse(request, "routing/status.html", context)
+
+
+@admin.register(ProbeResult)
+class ProbeResultAdmin(ReadOnlyAdmin):
+    list_display = [
+        "created",
+        "deployment",
+        "ok",
+        "status_code",
+        "latency_ms",
+        "error_code",
+        "error",
+        "cost_usd",
+    ]
+    list_filter = ["ok", "deployment__provider", "error_code"]
+    list_select_related = ["deployment__provider"]
+    date_hierarchy = "created"
+
+
+@admin.register(Batch)
+class BatchAdmin(admin.ModelAdmin):
+    """Batches are clients' data, not configuration: read-only here, but they can be cancelled."""
+
+    list_display = ["code", "client_key", "status", "total", "progress", "route", "created"]
+    list_filter = ["status"]
+    list_select_related = ["client_key"]
+    search_fields = ["code", "client_key__name"]
+    fields = readonly_fields = (
+        "code",
+        "client_key",
+        "status",
+        "route",
+        "total",
+        "progress",
+        "first_failures",
+        "error",
+        "created",
+        "started_at",
+        "finished_at",
+    )
+    actions = ["cancel"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # submitted through the API or `manage.py submit_batch`
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A batch's page only shows it; the change permission is what cancelling needs.
+        return obj is None and super().has_change_permission(request)
+
+    @admin.display(description="Progress")
+    def progress(self, batch: Batch) -> str:
+        counts = Batch.objects.filter(pk=batch.pk).item_counts()[batch.pk]
+        shown = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+        return shown or "no items"
+
+    @admin.display(description="First failures")
+    def first_failures(self, batch: Batch) -> str:
+        failed = batch.items.filter(status=BatchItem.Status.FAILED).order_by("index")[:10]
+        lines = [f"#{item.index}: {(item.error or {}).get('code', '')}" for item in failed]
+        return "; ".join(lines) or "none"
+
+    @admin.action(description="Cancel the selected batches", permissions=["change"])
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Batch]) -> None:
+        cancelled = sum(cancel_batch(batch) for batch in queryset)
+        messages.success(
+            request,
+            f"Cancelled {cancelled} batch(es); requests already in flight finish and are billed.",
+        )

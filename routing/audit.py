@@ -61,22 +61,12 @@ def client_key_findings(
                     "rotate it with a grace period, then move its services to the successor",
                 )
             )
+        idle = idleness(key.last_used_at, key.created, now, since)
+        if idle is not None:
+            findings.append(Finding("client key", subject, idle, "revoke it if nobody needs it"))
+            continue
         if key.last_used_at is None:
-            if key.created < now - timedelta(days=1):
-                findings.append(
-                    Finding("client key", subject, "never used", "revoke it if nobody needs it")
-                )
-            continue
-        if key.last_used_at < since:
-            findings.append(
-                Finding(
-                    "client key",
-                    subject,
-                    f"unused for {(now - key.last_used_at).days} days",
-                    "revoke it if nobody needs it",
-                )
-            )
-            continue
+            continue  # new, and not used yet
         unused = sorted(set(key.scopes) - used_scopes.get(key.pk, set()))
         if unused and key.created < since:
             findings.append(
@@ -136,19 +126,9 @@ def provider_key_findings(redis: Any, unused_days: int, now: datetime) -> list[F
                     "check the key at the provider and replace it",
                 )
             )
-        elif credential.last_used_at is None:
-            if credential.created < now - timedelta(days=1):
-                findings.append(
-                    Finding("provider key", subject, "never used", "disable it if nothing needs it")
-                )
-        elif credential.last_used_at < since:
+        elif idle := idleness(credential.last_used_at, credential.created, now, since):
             findings.append(
-                Finding(
-                    "provider key",
-                    subject,
-                    f"unused for {(now - credential.last_used_at).days} days",
-                    "disable it if nothing needs it",
-                )
+                Finding("provider key", subject, idle, "disable it if nothing needs it")
             )
     for provider in Provider.objects.enabled().exclude(pk__in=with_credentials):
         findings.append(
@@ -167,6 +147,17 @@ def provider_key_findings(redis: Any, unused_days: int, now: datetime) -> list[F
                     )
                 )
     return findings
+
+
+def idleness(
+    last_used: datetime | None, created: datetime, now: datetime, since: datetime
+) -> str | None:
+    """ "never used" (once a day old), "unused for N days" (not since ``since``), or None."""
+    if last_used is None:
+        return "never used" if created < now - timedelta(days=1) else None
+    if last_used < since:
+        return f"unused for {(now - last_used).days} days"
+    return None
 
 
 def _refused_credentials(redis: Any, since: datetime) -> dict[int, datetime]:

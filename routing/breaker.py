@@ -6,6 +6,11 @@ permanent failure (bad key, no credit, unknown model). After a cool-down one
 process wins the right to a trial call (half-open); success closes it, failure
 opens it again. Every transition is atomic (a Lua script) and is appended to a
 Redis list that a worker copies into `BreakerEvent` rows for the admin.
+
+Health probes (routing/health.py) report through the same script
+(`Breakers.record_probe`): a good probe takes the trial of a cooled-down breaker
+and closes it, a failed one keeps an open breaker open; a probe never opens a
+closed breaker.
 """
 
 from __future__ import annotations
@@ -67,8 +72,8 @@ class Reading:
 CLOSED = Reading(State.CLOSED, 0.0)
 
 # KEYS: breaker hash, transitions list. ARGV: deployment id, outcome (ok|fail|fatal),
-# now, consecutive threshold, failure rate, min volume, window seconds, reason,
-# and when the call started.
+# now, consecutive threshold, failure rate, min volume, window seconds, reason
+# (of a failure, or of a close when not empty), and when the call started.
 RECORD = """
 local h, log = KEYS[1], KEYS[2]
 local id, outcome, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -96,7 +101,7 @@ if outcome == 'ok' then
   local opened = tonumber(redis.call('HGET', h, 'opened_at') or '0')
   -- A call that started before the breaker opened says nothing about recovery.
   if state ~= 'closed' and tonumber(ARGV[9]) >= opened then
-    move('closed', 'a call succeeded')
+    move('closed', ARGV[8] ~= '' and ARGV[8] or 'a call succeeded')
   end
   return state
 end
@@ -218,8 +223,13 @@ class Breakers:
         cached = self._cache.get(deployment_id)
         if outcome != "ok" or (cached is not None and cached[1] is not CLOSED):
             self._cache.pop(deployment_id, None)  # the state may change: read it again next time
+        pipe.evalsha(*self._record_args(deployment_id, outcome, reason, started_at))
+
+    def _record_args(
+        self, deployment_id: int, outcome: str, reason: str, started_at: float | None
+    ) -> tuple[Any, ...]:
         policy = self.policy
-        pipe.evalsha(
+        return (
             self.record_sha,
             2,
             KEY.format(deployment_id),
@@ -241,6 +251,45 @@ class Breakers:
         await self.run(
             lambda pipe: self.queue_record(pipe, deployment_id, outcome, reason, started_at)
         )
+
+    async def record_probe(
+        self, deployment_id: int, outcome: str | None, reason: str, started_at: float
+    ) -> State:
+        """A health probe's outcome (ok, fail, fatal; None when the provider is not at fault).
+
+        A probe never opens a closed breaker: that is for live traffic's failures,
+        counted against the policy. A successful probe closes an open breaker whose
+        cool-down is over, taking the trial call as a live request would (half-open,
+        then closed); a failed one keeps an open breaker open, its cool-down starting
+        again, and opens a half-open one. Both go through the RECORD script, so the
+        transitions are atomic and logged like any other. Returns the state it leaves.
+
+        A probe's failure that races a live success closing the breaker counts as
+        one failure of the closed breaker, which it was.
+        """
+        self._cache.pop(deployment_id, None)
+        key = KEY.format(deployment_id)
+        raw = await self.redis.hget(key, "state")
+        state = State(_text(raw)) if raw else State.CLOSED
+        if state is State.CLOSED or outcome is None:
+            return state
+        if outcome == "ok":
+            trial = _text(
+                await self.evalsha(
+                    self.acquire_sha,
+                    2,
+                    key,
+                    TRANSITIONS_KEY,
+                    deployment_id,
+                    time.time(),
+                    self.policy.cooldown_seconds,
+                    TRIAL_LEASE_SECONDS,
+                )
+            )
+            if trial in ("open", "closed"):  # still cooling down, or closed meanwhile
+                return State(trial)
+        result = await self.evalsha(*self._record_args(deployment_id, outcome, reason, started_at))
+        return State(_text(result))
 
     async def evalsha(self, *args: Any) -> Any:
         """One EVALSHA of any known script, loading the scripts if Redis lost them."""
@@ -273,6 +322,10 @@ class Breakers:
         if errors:
             raise errors[0]
         return list(results)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def sha1(script: str) -> str:

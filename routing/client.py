@@ -67,6 +67,7 @@ def forget_cached_state() -> None:
     for engine in list(_engines.values()):
         engine.tables.invalidate()
         engine.breakers.forget()
+        engine.limits.forget()
 
 
 class EnhancedHybridAIClient:

@@ -38,11 +38,15 @@ MODEL_FIELDS = {
     "context_window",
     "max_output_tokens",
     "enabled",
+    "rpm",
+    "tpm",
 }
 CREDENTIAL_FIELDS = {"environment", "label", "api_key_env", "api_key", "rotation_days", "enabled"}
 ROUTE_FIELDS = {"chain", "environments"}
 BUDGET_FIELDS = {"scope", "ref", "period", "amount_usd", "hard", "alert_at"}
-TOP_LEVEL = {"providers", "models", "routes", "budgets"}
+LIMITS_FIELDS = {"keys"}
+KEY_LIMIT_FIELDS = {"rpm", "tpm", "max_concurrent", "burst"}
+TOP_LEVEL = {"providers", "models", "routes", "budgets", "limits"}
 KNOWN_VENDORS = {"openai", "google", "anthropic"}
 
 
@@ -119,6 +123,8 @@ class ModelSpec:
     context_window: int | None = None
     max_output_tokens: int | None = None
     enabled: bool = True
+    rpm: int | None = None  # our own limits under the provider's quota; None: none
+    tpm: int | None = None
     line: int = 0
 
 
@@ -142,11 +148,24 @@ class BudgetSpec:
 
 
 @dataclass
+class KeyLimitSpec:
+    """The rate limits of every active client key of one name (keys are not in the file)."""
+
+    name: str
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrent: int | None = None
+    burst: int = 0
+    line: int = 0
+
+
+@dataclass
 class GatewayConfig:
     providers: list[ProviderSpec] = field(default_factory=list)
     models: list[ModelSpec] = field(default_factory=list)
     routes: list[RouteSpec] = field(default_factory=list)
     budgets: list[BudgetSpec] = field(default_factory=list)
+    key_limits: list[KeyLimitSpec] = field(default_factory=list)
 
 
 def parse(text: str) -> GatewayConfig:
@@ -180,6 +199,11 @@ def parse(text: str) -> GatewayConfig:
         config.routes.append(_route(name, node, deployments))
     for index, node in enumerate(_sequence(top.get("budgets"), "budgets")):
         config.budgets.append(_budget(node, f"budgets[{index}]"))
+    if "limits" in top:
+        limits = _fields(top["limits"], "limits", LIMITS_FIELDS)
+        keys = _mapping(limits["keys"], "limits.keys") if "keys" in limits else {}
+        for name, node in keys.items():
+            config.key_limits.append(_key_limits(name, node))
     return config
 
 
@@ -228,6 +252,32 @@ def _str(
     return node.value
 
 
+def _choice(
+    fields: dict[str, Node],
+    key: str,
+    where: str,
+    choices: list[str],
+    default: str = "",
+    line: int | None = None,
+) -> str:
+    """One of ``choices``; required when there is no default."""
+    value = _str(fields, key, where, required=not default, default=default, line=line)
+    if value not in choices:
+        raise ConfigError(
+            fields[key].line, f"{where}.{key}", f"must be one of {', '.join(choices)}"
+        )
+    return value
+
+
+def _key_source(fields: dict[str, Node], where: str) -> tuple[str, str]:
+    """(api_key_env, api_key): where a key comes from, one or the other."""
+    if "api_key" in fields and "api_key_env" in fields:
+        raise ConfigError(
+            fields["api_key"].line, f"{where}.api_key", "give api_key or api_key_env, not both"
+        )
+    return _str(fields, "api_key_env", where), _str(fields, "api_key", where)
+
+
 def _decimal(fields: dict[str, Node], key: str, where: str) -> Decimal | None:
     node = fields.get(key)
     if node is None:
@@ -268,13 +318,7 @@ def _bool(fields: dict[str, Node], key: str, where: str, default: bool) -> bool:
 def _provider(name: str, node: Node, priority: int) -> ProviderSpec:
     where = f"providers.{name}"
     fields = _fields(node, where, PROVIDER_FIELDS)
-    protocol = _str(fields, "protocol", where, required=True, line=node.line)
-    if protocol not in Protocol.values:
-        raise ConfigError(
-            fields["protocol"].line,
-            f"{where}.protocol",
-            f"must be one of {', '.join(Protocol.values)}",
-        )
+    protocol = _choice(fields, "protocol", where, Protocol.values, line=node.line)
     base_url = _str(fields, "base_url", where, required=True, line=node.line)
     if not base_url.startswith(("http://", "https://")):
         raise ConfigError(
@@ -292,11 +336,7 @@ def _provider(name: str, node: Node, priority: int) -> ProviderSpec:
         ]
     elif "api_key" in fields or "api_key_env" in fields:
         # Shorthand: the same key for every environment (a demo, a single-stage setup).
-        if "api_key" in fields and "api_key_env" in fields:
-            raise ConfigError(
-                fields["api_key"].line, f"{where}.api_key", "give api_key or api_key_env, not both"
-            )
-        api_key_env, api_key = _str(fields, "api_key_env", where), _str(fields, "api_key", where)
+        api_key_env, api_key = _key_source(fields, where)
         credentials = [
             CredentialSpec(env, "", api_key_env, api_key, line=node.line)
             for env in Environment.values
@@ -314,13 +354,7 @@ def _provider(name: str, node: Node, priority: int) -> ProviderSpec:
             )
         seen.add((credential.environment, credential.label))
     vendor = _str(fields, "vendor", where, default=name if name in KNOWN_VENDORS else "")
-    region = _str(fields, "data_region", where, default=DataRegion.US)
-    if region not in DataRegion.values:
-        raise ConfigError(
-            fields["data_region"].line,
-            f"{where}.data_region",
-            f"must be one of {', '.join(DataRegion.values)}",
-        )
+    region = _choice(fields, "data_region", where, DataRegion.values, default=DataRegion.US)
     return ProviderSpec(
         name=name,
         protocol=protocol,
@@ -339,17 +373,8 @@ def _provider(name: str, node: Node, priority: int) -> ProviderSpec:
 
 def _credential(node: Node, where: str) -> CredentialSpec:
     fields = _fields(node, where, CREDENTIAL_FIELDS)
-    if "api_key" in fields and "api_key_env" in fields:
-        raise ConfigError(
-            fields["api_key"].line, f"{where}.api_key", "give api_key or api_key_env, not both"
-        )
-    environment = _str(fields, "environment", where, required=True, line=node.line)
-    if environment not in Environment.values:
-        raise ConfigError(
-            fields["environment"].line,
-            f"{where}.environment",
-            f"must be one of {', '.join(Environment.values)}",
-        )
+    api_key_env, api_key = _key_source(fields, where)
+    environment = _choice(fields, "environment", where, Environment.values, line=node.line)
     rotation_node = fields.get("rotation_days")
     rotation_days = 30
     if rotation_node is not None:
@@ -365,8 +390,8 @@ def _credential(node: Node, where: str) -> CredentialSpec:
     return CredentialSpec(
         environment=environment,
         label=_str(fields, "label", where),
-        api_key_env=_str(fields, "api_key_env", where),
-        api_key=_str(fields, "api_key", where),
+        api_key_env=api_key_env,
+        api_key=api_key,
         rotation_days=rotation_days,
         enabled=_bool(fields, "enabled", where, True),
         line=node.line,
@@ -391,6 +416,37 @@ def _model(node: Node, where: str, providers: set[str]) -> ModelSpec:
         context_window=_number(fields, "context_window", where, int, None),
         max_output_tokens=_number(fields, "max_output_tokens", where, int, None),
         enabled=_bool(fields, "enabled", where, True),
+        rpm=_number(fields, "rpm", where, int, None),
+        tpm=_number(fields, "tpm", where, int, None),
+        line=node.line,
+    )
+
+
+def _key_limits(name: str, node: Node) -> KeyLimitSpec:
+    where = f"limits.keys.{name}"
+    fields = _fields(node, where, KEY_LIMIT_FIELDS)
+    burst_node = fields.get("burst")
+    burst = 0
+    if burst_node is not None:
+        if (
+            isinstance(burst_node.value, bool)
+            or not isinstance(burst_node.value, int)
+            or burst_node.value < 0
+        ):
+            raise ConfigError(
+                burst_node.line, f"{where}.burst", "must be a whole number, 0 or more"
+            )
+        if "rpm" not in fields:
+            raise ConfigError(burst_node.line, f"{where}.burst", "is on top of rpm; give rpm too")
+        burst = burst_node.value
+    if not fields:
+        raise ConfigError(node.line, where, f"give some of {', '.join(sorted(KEY_LIMIT_FIELDS))}")
+    return KeyLimitSpec(
+        name=name,
+        rpm=_number(fields, "rpm", where, int, None),
+        tpm=_number(fields, "tpm", where, int, None),
+        max_concurrent=_number(fields, "max_concurrent", where, int, None),
+        burst=burst,
         line=node.line,
     )
 

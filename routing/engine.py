@@ -37,8 +37,11 @@ from billing.budgets import BudgetInfo, Reservation, from_units, reserve_args
 from billing.ledger import LEDGER_KEY, UsageEntry
 from billing.money import PER_MTOK, quantize
 from project.errors import ApiError
+from routing import cache, limits, singleflight
 from routing.breaker import Breakers, Policy, State
+from routing.cache import CacheKey, CacheSettings, Stored
 from routing.http import Timeouts, UpstreamClient
+from routing.limits import Admission, Lease, Limiter, RateLimited
 from routing.policy import Requirements
 from routing.providers import adapter_for
 from routing.providers.base import (
@@ -75,6 +78,11 @@ class EngineSettings:
     backoff_cap_seconds: float
     retry_after_cap_seconds: float
     sample_rate: float = 0.0  # share of answered requests whose content is kept, redacted
+    # A concurrency slot a request never gave back (its process died) is free after this.
+    slot_lease_seconds: float = 120.0
+    # A provider quota with less than this share left sends its deployment last.
+    quota_reserve: float = 0.05
+    cache: CacheSettings = field(default_factory=CacheSettings)
 
     @classmethod
     def from_settings(cls) -> EngineSettings:
@@ -88,6 +96,9 @@ class EngineSettings:
             backoff_cap_seconds=conf["BACKOFF_CAP_SECONDS"],
             retry_after_cap_seconds=conf["RETRY_AFTER_CAP_SECONDS"],
             sample_rate=conf["SAMPLE_RATE"],
+            slot_lease_seconds=conf.get("RATE_LIMIT_SLOT_LEASE_SECONDS", 120.0),
+            quota_reserve=conf.get("UPSTREAM_QUOTA_RESERVE", 0.05),
+            cache=CacheSettings.from_settings(),
         )
 
 
@@ -144,6 +155,13 @@ class Run:
     # of calls that were already in flight when it opened.
     answered_call_started: float = 0.0
     reservations: list[Reservation] = field(default_factory=list)  # settled with the ledger
+    # The key's rate-limit admission and the deployments' leases: settled with the ledger too.
+    admission: Admission = field(default_factory=Admission)
+    leases: dict[int, Lease] = field(default_factory=dict)
+    estimated_tokens: int = 0
+    # Set when the request may be answered from the cache; `flight` when it leads one.
+    cache_key: CacheKey | None = None
+    flight: singleflight.Flight | None = None
     # When the request began: its budget period and its ledger row's time, so that a
     # request across midnight or a month's end counts in one period only.
     started_at: datetime = field(default_factory=timezone.now)
@@ -166,15 +184,21 @@ class Answer:
 
     request_id: str
     route: str
-    deployment: DeploymentInfo
+    provider: str
+    model: str
     completion: Completion
     attempts: list[Attempt]
     cost_usd: Decimal
+    cache: str = "miss"
+    extra_headers: dict[str, str] = field(default_factory=dict)
 
     def headers(self) -> dict[str, str]:
-        return response_headers(
-            self.request_id, self.route, self.deployment, self.attempts, self.cost_usd
+        headers = response_headers(
+            self.request_id, self.route, self.provider, self.model, self.attempts, self.cost_usd
         )
+        headers["x-switchboard-cache"] = self.cache
+        headers.update(self.extra_headers)
+        return headers
 
 
 @dataclass
@@ -188,10 +212,13 @@ class StreamAnswer:
 
     request_id: str
     route: str
-    deployment: DeploymentInfo
+    provider: str
+    model: str
     attempts: list[Attempt]
     first_frame: bytes
     frames: AsyncGenerator[bytes]
+    cache: str = "miss"
+    extra_headers: dict[str, str] = field(default_factory=dict)
 
     async def chunks(self) -> AsyncGenerator[bytes]:
         yield self.first_frame
@@ -203,20 +230,26 @@ class StreamAnswer:
 
     def headers(self) -> dict[str, str]:
         # The cost of a stream is known only at its end; clients read it from the ledger.
-        return response_headers(self.request_id, self.route, self.deployment, self.attempts, None)
+        headers = response_headers(
+            self.request_id, self.route, self.provider, self.model, self.attempts, None
+        )
+        headers["x-switchboard-cache"] = self.cache
+        headers.update(self.extra_headers)
+        return headers
 
 
 def response_headers(
     request_id: str,
     route: str,
-    deployment: DeploymentInfo,
+    provider: str,
+    model: str,
     attempts: list[Attempt],
     cost_usd: Decimal | None,
 ) -> dict[str, str]:
     headers = {
         "x-switchboard-request-id": request_id,
-        "x-switchboard-provider": deployment.provider,
-        "x-switchboard-model": deployment.model,
+        "x-switchboard-provider": provider,
+        "x-switchboard-model": model,
         "x-switchboard-route": route,
         "x-switchboard-attempts": str(len(attempts)),
         "x-switchboard-cache": "miss",
@@ -240,7 +273,13 @@ class Engine:
         self.tables = tables
         self._settings = settings
         self._settings_source: object = None
-        self.breakers = Breakers(redis, policy, extra_scripts=tuple(BUDGET_SCRIPTS.values()))
+        scripts = (BUDGET_SCRIPTS, limits.SCRIPTS, cache.SCRIPTS, singleflight.SCRIPTS)
+        self.breakers = Breakers(
+            redis, policy, extra_scripts=tuple(s for group in scripts for s in group.values())
+        )
+        self.limits = Limiter(redis, self.breakers.evalsha)
+        self.flights = singleflight.SingleFlight(redis, self.breakers.evalsha, settings.cache)
+        self._configure(settings)
 
     @property
     def settings(self) -> EngineSettings:
@@ -251,7 +290,14 @@ class Engine:
         if source is not self._settings_source:
             self._settings = EngineSettings.from_settings()
             self._settings_source = source
+            self._configure(self._settings)
         return self._settings
+
+    def _configure(self, settings: EngineSettings) -> None:
+        self.limits.slot_lease_seconds = settings.slot_lease_seconds
+        self.limits.quota_reserve = settings.quota_reserve
+        self.limits.read_cache_seconds = self.breakers.policy.read_cache_seconds
+        self.flights.settings = settings.cache
 
     async def table(self) -> RoutingTable:
         return await self.tables.get(self.redis)
@@ -286,14 +332,11 @@ class Engine:
 
     # -- one client request, whatever its shape ------------------------------------
 
-    async def _serve[T](
-        self, request: ChatRequest, caller: Caller, call: Callable[..., Awaitable[T]]
-    ) -> tuple[Run, DeploymentInfo, T]:
-        """Try the chain until ``call(deployment, adapter, target)`` succeeds.
+    async def _start(self, request: ChatRequest, caller: Caller) -> Run:
+        """Check and resolve a request, and admit it under its key's rate limits.
 
-        Transient failures are retried on the same deployment; permanent ones
-        and rejections move on at once. If nothing succeeds, the usage entry of
-        the failure is written and an ApiError raised.
+        All of it happens before any provider work: a request over its key's
+        limits is refused with 429 and its usage entry written.
         """
         if caller.key is not None and not caller.key.may_use(request.model):
             raise ApiError(
@@ -314,15 +357,145 @@ class Engine:
             resolution=resolution,
             started=started,
             deadline=started + self.settings.deadline_seconds,
+            estimated_tokens=limits.estimate_tokens(request),
         )
-        await self._reserve(run)
+        if caller.key is not None:
+            try:
+                run.admission = await self.limits.admit_key(
+                    caller.key, caller.request_id, run.estimated_tokens
+                )
+            except RateLimited as refused:
+                entry = self._entry(run)
+                entry.status, entry.http_status, entry.error_code = "rejected", 429, refused.code
+                await self._commit(entry, None)
+                raise
+        # Health information is never kept, not even for a cache's while.
+        shared = self.settings.cache.enabled or self.settings.cache.single_flight
+        if shared and not needs.baa and cache.wanted(request):
+            scope = cache.scope_of(caller.key.id if caller.key else None, caller.environment)
+            run.cache_key = CacheKey.of(scope, resolution.route, request)
+        return run
+
+    async def _serve[T](
+        self, run: Run, call: Callable[..., Awaitable[T]]
+    ) -> tuple[Run, DeploymentInfo, T]:
+        """Try the chain until ``call(deployment, adapter, target)`` succeeds.
+
+        Transient failures are retried on the same deployment; permanent ones
+        and rejections move on at once. If nothing succeeds, the usage entry of
+        the failure is written and an ApiError raised.
+        """
         try:
+            await self._reserve(run)
+            await self._deprioritise(run)
             return await self._try_chain(run, call)
-        except BaseException:
+        except BaseException as exc:
             # Nothing will settle these now (an unexpected error, a cancelled
             # request): hand them back rather than hold them until their lease ends.
+            await asyncio.shield(self._release(run, exc if isinstance(exc, ApiError) else None))
+            raise
+
+    async def _deprioritise(self, run: Run) -> None:
+        """Candidates whose provider says its quota is nearly spent go last."""
+        chain = run.resolution.chain
+        spent = await self.limits.deprioritised(chain)
+        if spent:
+            ordered = [d for d in chain if d.id not in spent] + [d for d in chain if d.id in spent]
+            run.resolution = Resolution(run.resolution.route, tuple(ordered))
+
+    async def _shared(self, run: Run) -> tuple[Stored, bool] | None:
+        """The answer from the cache (True) or from an identical request in flight (False).
+
+        None when the request must be answered by a provider; if it leads a
+        flight, `run.flight` is set and its followers wait for its outcome.
+        """
+        if run.cache_key is None:
+            return None
+        try:
+            found = await self.flights.lookup(run.cache_key, run.caller.request_id)
+            while isinstance(found, singleflight.Flight) and not found.leading:
+                try:
+                    outcome = await self.flights.follow(found, run.deadline)
+                except singleflight.FollowerTimeout:
+                    raise await self._follower_failed(run, None) from None
+                if isinstance(outcome, ApiError):
+                    raise await self._follower_failed(run, outcome)
+                if isinstance(outcome, Stored):
+                    return outcome, False
+                found = outcome
+        except BaseException:
             await asyncio.shield(self._release(run))
             raise
+        if isinstance(found, singleflight.Hit):
+            return found.stored, True
+        run.flight = found
+        return None
+
+    async def _follower_failed(self, run: Run, error: ApiError | None) -> ApiError:
+        """Record a follower whose leader failed (its error is shared) or outlived its deadline."""
+        if error is None:
+            error = ApiError(
+                504,
+                "An identical request was being answered, and its answer did not arrive "
+                "before this request's deadline.",
+                "deadline_exceeded",
+            )
+        entry = self._entry(run)
+        entry.status, entry.http_status, entry.error_code = "error", error.status, error.code
+        entry.deduplicated = True
+        await self._commit(entry, None, commands=self._settlement(run, 0))
+        return error
+
+    async def _answer_shared(self, run: Run, stored: Stored, hit: bool) -> None:
+        """Write the usage entry of an answer no provider was called for: it costs nothing.
+
+        Its tokens are 0, as no provider counted any; `answer_of` names the request
+        whose call made the answer.
+        """
+        entry = self._entry(run)
+        entry.provider, entry.model = stored.provider, stored.model
+        entry.deployment_id = stored.deployment_id
+        entry.cache_hit, entry.deduplicated = hit, not hit
+        entry.context["answer_of"] = stored.request_id
+        await self._commit(entry, None, commands=self._settlement(run, 0))
+
+    def _settlement(
+        self,
+        run: Run,
+        used_tokens: int,
+        answered: DeploymentInfo | None = None,
+        stored: Stored | None = None,
+        error: ApiError | None = None,
+    ) -> list[list[Any]]:
+        """EVALSHA arguments that end a request's hold on shared state, for the ledger's pipeline.
+
+        They correct the tokens its rate limits took, free its concurrency slot,
+        keep its answer in the cache, and hand its flight's outcome to the
+        followers. They are taken off the run, so nothing is settled twice.
+        """
+        commands = []
+        lease = run.admission.lease
+        if lease is not None:
+            commands.append(lease.settle_args(used_tokens))
+            run.admission = Admission(None, run.admission.verdict)
+        if answered is not None and answered.id in run.leases:
+            # A candidate that failed keeps what it took: the provider counted that call.
+            commands.append(run.leases[answered.id].settle_args(used_tokens))
+        run.leases = {}
+        if stored is not None and run.cache_key is not None and self.settings.cache.enabled:
+            put = cache.put_args(run.cache_key, stored, self.settings.cache)
+            if put is not None:
+                commands.append(put)
+        if run.flight is not None and run.flight.leading:
+            if stored is not None:
+                outcome = stored.encode()
+            elif error is not None:
+                outcome = cache.encode_error(error)
+            else:
+                outcome = b""  # gave up: the followers look again, and one leads
+            commands.append(run.flight.release_args(outcome))
+        run.flight = None
+        return commands
 
     async def _compliant(self, resolution: Resolution, needs: Requirements) -> Resolution:
         """Only the candidates the request's data may go to; refuse rather than leak."""
@@ -364,6 +537,11 @@ class Engine:
                 adapter = adapter_for(deployment.protocol)
                 target = adapter_target(deployment)
                 later = len(chain) - 1 - chain.index(deployment)
+                limited = await self._admit_deployment(run, deployment)
+                if limited is not None:
+                    run.attempts.append(failed_attempt(deployment, limited, time.monotonic()))
+                    run.failures.append(limited)
+                    continue
                 exhausted_budget = await self._reserve_for_provider(run, deployment)
                 if exhausted_budget is not None:
                     resets = exhausted_budget.period_end(run.started_at)
@@ -494,10 +672,30 @@ class Engine:
         run.reservations.append(reservation)
         return None
 
-    async def _release(self, run: Run) -> None:
+    async def _admit_deployment(self, run: Run, deployment: DeploymentInfo) -> ProviderError | None:
+        """Take from the deployment's own limits; when it is at them, why it is passed over."""
+        lease, refused = await self.limits.admit_deployment(
+            deployment, run.caller.request_id, run.estimated_tokens
+        )
+        if lease is not None:
+            run.leases[deployment.id] = lease
+        if refused is None:
+            return None
+        which = "tokens" if refused.refused == "tokens" else "requests"
+        limit = deployment.tpm if which == "tokens" else deployment.rpm
+        return ProviderError(
+            FailureKind.REJECTED,
+            f"{deployment.label} is at its limit of {limit} {which} per minute",
+            code=DEPLOYMENT_LIMITED,
+            retry_after=refused.wait_seconds,
+        )
+
+    async def _release(self, run: Run, error: ApiError | None = None) -> None:
         for reservation in run.reservations:
             await self.breakers.evalsha(*reservation.settle_args(Decimal(0)))
         run.reservations = []
+        for args in self._settlement(run, 0, error=error):
+            await self.breakers.evalsha(*args)
 
     async def _release_provider_reservations(self, run: Run) -> None:
         """A candidate that failed hands its provider's reservation back."""
@@ -531,11 +729,32 @@ class Engine:
         async def call(deployment: DeploymentInfo, adapter: Adapter, target: Target) -> Completion:
             upstream = adapter.chat_request(target, request)
             response = await self.http.post(upstream, timeouts(deployment))
-            if response.status >= 300:
+            failed = response.status >= 300
+            quota = adapter.quota(
+                response.status, response.headers, response.body if failed else b""
+            )
+            await self.limits.observe(deployment, quota)
+            if failed:
                 raise adapter.classify(response.status, response.headers, response.body)
             return adapter.parse_completion(target, request, response.body)
 
-        run, deployment, completion = await self._serve(request, caller, call)
+        run = await self._start(request, caller)
+        shared = await self._shared(run)
+        if shared is not None:
+            stored, hit = shared
+            await self._answer_shared(run, stored, hit)
+            return Answer(
+                caller.request_id,
+                run.resolution.route,
+                stored.provider,
+                stored.model,
+                Completion(stored.body, stored.usage, stored.finish_reason, stored.text),
+                [],
+                Decimal(0),
+                cache="hit" if hit else "miss",
+                extra_headers=shared_headers(run, hit),
+            )
+        run, deployment, completion = await self._serve(run, call)
         usage = completion.usage
         try:
             cost = await self._cost(deployment, usage)
@@ -551,9 +770,32 @@ class Engine:
             started_at=run.answered_call_started,
             reservations=run.reservations,
             sample=self._sample(run, entry, completion.text),
+            commands=self._settlement(
+                run,
+                usage.total_tokens,
+                deployment,
+                stored=Stored(
+                    completion.body,
+                    deployment.provider,
+                    deployment.model,
+                    deployment.id,
+                    caller.request_id,
+                    usage,
+                    completion.finish_reason,
+                )
+                if run.cache_key is not None
+                else None,
+            ),
         )
         return Answer(
-            caller.request_id, run.resolution.route, deployment, completion, run.attempts, cost
+            caller.request_id,
+            run.resolution.route,
+            deployment.provider,
+            deployment.model,
+            completion,
+            run.attempts,
+            cost,
+            extra_headers=run.admission.headers(),
         )
 
     # -- stream ------------------------------------------------------------------
@@ -569,7 +811,11 @@ class Engine:
                     self.http.stream(upstream, timeouts(deployment))
                 )
                 if stream.status >= 300:
-                    raise adapter.classify(stream.status, stream.headers, await stream.read())
+                    body = await stream.read()
+                    quota = adapter.quota(stream.status, stream.headers, body)
+                    await self.limits.observe(deployment, quota)
+                    raise adapter.classify(stream.status, stream.headers, body)
+                await self.limits.observe(deployment, adapter.quota(stream.status, stream.headers))
                 opened = OpenStream(
                     stack, stream.chunks(), SSEDecoder(), adapter.stream_translator(target, request)
                 )
@@ -581,7 +827,24 @@ class Engine:
                 await stack.aclose()
                 raise
 
-        run, deployment, opened = await self._serve(request, caller, call)
+        run = await self._start(request, caller)
+        shared = await self._shared(run)
+        if shared is not None:
+            stored, hit = shared
+            await self._answer_shared(run, stored, hit)
+            first, *rest = cache.stream_frames(stored, request.include_usage)
+            return StreamAnswer(
+                caller.request_id,
+                run.resolution.route,
+                stored.provider,
+                stored.model,
+                [],
+                first,
+                replay(rest),
+                cache="hit" if hit else "miss",
+                extra_headers=shared_headers(run, hit),
+            )
+        run, deployment, opened = await self._serve(run, call)
         entry = self._entry(run)
         frames = self._stream_body(opened, entry, deployment, request, run)
         try:
@@ -590,7 +853,14 @@ class Engine:
             await frames.aclose()
             raise
         return StreamAnswer(
-            caller.request_id, run.resolution.route, deployment, run.attempts, first_frame, frames
+            caller.request_id,
+            run.resolution.route,
+            deployment.provider,
+            deployment.model,
+            run.attempts,
+            first_frame,
+            frames,
+            extra_headers=run.admission.headers(),
         )
 
     async def _stream_body(
@@ -649,6 +919,14 @@ class Engine:
                 started_at=run.answered_call_started,
                 reservations=run.reservations,
                 sample=self._sample(run, entry, translator.text),
+                commands=self._settlement(
+                    run,
+                    usage.total_tokens,
+                    deployment,
+                    stored=stream_answer(translator, usage, deployment, run)
+                    if finished and error is None
+                    else None,
+                ),
             )
         if error is not None:
             yield frame(stream_error_payload(error))
@@ -752,9 +1030,10 @@ class Engine:
         started_at: float | None = None,
         reservations: Sequence[Reservation] = (),
         sample: samples.SampleEntry | None = None,
+        commands: Sequence[list[Any]] = (),
     ) -> None:
-        """Write the usage entry, the breaker's record, the budget settlement and the
-        content sample, if any, in one trip."""
+        """Write the usage entry, the breaker's record, the budget settlement, the
+        content sample and `commands` (from `_settlement`), if any, in one trip."""
         raw = entry.encode()
         sampled = sample.encode() if sample is not None else None
 
@@ -772,6 +1051,8 @@ class Engine:
                 pipe.execute_command("EVALSHA", *reservation.settle_args(entry.cost_usd))
             if sampled is not None:
                 pipe.rpush(samples.SAMPLES_KEY, sampled)
+            for args in commands:
+                pipe.execute_command("EVALSHA", *args)
 
         await self.breakers.run(build)
 
@@ -785,6 +1066,15 @@ class Engine:
                 + ".",
                 "budget_exceeded",
                 retry_after=min(f.retry_after or 3600 for f in failures),
+            )
+        elif failures and all(f.code in (DEPLOYMENT_LIMITED, "budget_exceeded") for f in failures):
+            error = RateLimited(
+                429,
+                f"Every candidate of '{run.resolution.route}' is at its own rate limit: "
+                + "; ".join(dict.fromkeys(f.message for f in failures))
+                + ".",
+                "rate_limit_exceeded",
+                retry_after=min(f.retry_after or 60 for f in failures),
             )
         elif failures and all(f.kind is FailureKind.REJECTED for f in failures):
             first = failures[0]
@@ -816,7 +1106,12 @@ class Engine:
                 )
         entry = self._entry(run)
         entry.status, entry.http_status, entry.error_code = "error", error.status, error.code
-        await self._commit(entry, None, reservations=run.reservations)
+        await self._commit(
+            entry,
+            None,
+            reservations=run.reservations,
+            commands=self._settlement(run, 0, error=error),
+        )
         run.reservations = []  # settled (to nothing) with the failure's row
         return error
 
@@ -850,6 +1145,9 @@ def price_per_mtok(deployment: DeploymentInfo) -> Decimal:
         return 2 * deployment.plan.highest_rate_per_mtok()
     return deployment.cost(1_000_000, 1_000_000)
 
+
+# A candidate passed over because it is at its own rate limit (routing.limits).
+DEPLOYMENT_LIMITED = "deployment_rate_limited"
 
 # The provider refused the credential itself (401): that environment's key is at fault.
 REFUSED_KEY = "invalid_api_key"
@@ -947,6 +1245,45 @@ async def first_payloads(
             return payloads
     payloads = [p for event in decoder.flush() for p in translator.feed(event)]
     return payloads + translator.finish()
+
+
+def shared_headers(run: Run, hit: bool) -> dict[str, str]:
+    headers = run.admission.headers()
+    if not hit:
+        headers["x-switchboard-deduplicated"] = "true"
+    return headers
+
+
+async def replay(frames: list[bytes]) -> AsyncGenerator[bytes]:
+    for item in frames:
+        yield item
+
+
+def stream_answer(
+    translator: StreamTranslator, usage: Usage, deployment: DeploymentInfo, run: Run
+) -> Stored | None:
+    """A whole stream as the answer the cache and the flight's followers get, when it can be one."""
+    if run.cache_key is None or translator.finish_reason in ("tool_calls", "function_call"):
+        return None  # tool calls arrive in fragments the translators do not put together
+    finish_reason = translator.finish_reason or "stop"
+    body = cache.completion_body(
+        translator.chunk_id,
+        translator.created,
+        deployment.model,
+        translator.text,
+        finish_reason,
+        usage,
+    )
+    return Stored(
+        body,
+        deployment.provider,
+        deployment.model,
+        deployment.id,
+        run.caller.request_id,
+        usage,
+        finish_reason,
+        translator.text,
+    )
 
 
 def frame(payload: bytes) -> bytes:

@@ -8,7 +8,13 @@ Interchangeable transports, chosen by ``SWITCHBOARD["UPSTREAM_TRANSPORT"]``:
 ``aiohttp`` (aiohttp's ClientSession used directly, no cookie jar), and three
 behind httpx's API: ``httpx`` (httpcore), ``httpx2`` and ``httpx-aiohttp``
 (httpx over aiohttp's pool). `bench/RESULTS.md` compares them; the default is
-the fastest that passed.
+the fastest that passed. ``aiohttp-nopool`` opens a new connection for every
+call (no keep-alive): it exists to measure what pooling gains, not to be used.
+
+Every transport keeps connections alive and reuses them per host (up to
+``POOL_LIMITS``), and times each phase on its own: connecting (the provider's
+``connect_timeout``) and each read (its ``read_timeout``), so a slow stream is
+not cut for being long, only for going quiet.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import httpx
 
 from routing.providers.base import FailureKind, ProviderError, UpstreamRequest
 
-TRANSPORTS = ("aiohttp", "httpx", "httpx2", "httpx-aiohttp")
+TRANSPORTS = ("aiohttp", "httpx", "httpx2", "httpx-aiohttp", "aiohttp-nopool")
 POOL_LIMITS = {"max_connections": 512, "max_keepalive_connections": 128}
 
 
@@ -169,15 +175,19 @@ class AiohttpUpstreamClient(UpstreamClient):
     another client's request.
     """
 
-    transport = "aiohttp"
-
-    def __init__(self) -> None:  # no super().__init__(): there is no httpx client to make
+    def __init__(self, pooled: bool = True) -> None:
+        # No super().__init__(): there is no httpx client to make.
         import aiohttp
 
+        self.transport = "aiohttp" if pooled else "aiohttp-nopool"
         self._aiohttp = aiohttp
+        connector = aiohttp.TCPConnector(
+            limit=POOL_LIMITS["max_connections"],
+            ttl_dns_cache=300,
+            force_close=not pooled,  # a connection per call: only to measure what pooling gains
+        )
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=POOL_LIMITS["max_connections"], ttl_dns_cache=300),
-            cookie_jar=aiohttp.DummyCookieJar(),
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar()
         )
         self._timeouts: dict[Timeouts, Any] = {}
 
@@ -252,7 +262,10 @@ def upstream_client() -> UpstreamClient:
     client = _clients.get(loop)
     if client is None:
         transport = settings.SWITCHBOARD["UPSTREAM_TRANSPORT"]
-        client = AiohttpUpstreamClient() if transport == "aiohttp" else UpstreamClient(transport)
+        if transport in ("aiohttp", "aiohttp-nopool"):
+            client = AiohttpUpstreamClient(pooled=transport == "aiohttp")
+        else:
+            client = UpstreamClient(transport)
         _clients[loop] = client
     return client
 

@@ -83,3 +83,17 @@ def alert_overdue_credentials() -> int:
     from routing.actions import alert_overdue_credentials as alert
 
     return alert()
+
+
+def probe_deployments() -> int:
+    """Probe every enabled deployment once (routing/health.py); return how many."""
+    from routing.health import run_probes
+
+    return len(run_probes())
+
+
+def purge_probe_results() -> int:
+    """Delete health probe results past their retention (SWITCHBOARD_PROBE_RETENTION_DAYS)."""
+    from routing.health import purge_probe_results as purge
+
+    return purge()

@@ -287,6 +287,13 @@ class Deployment(models.Model):
     )
     context_window = models.PositiveIntegerField(default=128_000)
     max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # Our own limits, to stay under the provider's quota (routing.limits); empty: none.
+    rpm = models.PositiveIntegerField(
+        "requests per minute", null=True, blank=True, help_text="Empty: no limit."
+    )
+    tpm = models.PositiveIntegerField(
+        "tokens per minute", null=True, blank=True, help_text="Empty: no limit."
+    )
     enabled = models.BooleanField(default=True)
     created = models.DateTimeField(default=timezone.now)
     code = models.UUIDField(default=uuid4, unique=True, editable=False)
@@ -387,6 +394,25 @@ class ClientKey(models.Model):
         blank=True,
         help_text="Routes or models this key may ask for; empty allows all.",
     )
+    # Rate limits, enforced in Redis across every gateway process (routing.limits).
+    rpm = models.PositiveIntegerField(
+        "requests per minute", null=True, blank=True, help_text="Empty: no limit."
+    )
+    tpm = models.PositiveIntegerField(
+        "tokens per minute",
+        null=True,
+        blank=True,
+        help_text="Prompt and completion tokens; empty: no limit.",
+    )
+    max_concurrent = models.PositiveIntegerField(
+        "concurrent requests", null=True, blank=True, help_text="Empty: no limit."
+    )
+    burst = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Requests a key may send at once on top of its per-minute rate, after a "
+        "quiet spell; empty: none.",
+    )
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     rotated_from = models.OneToOneField(
         "self",
@@ -483,3 +509,201 @@ class BreakerEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.deployment}: {self.from_state} → {self.to_state}"
+
+
+class ProbeResult(models.Model):
+    """One health probe of a deployment (routing/health.py): what it answered, and how fast."""
+
+    deployment = models.ForeignKey(
+        Deployment, on_delete=models.CASCADE, related_name="probe_results"
+    )
+    created = models.DateTimeField(default=timezone.now)
+    ok = models.BooleanField()
+    status_code = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="The provider's HTTP status; empty when none arrived."
+    )
+    latency_ms = models.PositiveIntegerField(help_text="From sending the probe to its answer.")
+    error_code = models.CharField(max_length=64, blank=True)
+    # The provider's own message, scrubbed of anything shaped like a key.
+    error = models.CharField(max_length=300, blank=True)
+    # What the probe's tokens cost at the deployment's price: probing is not free.
+    cost_usd = models.DecimalField(
+        max_digits=MONEY_MAX_DIGITS, decimal_places=MONEY_DECIMAL_PLACES, null=True, blank=True
+    )
+
+    class Meta:
+        ordering = ["-created"]
+        indexes = [
+            # Serves the state after each probe (a deployment's latest probes) and the
+            # status page's per-deployment windows (24 h latency, 24 h and 30 day uptime).
+            models.Index(fields=["deployment", "-created"], name="routing_probe_recent"),
+            # Serves the retention purge: every probe older than the cut-off.
+            models.Index(fields=["created"], name="routing_probe_created"),
+        ]
+
+    def __str__(self) -> str:
+        outcome = "ok" if self.ok else f"failed ({self.error_code or self.status_code})"
+        return f"{self.deployment} {self.created:%Y-%m-%d %H:%M:%S}: {outcome}"
+
+
+class DeploymentHealth(models.Model):
+    """A deployment's state as its health probes show it.
+
+    Changed only by a conditional UPDATE on the state it was read in
+    (`routing.health.record_probe`), so of two workers that see the same change
+    one moves it, and only that one raises the alert.
+    """
+
+    class State(models.TextChoices):
+        UNKNOWN = "unknown", "Unknown"  # not probed yet
+        UP = "up", "Up"
+        DEGRADED = "degraded", "Degraded"
+        DOWN = "down", "Down"
+
+    deployment = models.OneToOneField(
+        Deployment, on_delete=models.CASCADE, primary_key=True, related_name="health"
+    )
+    state = models.CharField(max_length=10, choices=State.choices, default=State.UNKNOWN)
+    since = models.DateTimeField(default=timezone.now, help_text="When it entered this state.")
+    reason = models.CharField(max_length=200, blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True, help_text="Its latest probe.")
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "provider status"
+        verbose_name_plural = "provider status"
+
+    def __str__(self) -> str:
+        return f"{self.deployment}: {self.state}"
+
+
+# -- batch jobs (routing/batches/ runs them) --------------------------------------------
+
+
+class BatchQuerySet(models.QuerySet["Batch"]):
+    def of_key(self, key: ClientKey) -> BatchQuerySet:
+        return self.filter(client_key=key)
+
+    def unfinished(self) -> BatchQuerySet:
+        return self.filter(status__in=Batch.UNFINISHED)
+
+    def item_counts(self) -> dict[int, dict[str, int]]:
+        """How many items of each batch here are in each status (zeros included), in one query."""
+        counts = {
+            pk: dict.fromkeys(BatchItem.Status.values, 0)
+            for pk in self.values_list("pk", flat=True)
+        }
+        rows = (
+            BatchItem.objects.filter(batch_id__in=list(counts))
+            .values_list("batch_id", "status")
+            .annotate(n=models.Count("id"))
+            .order_by()
+        )
+        for batch_id, status, n in rows:
+            counts[batch_id][status] = n
+        return counts
+
+
+class Batch(models.Model):
+    """Up to 10,000 chat requests of one client key, run by a worker at low priority."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+        CANCELLED = "cancelled", "Cancelled"
+        FAILED = "failed", "Failed"
+
+    UNFINISHED = (Status.QUEUED, Status.RUNNING)
+    FINISHED = (Status.COMPLETED, Status.CANCELLED, Status.FAILED)
+
+    code = models.UUIDField(default=uuid4, unique=True, editable=False)
+    client_key = models.ForeignKey(ClientKey, on_delete=models.CASCADE, related_name="batches")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    route = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Sent to this route (or model) instead of each request's own `model`, "
+        "e.g. a cheaper one.",
+    )
+    total = models.PositiveIntegerField(default=0)
+    error = models.CharField(max_length=300, blank=True, help_text="Why the batch failed.")
+    created = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = BatchQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name_plural = "batches"
+        indexes = [
+            # Serves GET /api/v1/batches: one key's batches, newest first.
+            models.Index(fields=["client_key", "-created"], name="routing_batch_key_recent"),
+            # Serves the resumer's scan for queued and running batches.
+            models.Index(fields=["status"], name="routing_batch_status"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["queued", "running", "completed", "cancelled", "failed"]),
+                name="routing_batch_known_status",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"batch {self.code} ({self.status}, {self.total} requests)"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+
+class BatchItem(models.Model):
+    """One request of a batch, and what became of it."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        ANSWERED = "answered", "Answered"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    SETTLED = (Status.ANSWERED, Status.FAILED, Status.CANCELLED)
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="items")
+    index = models.PositiveIntegerField(help_text="Its position in the submission, from 0.")
+    custom_id = models.CharField(max_length=64, blank=True)
+    request = models.JSONField(help_text="The chat request as submitted (validated).")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    response = models.JSONField(null=True, blank=True, help_text="The chat.completion body.")
+    error = models.JSONField(null=True, blank=True, help_text='{"code", "message", "status"}')
+    # The ledger's request id of the latest attempt: "batch-<code>-<index>-<attempt>".
+    request_id = models.CharField(max_length=64, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["batch", "index"]
+        indexes = [
+            # Serves the runner's next pending items and the progress counts by status.
+            models.Index(fields=["batch", "status", "index"], name="routing_batchitem_status"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["batch", "index"], name="routing_batchitem_one_per_index"
+            ),
+            # One ledger row per attempt: the ledger is unique on the request id too.
+            models.UniqueConstraint(
+                fields=["request_id"],
+                condition=~Q(request_id=""),
+                name="routing_batchitem_one_per_request_id",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=["pending", "running", "answered", "failed", "cancelled"]),
+                name="routing_batchitem_known_status",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        label = f" ({self.custom_id})" if self.custom_id else ""
+        return f"item {self.index}{label} of batch {self.batch.code}: {self.status}"

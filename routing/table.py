@@ -58,6 +58,9 @@ class DeploymentInfo:
     # Compliance: may serve healthcare (HIPAA BAA signed); where data is processed.
     baa_signed: bool = False
     data_region: str = "us"
+    # Our own limits under the provider's quota (routing.limits); 0: none.
+    rpm: int = 0
+    tpm: int = 0
 
     @property
     def label(self) -> str:
@@ -104,6 +107,11 @@ class KeyInfo:
     environment: str
     expires_at: float | None = None  # epoch seconds
     allowed_models: frozenset[str] = frozenset()  # empty: every route and model
+    # Rate limits (routing.limits); 0: none.
+    rpm: int = 0
+    tpm: int = 0
+    max_concurrent: int = 0
+    burst: int = 0
 
     def may_use(self, model: str) -> bool:
         return not self.allowed_models or model in self.allowed_models
@@ -206,6 +214,10 @@ def _build_table(version: int) -> RoutingTable:
             key.environment,
             key.expires_at.timestamp() if key.expires_at else None,
             frozenset(key.allowed_models),
+            rpm=key.rpm or 0,
+            tpm=key.tpm or 0,
+            max_concurrent=key.max_concurrent or 0,
+            burst=key.burst or 0,
         )
         for key in ClientKey.objects.active()
     }
@@ -247,6 +259,8 @@ def _info(deployment: Any, credential: tuple[int, str]) -> DeploymentInfo:
         credential_id=credential_id,
         baa_signed=provider.baa_signed,
         data_region=provider.data_region,
+        rpm=deployment.rpm or 0,
+        tpm=deployment.tpm or 0,
         vendor=provider.vendor,
         input_usd_per_mtok=deployment.input_usd_per_mtok,
         output_usd_per_mtok=deployment.output_usd_per_mtok,

@@ -14,4 +14,8 @@ urlpatterns = [
     path("keys", api.KeyList.as_view(), name="key-list"),
     path("keys/<uuid:code>/rotate", api.KeyRotate.as_view(), name="key-rotate"),
     path("keys/<uuid:code>/revoke", api.KeyRevoke.as_view(), name="key-revoke"),
+    path("batches", api.BatchList.as_view(), name="batch-list"),
+    path("batches/<uuid:code>", api.BatchDetail.as_view(), name="batch-detail"),
+    path("batches/<uuid:code>/results", api.BatchResults.as_view(), name="batch-results"),
+    path("batches/<uuid:code>/cancel", api.BatchCancel.as_view(), name="batch-cancel"),
 ]

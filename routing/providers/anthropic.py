@@ -64,6 +64,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -74,6 +75,7 @@ from routing.providers.base import (
     Completion,
     FailureKind,
     ProviderError,
+    Quota,
     StreamTranslator,
     Target,
     UpstreamRequest,
@@ -82,6 +84,7 @@ from routing.providers.base import (
     data_url,
     default_code,
     error_json,
+    header_int,
     loads_object,
     malformed,
     retry_after_seconds,
@@ -200,12 +203,56 @@ class AnthropicAdapter(Adapter):
     def stream_translator(self, target: Target, request: ChatRequest) -> StreamTranslator:
         return AnthropicStream(request=request, target=target)
 
+    def quota(self, status: int, headers: Mapping[str, str], body: bytes = b"") -> Quota | None:
+        return rate_limit_headers(headers) or super().quota(status, headers, body)
+
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         data = error_json(body)
         error = data.get("error") if isinstance(data, dict) else None
         if not isinstance(error, dict):
             return super().classify(status, headers, body)
         return error_from_object(status, error, retry_after_seconds(headers))
+
+
+def rate_limit_headers(headers: Mapping[str, str], now: float | None = None) -> Quota | None:
+    """Anthropic's `anthropic-ratelimit-*` headers; resets are RFC 3339 times.
+
+    Tokens are limited three ways (all, input, output): the tightest one is reported.
+    """
+    now = time.time() if now is None else now
+    tokens = [
+        (
+            header_int(headers, f"anthropic-ratelimit-{kind}-limit"),
+            header_int(headers, f"anthropic-ratelimit-{kind}-remaining"),
+            _seconds_until(headers.get(f"anthropic-ratelimit-{kind}-reset"), now),
+        )
+        for kind in ("tokens", "input-tokens", "output-tokens")
+    ]
+    known = [(limit, left, reset) for limit, left, reset in tokens if limit and left is not None]
+    tightest: tuple[int | None, int | None, float | None] = (None, None, None)
+    if known:
+        tightest = min(known, key=lambda t: t[1] / t[0])
+    quota = Quota(
+        requests_limit=header_int(headers, "anthropic-ratelimit-requests-limit"),
+        requests_remaining=header_int(headers, "anthropic-ratelimit-requests-remaining"),
+        requests_reset=_seconds_until(headers.get("anthropic-ratelimit-requests-reset"), now),
+        tokens_limit=tightest[0],
+        tokens_remaining=tightest[1],
+        tokens_reset=tightest[2],
+    )
+    return None if quota == Quota() else quota
+
+
+def _seconds_until(value: str | None, now: float) -> float | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, moment.timestamp() - now)
 
 
 @dataclass

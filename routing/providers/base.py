@@ -85,6 +85,22 @@ class Usage:
         return usage
 
 
+@dataclass(frozen=True)
+class Quota:
+    """What a provider says is left of its rate limits, in one shape for every protocol.
+
+    None where the provider does not say. Resets are seconds from now until that
+    quota is whole again. `routing.limits` decides what "nearly spent" means.
+    """
+
+    requests_limit: int | None = None
+    requests_remaining: int | None = None
+    requests_reset: float | None = None
+    tokens_limit: int | None = None
+    tokens_remaining: int | None = None
+    tokens_reset: float | None = None
+
+
 @dataclass
 class Completion:
     """A whole answer: the OpenAI `chat.completion` JSON to send, and what it used."""
@@ -157,6 +173,16 @@ class Adapter:
     def stream_translator(self, target: Target, request: ChatRequest) -> StreamTranslator:
         raise NotImplementedError
 
+    def quota(self, status: int, headers: Mapping[str, str], body: bytes = b"") -> Quota | None:
+        """What an answer says of the provider's rate limits; None when it says nothing.
+
+        ``body`` is given for error answers only (Gemini puts its retry hint there).
+        Protocols without rate-limit headers still report a 429 as a spent quota.
+        """
+        if status != 429:
+            return None
+        return Quota(requests_remaining=0, requests_reset=retry_after_seconds(headers))
+
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         """What a non-2xx answer means. Subclasses read their error body, then defer here."""
         return ProviderError(
@@ -209,6 +235,41 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     if parsed is None:
         return None
     return max(0.0, parsed.timestamp() - time.time())
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)")
+_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+def go_duration(value: str | None) -> float | None:
+    """Seconds in a Go-style duration (``6m0s``, ``12ms``, ``1.5s``), as OpenAI sends resets."""
+    if not value:
+        return None
+    value = value.strip()
+    try:  # the common shapes, without the regular expression (this runs on every answer)
+        if value.endswith("ms"):
+            return float(value[:-2]) / 1000
+        if value.endswith("s") and "m" not in value and "h" not in value and "u" not in value:
+            return float(value[:-1])
+    except ValueError:
+        pass
+    parts = _DURATION_PART.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        try:
+            return max(0.0, float(value))  # a bare number: seconds
+        except ValueError:
+            return None
+    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+
+
+def header_int(headers: Mapping[str, str], name: str) -> int | None:
+    value = headers.get(name)
+    if value is None:
+        return None
+    try:
+        return int(float(value))
+    except ValueError:
+        return None
 
 
 def malformed(provider: str, detail: str) -> ProviderError:

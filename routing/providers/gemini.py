@@ -73,6 +73,7 @@ from routing.providers.base import (
     Completion,
     FailureKind,
     ProviderError,
+    Quota,
     StreamTranslator,
     Target,
     UpstreamRequest,
@@ -173,6 +174,13 @@ class GeminiAdapter(Adapter):
 
     def stream_translator(self, target: Target, request: ChatRequest) -> StreamTranslator:
         return GeminiStream(request=request, target=target)
+
+    def quota(self, status: int, headers: Mapping[str, str], body: bytes = b"") -> Quota | None:
+        """Gemini sends no rate-limit headers; a 429 says when to come back in its body."""
+        if status != 429:
+            return None
+        error = self.classify(status, headers, body)
+        return Quota(requests_remaining=0, requests_reset=error.retry_after)
 
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         data = error_json(body)

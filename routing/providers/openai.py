@@ -63,6 +63,7 @@ from routing.providers.base import (
     Completion,
     FailureKind,
     ProviderError,
+    Quota,
     StreamTranslator,
     Target,
     UpstreamRequest,
@@ -70,6 +71,8 @@ from routing.providers.base import (
     classify_status,
     default_code,
     error_json,
+    go_duration,
+    header_int,
     loads_object,
     malformed,
     retry_after_seconds,
@@ -129,10 +132,30 @@ class OpenAIAdapter(Adapter):
     def stream_translator(self, target: Target, request: ChatRequest) -> StreamTranslator:
         return OpenAIStream(request=request, target=target)
 
+    def quota(self, status: int, headers: Mapping[str, str], body: bytes = b"") -> Quota | None:
+        return rate_limit_headers(headers) or super().quota(status, headers, body)
+
     def classify(self, status: int, headers: Mapping[str, str], body: bytes) -> ProviderError:
         data = error_json(body)
         error = error_from_body(status, headers, data) if isinstance(data, dict) else None
         return error if error is not None else super().classify(status, headers, body)
+
+
+def rate_limit_headers(headers: Mapping[str, str]) -> Quota | None:
+    """OpenAI's `x-ratelimit-*` headers (resets are Go durations); AIMLAPI sends none."""
+    if "x-ratelimit-remaining-requests" not in headers and (
+        "x-ratelimit-remaining-tokens" not in headers
+    ):
+        return None
+    quota = Quota(
+        requests_limit=header_int(headers, "x-ratelimit-limit-requests"),
+        requests_remaining=header_int(headers, "x-ratelimit-remaining-requests"),
+        requests_reset=go_duration(headers.get("x-ratelimit-reset-requests")),
+        tokens_limit=header_int(headers, "x-ratelimit-limit-tokens"),
+        tokens_remaining=header_int(headers, "x-ratelimit-remaining-tokens"),
+        tokens_reset=go_duration(headers.get("x-ratelimit-reset-tokens")),
+    )
+    return None if quota == Quota() else quota
 
 
 @dataclass

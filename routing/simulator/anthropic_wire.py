@@ -246,6 +246,14 @@ class AnthropicProvider(Provider):
     def transport_headers(self, request: Request) -> Headers:
         return [(b"request-id", f"req_{new_id()}".encode())]
 
+    def nearly_spent(self, headers: Headers, reset_seconds: float) -> Headers:
+        at = datetime.fromtimestamp(time.time() + reset_seconds, UTC)
+        spent = {
+            b"anthropic-ratelimit-requests-remaining": b"1",
+            b"anthropic-ratelimit-requests-reset": at.strftime("%Y-%m-%dT%H:%M:%SZ").encode(),
+        }
+        return [(name, spent.get(name, value)) for name, value in headers]
+
     def success_headers(self, request: Request, reply: Reply) -> Headers:
         reset = _reset_time()
         remaining = b"%d" % (TOKENS_LIMIT - reply.prompt_tokens)

@@ -112,7 +112,8 @@ class Simulator:
         except orjson.JSONDecodeError:
             payload = _UNPARSEABLE
         recorded = request.body.decode("utf-8", "replace") if payload is _UNPARSEABLE else payload
-        self.calls.record(provider.name, recorded, request.headers)
+        client = scope.get("client") or ("", 0)
+        self.calls.record(provider.name, recorded, request.headers, f"{client[0]}:{client[1]}")
         fault = self.faults.take(provider.name, provider.model_of(request, payload))
         if self.delay_seconds and await pause(receive, self.delay_seconds):
             return
@@ -141,10 +142,14 @@ class Simulator:
                 body, headers = MALFORMED_BODY, provider.transport_headers(request)
             else:
                 body, headers = provider.respond(request, conversation, reply)
+            if mode == "quota_low":
+                headers = provider.nearly_spent(headers, _quota_reset(fault))
             await send_bytes(send, 200, body, headers, provider.json_type)
             return
 
         plan = provider.stream(request, conversation, reply)
+        if mode == "quota_low":
+            plan.headers = provider.nearly_spent(plan.headers, _quota_reset(fault))
         if mode == "stream_cut":
             events = [*plan.head, *plan.content[:2]]
             await send_events(send, events, plan.headers, plan.content_type, complete=False)
@@ -288,6 +293,11 @@ class Simulator:
 
     async def _health(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send_json(send, 200, {"status": "ok"})
+
+
+def _quota_reset(fault: Fault | None) -> float:
+    """Seconds until the quota_low fault's quota resets (its retry_after; 10 by default)."""
+    return 10.0 if fault is None or fault.retry_after is None else fault.retry_after
 
 
 def _query(scope: Scope) -> dict[str, str]:

@@ -388,6 +388,9 @@ class OpenAIProvider(Provider):
             headers=self.stream_headers(request, reply),
         )
 
+    def nearly_spent(self, headers: Headers, reset_seconds: float) -> Headers:
+        return nearly_spent_headers(headers, reset_seconds)
+
     def stream_headers(self, request: Request, reply: Reply) -> Headers:
         return self.success_headers(request, reply)
 
@@ -407,6 +410,14 @@ _MODEL_LIST = orjson.dumps(
         ],
     }
 )
+
+
+def nearly_spent_headers(headers: Headers, reset_seconds: float) -> Headers:
+    spent = {
+        b"x-ratelimit-remaining-requests": b"1",
+        b"x-ratelimit-reset-requests": f"{reset_seconds:g}s".encode(),
+    }
+    return [(name, spent.get(name, value)) for name, value in headers]
 
 
 def seconds_header(value: float) -> bytes:

@@ -6,7 +6,8 @@ nothing here needs a lock.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import random
+from dataclasses import asdict, dataclass, field
 from itertools import count
 from typing import Any
 
@@ -21,6 +22,7 @@ MODES = (
     "reset",
     "malformed",
     "stream_cut",
+    "quota_low",
 )
 DEFAULT_TIMEOUT_MS = 60_000
 DEFAULT_SLOW_MS = 1_000
@@ -37,9 +39,19 @@ class Fault:
     # Remaining uses; None means until cleared.
     times: int | None = None
     model: str | None = None
+    # The share of matching calls it fails, drawn at random (seeded by `seed` when given);
+    # a call it spares goes on to the next fault, or is answered.
+    rate: float = 1.0
+    seed: int | None = None
+    _draw: random.Random = field(default_factory=random.Random, repr=False)
 
     def describe(self) -> dict[str, Any]:
-        return asdict(self)
+        described = asdict(self)
+        del described["_draw"]
+        return described
+
+    def fires(self) -> bool:
+        return self.rate >= 1.0 or self._draw.random() < self.rate
 
 
 def _bare_model(model: str) -> str:
@@ -76,6 +88,10 @@ class FaultBook:
         model = spec.get("model")
         if model is not None and not isinstance(model, str):
             raise ValueError("model must be a string")
+        rate = spec.get("rate", 1.0)
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1:
+            raise ValueError("rate must be a number above 0 and at most 1")
+        seed = _optional_int(spec, "seed", 0, 2**63 - 1)
         fault = Fault(
             id=next(self._ids),
             provider=provider,
@@ -85,6 +101,9 @@ class FaultBook:
             delay_ms=delay_ms,
             times=times,
             model=_bare_model(model) if model else None,
+            rate=float(rate),
+            seed=seed,
+            _draw=random.Random(seed),
         )
         self._faults.append(fault)
         return fault
@@ -98,6 +117,8 @@ class FaultBook:
             if fault.provider not in ("*", provider):
                 continue
             if fault.model is not None and fault.model != model:
+                continue
+            if not fault.fires():
                 continue
             if fault.times is not None:
                 fault.times -= 1
@@ -134,14 +155,19 @@ class CallLog:
 
     def reset(self) -> None:
         self._calls = {
-            name: {"count": 0, "last_request": None, "last_headers": None} for name in PROVIDERS
+            name: {"count": 0, "last_request": None, "last_headers": None, "connections": 0}
+            for name in PROVIDERS
         }
+        self._peers: dict[str, set[str]] = {name: set() for name in PROVIDERS}
 
-    def record(self, provider: str, request: Any, headers: dict[str, str]) -> None:
+    def record(self, provider: str, request: Any, headers: dict[str, str], peer: str = "") -> None:
         entry = self._calls[provider]
         entry["count"] += 1
         entry["last_request"] = request
         entry["last_headers"] = headers
+        # Distinct client addresses: how many connections the calls came over.
+        self._peers[provider].add(peer)
+        entry["connections"] = len(self._peers[provider])
 
     def describe(self) -> dict[str, dict[str, Any]]:
         return self._calls

@@ -105,6 +105,11 @@ class Provider:
     def stream(self, request: Request, conversation: Conversation, reply: Reply) -> StreamPlan:
         raise NotImplementedError
 
+    def nearly_spent(self, headers: Headers, reset_seconds: float) -> Headers:
+        """The quota_low fault: the same answer, its rate-limit headers saying one request
+        is left until ``reset_seconds`` from now. Protocols without such headers ignore it."""
+        return headers
+
     def malformed_event(self, request: Request) -> bytes:
         return b"data: {this is not json\n\n"
 

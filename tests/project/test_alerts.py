@@ -288,9 +288,11 @@ def free_port() -> int:
         return port
 
 
-def test_the_webhook_secret_never_appears_in_audit_rows_logs_or_the_admin_list(
+def test_the_webhook_secret_never_appears_in_the_database_audit_rows_logs_or_the_admin(
     db: None, webhook: WebhookReceiver, caplog: pytest.LogCaptureFixture, admin_client: Client
 ) -> None:
+    from routing.audit import _database_text
+
     caplog.set_level(logging.DEBUG)
     make_channel("webhook", webhook.url(f"/hooks/T000/{SECRET}"), name="echoes")
     make_channel("webhook", f"http://127.0.0.1:{free_port()}/x?token={SECRET}", name="refused")
@@ -305,9 +307,13 @@ def test_the_webhook_secret_never_appears_in_audit_rows_logs_or_the_admin_list(
     alert.refresh_from_db()
     listing = admin_client.get(reverse("admin:project_channel_changelist")).content.decode()
     page = admin_client.get(reverse("admin:project_alert_change", args=[alert.pk])).content.decode()
+    channel = Channel.objects.get(name="echoes")
+    form = admin_client.get(reverse("admin:project_channel_change", args=[channel.pk]))
     assert "http://127.0.0.1:" in listing
     for text in [*errors.values(), alert.last_error, caplog.text, listing, page]:
         assert SECRET not in text
+    assert SECRET not in form.content.decode() and SECRET not in _database_text()
+    assert SECRET in channel.target  # it is there, encrypted, for the transport
 
 
 @pytest.mark.parametrize("page", ["project_alert", "project_channel"])
@@ -361,3 +367,24 @@ def test_send_a_test_alert_in_the_admin_reaches_the_channel(
     [request] = webhook.requests
     assert request["body"]["switchboard"]["kind"] == "channel_test"
     assert Alert.objects.count() == 0  # a test is not an outbox row
+
+
+def test_the_admin_stores_a_webhook_url_encrypted_and_keeps_it_when_left_empty(
+    db: None, admin_client: Client
+) -> None:
+    url = f"https://hooks.example.com/services/{SECRET}"
+    form = {"name": "ops", "kind": "webhook", "target": url, "alert_kinds": "[]", "enabled": "on"}
+
+    added = admin_client.post(reverse("admin:project_channel_add"), form)
+
+    assert added.status_code == 302
+    channel = Channel.objects.get()
+    assert channel.target == url and channel.target_display() == "https://hooks.example.com/…"
+    kept = admin_client.post(
+        reverse("admin:project_channel_change", args=[channel.pk]), {**form, "target": ""}
+    )
+    assert kept.status_code == 302
+    channel.refresh_from_db()
+    assert channel.target == url
+    bad = admin_client.post(reverse("admin:project_channel_add"), {**form, "target": "nope"})
+    assert bad.status_code == 200 and "Enter an http(s) URL." in bad.content.decode()

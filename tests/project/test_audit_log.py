@@ -214,10 +214,12 @@ def test_a_webhook_channel_is_logged_by_its_host_and_an_email_channel_whole() ->
     webhook.target = url.replace("abc", "xyz")
     webhook.save()
 
-    assert entries_for(webhook)[0].changes_dict["target"] == [None, "https://hooks.slack.com/…"]
-    changed = entries_for(webhook)[-1].changes_dict["target"]
-    assert changed == ["https://hooks.slack.com/…", "https://hooks.slack.com/…"]
-    assert entries_for(email)[0].changes_dict["target"] == [None, "finance@example.com"]
+    created = entries_for(webhook)[0].changes_dict
+    assert created["target_shown"] == [None, "https://hooks.slack.com/…"]
+    assert created["target_encrypted"] == [None, "[redacted]"]
+    changed = entries_for(webhook)[-1].changes_dict
+    assert changed == {"target_encrypted": ["[redacted]", "[redacted]"]}  # changed; not to what
+    assert entries_for(email)[0].changes_dict["target_shown"] == [None, "finance@example.com"]
     assert "webhook-token" not in dump_audit_log()
 
 

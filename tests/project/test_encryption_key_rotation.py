@@ -9,6 +9,7 @@ from cryptography.fernet import Fernet
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
+from project.models import Channel
 from project.secrets import decrypt
 from routing.models import ProviderCredential
 from tests.factories import make_provider
@@ -25,14 +26,18 @@ def stored_tokens() -> list[str]:
 def test_it_re_encrypts_every_secret_so_the_old_key_can_be_dropped() -> None:
     with override_settings(SWITCHBOARD_ENCRYPTION_KEYS=[OLD]):
         make_provider("acme", {"prod": "sk-acme-prod-0123456789", "dev": "sk-acme-dev-0123456789"})
+        hook = Channel.objects.create(kind="webhook", name="ops", target="https://h.example/T0K")
     before = stored_tokens()
 
     with override_settings(SWITCHBOARD_ENCRYPTION_KEYS=[NEW, OLD]):
         out = StringIO()
         call_command("rotate_encryption_key", stdout=out)
 
-    assert "2 secret(s) re-encrypted" in out.getvalue()
+    assert "3 secret(s) re-encrypted" in out.getvalue()
     assert "routing.ProviderCredential.secret_encrypted: 2" in out.getvalue()
+    assert "project.Channel.target_encrypted: 1" in out.getvalue()
+    with override_settings(SWITCHBOARD_ENCRYPTION_KEYS=[NEW]):
+        assert Channel.objects.get(pk=hook.pk).target == "https://h.example/T0K"
     after = stored_tokens()
     assert set(after).isdisjoint(before)
     with override_settings(SWITCHBOARD_ENCRYPTION_KEYS=[NEW]):  # the old key is gone

@@ -23,7 +23,14 @@ from billing.models import ContentSample, UsageRecord
 from project.alerts import raise_alert
 from project.models import Channel
 from project.roles import ADMINISTRATOR_ONLY, GATEWAY_APPS, ROLES
-from routing.models import BreakerEvent, ClientKey, Deployment
+from routing.models import (
+    Batch,
+    BreakerEvent,
+    ClientKey,
+    Deployment,
+    DeploymentHealth,
+    ProbeResult,
+)
 from tests.checklist.factories import seed_checklist
 from tests.factories import load_demo_config, make_client_key
 
@@ -39,6 +46,7 @@ PAGES = {
     "alert channels": "/admin/project/channel/",
     "content samples": "/admin/billing/contentsample/",
     "job queues": "/admin/django_rq/dashboard/",
+    "provider status": "/admin/routing/deploymenthealth/",
 }
 # Which role may open which page (view); every other role gets 403.
 MAY_VIEW = {
@@ -162,6 +170,9 @@ def seed() -> None:
     BreakerEvent.objects.create(
         deployment=Deployment.objects.first(), from_state="closed", to_state="open"
     )
+    ProbeResult.objects.create(deployment=Deployment.objects.first(), ok=True, latency_ms=120)
+    DeploymentHealth.objects.create(deployment=Deployment.objects.first(), state="up")
+    Batch.objects.create(client_key=ClientKey.objects.get(), total=0)
     seed_checklist()
 
 

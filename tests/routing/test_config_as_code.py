@@ -127,6 +127,32 @@ def test_an_edit_updates_in_place(tmp_path: Path) -> None:
             " api_key_env: X}\n",
             "line 2: providers.x.api_key: give api_key or api_key_env, not both",
         ),
+        (
+            "providers:\n  x:\n    protocol: openai\n    base_url: 'http://x'\n"
+            "    credentials:\n      - {environment: qa, api_key_env: X}\n",
+            "line 6: providers.x.credentials[0].environment: must be one of dev, staging, prod",
+        ),
+        (
+            "providers:\n  x:\n    protocol: openai\n    base_url: 'http://x'\n"
+            "    credentials:\n      - {environment: prod, api_key_env: X}\n"
+            "      - {environment: prod, api_key_env: Y}\n",
+            "line 7: providers.x.credentials: two credentials for prod labelled ''",
+        ),
+        (
+            "providers:\n  x: {protocol: openai, base_url: 'http://x', data_region: mars}\n",
+            "line 2: providers.x.data_region: must be one of us, eu, other",
+        ),
+        (
+            "providers:\n  x: {protocol: openai, base_url: 'http://x'}\n"
+            "models:\n  - {provider: x, name: m}\n"
+            "routes:\n  r: {chain: [x/m], environments: [prod, qa]}\n",
+            "line 6: routes.r.environments: must list some of dev, staging, prod",
+        ),
+        (
+            "providers:\n  x:\n    protocol: openai\n    base_url: 'http://x'\n"
+            "    credentials:\n      - {environment: prod}\n",
+            "providers.x.credentials: the prod credential gives no api_key or api_key_env",
+        ),
     ],
 )
 def test_a_bad_file_names_the_line_and_field_and_changes_nothing(
@@ -193,3 +219,27 @@ def dump_database(connection: object) -> str:
             cursor.execute(f'SELECT * FROM "{table}"')
             lines.extend(repr(row) for row in cursor.fetchall())
     return "\n".join(lines)
+
+
+def test_credentials_and_route_environments_round_trip_without_secrets(tmp_path: Path) -> None:
+    secret = "sk-stored-only-0123456789"
+    text = (
+        "providers:\n  x:\n    protocol: openai\n    base_url: 'http://x'\n    baa_signed: true\n"
+        "    data_region: eu\n    credentials:\n"
+        f"      - {{environment: prod, api_key: {secret}, rotation_days: 7}}\n"
+        "      - {environment: staging, api_key_env: X_STAGING, label: team-b}\n"
+        "models:\n  - {provider: x, name: m, input_usd_per_mtok: '1', output_usd_per_mtok: '2'}\n"
+        "routes:\n  r: {chain: [x/m], environments: [prod]}\n"
+    )
+    run("import_config", write(tmp_path, text))
+    exported = run("export_config")
+
+    assert secret not in exported
+    assert "environments:\n    - prod" in exported and "X_STAGING" in exported
+    provider = Provider.objects.get()
+    assert provider.baa_signed and provider.data_region == "eu"
+    before = list(ProviderCredential.objects.values_list("secret_encrypted", "rotated_at"))
+    again = run("import_config", write(tmp_path, exported))  # the stored key is kept
+    assert "2 credential unchanged" in again and "1 route unchanged" in again
+    assert list(ProviderCredential.objects.values_list("secret_encrypted", "rotated_at")) == before
+    assert ProviderCredential.objects.get(environment="prod").secret() == secret

@@ -63,7 +63,8 @@ def test_the_list_shows_every_key_and_none_of_their_secrets(admin_key: str) -> N
     assert raw not in response.content.decode() and notes.key_hash not in response.content.decode()
 
 
-def test_a_new_key_is_shown_once_and_stored_hashed(admin_key: str) -> None:
+def test_a_new_key_is_shown_once_and_stored_hashed() -> None:
+    admin_key = make_client_key(name="staging ops", scopes=["admin"], env="staging")
     response = call(
         "POST",
         "/api/v1/keys",
@@ -79,6 +80,26 @@ def test_a_new_key_is_shown_once_and_stored_hashed(admin_key: str) -> None:
     listed = call("GET", "/api/v1/keys", admin_key).json()["data"]
     assert all("key" not in key for key in listed)
     assert call("GET", "/api/v1/usage", body["key"]).status_code == 200
+
+
+def test_an_admin_key_manages_only_the_keys_of_its_own_environment(admin_key: str) -> None:
+    make_client_key(name="dev notes", env="dev")
+    dev = ClientKey.objects.get(name="dev notes")
+
+    listed = {key["name"] for key in call("GET", "/api/v1/keys", admin_key).json()["data"]}
+    minted = call(
+        "POST", "/api/v1/keys", admin_key, {"name": "x", "scopes": ["chat"], "environment": "dev"}
+    )
+    rotated = call("POST", f"/api/v1/keys/{dev.code}/rotate", admin_key, {"grace_hours": 1})
+    revoked = call("POST", f"/api/v1/keys/{dev.code}/revoke", admin_key)
+
+    assert listed == {"ops"}
+    assert minted.status_code == 403 and minted.json()["error"]["code"] == "environment_not_allowed"
+    assert rotated.status_code == revoked.status_code == 404
+    dev.refresh_from_db()
+    assert dev.revoked_at is None and not ClientKey.objects.filter(name="x").exists()
+    default = call("POST", "/api/v1/keys", admin_key, {"name": "y", "scopes": ["chat"]})
+    assert default.status_code == 201 and default.json()["environment"] == "prod"
 
 
 @pytest.mark.parametrize(
@@ -199,7 +220,7 @@ def test_an_unknown_key_is_a_404_in_the_error_body(admin_key: str, action: str) 
 
     assert response.status_code == 404
     assert response.json()["error"] == {
-        "message": f"No client key has the code {code}.",
+        "message": f"No prod client key has the code {code}.",
         "type": "not_found_error",
         "param": None,
         "code": "key_not_found",

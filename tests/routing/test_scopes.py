@@ -24,7 +24,7 @@ from rest_framework.views import APIView
 from billing.models import UsageRecord
 from routing.auth import ClientKeyAuthentication, HasScope
 from routing.gateway import ENDPOINTS
-from routing.models import ClientKey, Scope, hash_key
+from routing.models import Batch, BatchItem, ClientKey, Route, Scope, hash_key
 from tests.factories import make_client_key
 from tests.servers import SimulatorHandle
 
@@ -33,8 +33,10 @@ from tests.servers import SimulatorHandle
 # insists on both.
 NO_ENDPOINT_YET = {
     "feedback": "issue 6 adds the feedback API",
-    "batches": "issue 7 adds the batch API",
 }
+
+
+BATCH_REQUEST = {"model": "summary", "messages": [{"role": "user", "content": "Summarise."}]}
 
 
 def no_params(caller: ClientKey) -> dict[str, str]:
@@ -49,6 +51,18 @@ def a_usage_record_of(caller: ClientKey) -> dict[str, str]:
         status=UsageRecord.Status.OK,
     )
     return {"request_id": record.request_id}
+
+
+def a_route(caller: ClientKey) -> dict[str, str]:
+    """A route the new batch's requests can name (a batch checks its models first)."""
+    Route.objects.get_or_create(name="summary")
+    return {}
+
+
+def a_batch_of(caller: ClientKey) -> dict[str, str]:
+    batch = Batch.objects.create(client_key=caller, total=1)
+    BatchItem.objects.create(batch=batch, index=0, request=BATCH_REQUEST)
+    return {"code": str(batch.code)}
 
 
 def another_key(caller: ClientKey) -> dict[str, str]:
@@ -99,6 +113,11 @@ API_CALLS = [
         params=another_key,
     ),
     ApiCall("POST", "/api/v1/keys/<uuid:code>/revoke", "admin", params=another_key),
+    ApiCall("GET", "/api/v1/batches", "batches"),
+    ApiCall("POST", "/api/v1/batches", "batches", 201, {"requests": [BATCH_REQUEST]}, a_route),
+    ApiCall("GET", "/api/v1/batches/<uuid:code>", "batches", params=a_batch_of),
+    ApiCall("GET", "/api/v1/batches/<uuid:code>/results", "batches", params=a_batch_of),
+    ApiCall("POST", "/api/v1/batches/<uuid:code>/cancel", "batches", params=a_batch_of),
 ]
 
 MESSAGES = [{"role": "user", "content": "Summarise the call."}]

@@ -951,7 +951,12 @@ def test_calls_are_counted_per_provider_faulted_or_not(
     assert calls["openai"]["last_headers"]["authorization"] == "Bearer sk-test"
     assert calls["google"]["count"] == 1
     assert calls["google"]["last_headers"]["x-goog-api-key"] == "goog-test"
-    assert calls["anthropic"] == {"count": 0, "last_request": None, "last_headers": None}
+    assert calls["anthropic"] == {
+        "count": 0,
+        "last_request": None,
+        "last_headers": None,
+        "connections": 0,
+    }
     assert simulator.control("DELETE", "/_control/calls")["openai"]["count"] == 0
 
 

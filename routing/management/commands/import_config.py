@@ -10,7 +10,10 @@ from routing.config import ConfigError, parse
 
 
 class Command(BaseCommand):
-    help = "Load gateway configuration (providers, models, routes, budgets) from a YAML file."
+    help = (
+        "Load gateway configuration (providers, models, routes, budgets, key limits) from a "
+        "YAML file."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", type=Path)
@@ -22,9 +25,10 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"{path}: {exc.strerror}") from None
         try:
-            config = parse(text)
+            # import_config is one transaction: a file that does not fit the
+            # database (a credential with no key to keep) also changes nothing.
+            report = import_config(parse(text))
         except ConfigError as exc:
             raise CommandError(f"{path}: {exc}. Nothing was changed.") from None
-        report = import_config(config)
         summary = ", ".join(f"{count} {what}" for what, count in sorted(report.items()))
         self.stdout.write(f"Imported {path}: {summary or 'nothing to do'}.")

@@ -1,9 +1,9 @@
 """`make run`: the whole stack on one machine, in the foreground.
 
 Starts the provider simulator, loads the demo, then the ASGI server, an RQ
-worker with its scheduler and the periodic-job scheduler (rqcron), all sharing
-one Redis (the embedded one when REDIS_URL is unset). Ctrl-C stops them all;
-if any of them dies, the rest are stopped too.
+worker with its scheduler, a worker for batch jobs and the periodic-job
+scheduler (rqcron), all sharing one Redis (the embedded one when REDIS_URL is
+unset). Ctrl-C stops them all; if any of them dies, the rest are stopped too.
 """
 
 from __future__ import annotations
@@ -86,6 +86,8 @@ class Command(BaseCommand):
                 ],
             )
             start("worker", [python, "manage.py", "rqworker", "default", "--with-scheduler"])
+            # Batches have a worker of their own: a long batch never delays the periodic jobs.
+            start("batch worker", [python, "manage.py", "rqworker", "batch"])
             start("cron", [python, "manage.py", "rqcron", "project.cron"])
             wait_for(f"http://127.0.0.1:{port}/healthz", children)
             self.stdout.write(
