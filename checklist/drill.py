@@ -277,7 +277,7 @@ def _run_scenario(
             outcome.answered_by.append("")
             problems.append(f"{answer.status} {answer.code}")
         else:
-            outcome.answered_by.append(answer.deployment.provider)
+            outcome.answered_by.append(answer.provider)
     first = answers[0]
     if not isinstance(first, ApiError):
         outcome.attempts = [f"{a.provider}: {a.outcome}" for a in first.attempts]
@@ -294,19 +294,21 @@ def _run_scenario(
 
 async def _ask(route: str, scenario: Scenario, environment: str) -> list[Any]:
     client = EnhancedHybridAIClient(environment=environment)
-    body = {
-        "model": route,
-        "messages": MESSAGES,
-        "metadata": {DRILL_METADATA_KEY: scenario.name},
-    }
+    # Never from the response cache, and each request its own (single-flight would merge
+    # identical ones in flight): every request must reach the providers.
+    metadata = {DRILL_METADATA_KEY: scenario.name, "cache": "false"}
 
-    async def one() -> Any:
+    async def one(n: int) -> Any:
+        text = f"{MESSAGES[0]['content']} ({scenario.name}, request {n + 1}, {time.time()})"
+        body = {"model": route, "messages": [{"role": "user", "content": text}]}
         try:
-            return await client.run(validate_chat_body({**body, "stream": False}))
+            return await client.run(
+                validate_chat_body({**body, "metadata": metadata, "stream": False})
+            )
         except ApiError as exc:
             return exc
 
     try:
-        return list(await asyncio.gather(*(one() for _ in range(scenario.requests))))
+        return list(await asyncio.gather(*(one(n) for n in range(scenario.requests))))
     finally:
         await close_engine()

@@ -339,21 +339,64 @@ def fallback_drill(self: Check, now: datetime) -> Measurement:
     return Measurement(status, value, self.threshold, drill.finished_at or now, drill.error)
 
 
-# -- measured by features still to come -------------------------------------------------
-# Each says what is missing instead of inventing a number. Wiring one is replacing
-# its body with a query like the ones above; its key, and so its items, stay.
+# -- availability and limits (health probes and rate limits, routing) ------------------
 
 
-@check("uptime", "System uptime", f"≥ {UPTIME_TARGET_PCT}% availability")
+UPTIME_WINDOW_DAYS = 30
+
+
+@check("uptime", "System uptime", f"≥ {UPTIME_TARGET_PCT}% of probed minutes, 30 days")
 def uptime(self: Check, now: datetime) -> Measurement:
-    # To come: the share of successful provider health probes (issue 6) over 30 days.
-    return self.unknown(now, "not measured yet: provider health probes (issue 6) record no data")
+    """A minute counts as up when any deployment of the fallback chain answered a health
+    probe in it: with fallback, one healthy provider keeps the system available."""
+    from django.db.models import Case, Max, When
+    from django.db.models.functions import TruncMinute
+
+    from routing.models import ProbeResult
+
+    route, chain = plan_route()
+    if route is None:
+        return self.failed(now, "no four-provider route", "configure the fallback chain first")
+    minutes = (
+        ProbeResult.objects.filter(
+            deployment__in=chain,
+            created__gt=now - timedelta(days=UPTIME_WINDOW_DAYS),
+            created__lte=now,
+        )
+        .annotate(minute=TruncMinute("created"))
+        .values("minute")
+        .annotate(up=Max(Case(When(ok=True, then=1), default=0)))
+        .order_by()
+    )
+    probed = minutes.count()
+    if not probed:
+        return self.unknown(now, "no health probe of the fallback chain in 30 days")
+    up = minutes.filter(up=1).count()
+    pct = (Decimal(up) / probed * 100).quantize(Decimal("0.001"))
+    value = f"{pct}% ({up:,} of {probed:,} probed minutes up)"
+    return self.passed(now, value) if pct >= UPTIME_TARGET_PCT else self.failed(now, value)
 
 
-@check("rate_limits", "Rate limits", "a request rate limit configured for every client key")
+@check("rate_limits", "Rate limits", "every active client key has a rate limit")
 def rate_limits(self: Check, now: datetime) -> Measurement:
-    # To come: every active client key (or a global default) has a limit (issue 6).
-    return self.unknown(now, "not measured yet: rate limits arrive with issue 6")
+    from django.db.models import Q
+
+    from routing.models import ClientKey
+
+    keys = ClientKey.objects.active().filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+    if not keys.exists():
+        return self.unknown(now, "no active client key")
+    unlimited = keys.filter(rpm__isnull=True, tpm__isnull=True, max_concurrent__isnull=True)
+    names = sorted(unlimited.values_list("name", flat=True))
+    value = f"{keys.count() - len(names)} of {keys.count()} active keys limited"
+    if names:
+        return self.failed(now, value, f"no rpm, tpm or concurrency limit: {', '.join(names)}")
+    return self.passed(now, value)
+
+
+# -- measured by a feature still to come -------------------------------------------------
+# It says what is missing instead of inventing a number. Wiring it is replacing its
+# body with a query like the ones above; its key, and so its items, stay.
 
 
 @check("satisfaction", "User satisfaction", f"≥ {SATISFACTION_TARGET_PCT}% positive feedback")

@@ -18,8 +18,8 @@ from project.alerts import raise_alert
 from project.cron import PERIODIC_JOBS
 from project.models import Channel, DeliveryAttempt
 from routing.breaker import KEY as BREAKER_KEY
-from routing.models import Deployment, Provider, ProviderCredential
-from tests.factories import load_demo_config, make_provider
+from routing.models import ClientKey, Deployment, ProbeResult, Provider, ProviderCredential
+from tests.factories import load_demo_config, make_client_key, make_provider
 
 pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 11, 16, 12, tzinfo=UTC)
@@ -231,12 +231,50 @@ def test_fallback_scenarios_follow_the_last_finished_drill() -> None:
     assert measure("fallback_drill").status == "fail"
 
 
-@pytest.mark.parametrize("key", ["uptime", "rate_limits", "satisfaction"])
-def test_checks_without_data_yet_are_unknown_and_say_what_is_missing(key: str) -> None:
-    result = measure(key)
+def test_satisfaction_is_unknown_until_feedback_is_collected() -> None:
+    result = measure("satisfaction")
 
     assert result.status == "unknown" and result.value == ""
     assert result.detail.startswith("not measured yet: ")
+
+
+def probe(deployment: Deployment, minute: int, ok: bool) -> None:
+    ProbeResult.objects.create(
+        deployment=deployment, ok=ok, latency_ms=80, created=NOW - timedelta(minutes=minute)
+    )
+
+
+def test_uptime_counts_minutes_with_a_healthy_provider_in_the_chain(demo) -> None:
+    assert measure("uptime").status == "unknown"
+    _, chain = evidence.plan_route()
+    aimlapi, openai = chain[0], chain[1]
+
+    for minute in range(1, 101):
+        probe(aimlapi, minute, ok=minute != 50)  # aimlapi down one minute...
+    probe(openai, 50, ok=True)  # ...while openai answered: the system was up
+    result = measure("uptime")
+    assert (result.status, result.value) == ("pass", "100.000% (100 of 100 probed minutes up)")
+
+    # Minute 20: aimlapi and openai both failed their probes.
+    ProbeResult.objects.filter(deployment=aimlapi, created=NOW - timedelta(minutes=20)).update(
+        ok=False
+    )
+    probe(openai, 20, ok=False)
+    result = measure("uptime")
+    assert (result.status, result.value) == ("fail", "99.000% (99 of 100 probed minutes up)")
+
+
+def test_rate_limits_pass_when_every_active_key_is_limited() -> None:
+    assert measure("rate_limits").status == "unknown"
+    make_client_key("notes")
+    make_client_key("search")
+    result = measure("rate_limits")
+    assert result.status == "fail" and result.detail.endswith(": notes, search")
+
+    ClientKey.objects.filter(name="notes").update(rpm=600)
+    ClientKey.objects.filter(name="search").update(max_concurrent=20)
+    result = measure("rate_limits")
+    assert (result.status, result.value) == ("pass", "2 of 2 active keys limited")
 
 
 def test_a_check_that_raises_is_unknown_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:

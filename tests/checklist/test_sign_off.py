@@ -31,7 +31,7 @@ def test_a_holder_signs_their_role_with_a_comment_and_the_evidence_of_the_moment
 
     assert (signed.user_name, signed.comment) == ("quinn", "Suite green, drill passed.")
     assert signed.evidence["circuit_breakers"]["status"] == "pass"
-    assert signed.evidence["uptime"]["status"] == "unknown"
+    assert signed.evidence["satisfaction"]["status"] == "unknown"
     line = Item.objects.get(title="QA Lead")
     assert line.status == Item.Status.DONE
     assert line.events.get().comment == "Signed off: Suite green, drill passed."
