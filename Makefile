@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint bench install migrate clean
+.PHONY: run test lint bench install migrate clean chromium
 
 $(STAMP): pyproject.toml
 	@python=$$(./scripts/find-python.sh) || exit 1; \
@@ -21,7 +21,11 @@ migrate: install
 run: migrate
 	$(PY) manage.py runstack
 
-test: install
+# The browser tests use Debian's Chromium (never a downloaded one).
+chromium:
+	@./scripts/ensure-chromium.sh
+
+test: install chromium
 	$(PY) -m pytest
 
 lint: install

@@ -42,7 +42,11 @@ TRACKED: dict[str, dict[str, Any]] = {
     # The target (a webhook URL holds a token) is recorded as changed, never by value;
     # target_shown says where it points (an email address, or a URL's scheme and host).
     "project.Channel": {"mask_fields": ["target_encrypted"], "mask_callable": SECRET},
-    # checklist: its models (items, evidence, sign-offs) are registered here when they arrive.
+    "checklist.Checklist": {},
+    "checklist.Item": {},
+    "checklist.SignOffRole": {"m2m_fields": {"users"}},
+    # The evidence snapshot is on the row itself; the log records who signed and revoked.
+    "checklist.SignOff": {"exclude_fields": ["evidence"]},
 }
 
 

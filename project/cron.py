@@ -28,6 +28,7 @@ PERIODIC_JOBS: list[tuple[str, int]] = [
     ("billing.jobs.purge_expired_samples", 3600),
     ("routing.batches.jobs.resume_stalled_batches", 60),
     ("routing.batches.jobs.purge_expired_batches", 3600),
+    ("checklist.jobs.evaluate_evidence", 600),
 ]
 
 for dotted_path, seconds in PERIODIC_JOBS:

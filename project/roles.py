@@ -2,11 +2,15 @@
 
 Administrator: everything. Operator: the gateway (providers, models, routes, keys,
 breakers, alerts, the job queues), reading spend. Finance: prices, plans, budgets and spend.
-Stakeholder: the rollout checklist. Viewer: read-only everywhere. Stored content
-(prompt samples) and erasing an end user (`billing.forget_end_user`, which no
-add/change/delete/view grant names) are for Administrator alone, and so is the
-audit log of configuration changes (auditlog.logentry, project/auditing.py): it
-shows every area's changes, so no narrower role reads it.
+Stakeholder: the rollout checklist: items, comments, re-measuring evidence, and
+signing off the sign-off roles they are assigned (checklist.actions checks the
+assignment); who holds a role, and the history rows, only Administrators change.
+Operators run fallback drills (checklist.add_fallbackdrill). Viewer: read-only
+everywhere. Stored content (prompt samples) and erasing an end user
+(`billing.forget_end_user`, which no add/change/delete/view grant names) are for
+Administrator alone, and so is the audit log of configuration changes
+(auditlog.logentry, project/auditing.py): it shows every area's changes, so no
+narrower role reads it.
 
 A migration creates the groups, and every `migrate` brings them up to date
 (post_migrate), so a model added later joins its roles without a new data
@@ -30,6 +34,8 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
         "routing.*": ALL,
         "project.*": ALL,
         "billing.*": VIEW,
+        "checklist.*": VIEW,  # the checklist page, where the drill button is
+        "checklist.fallbackdrill": ("add", "view"),  # running a drill is adding one
         "django_rq.dashboard": ("admin",),  # RQ's dashboard (project/admin.py)
     },
     "Finance": {
@@ -44,6 +50,11 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "Stakeholder": {
         "checklist.*": ("change", "view"),
+        "checklist.signoffrole": VIEW,
+        "checklist.itemevent": VIEW,
+        "checklist.signoff": ("add", "view"),
+        "checklist.evidenceresult": ("add", "view"),
+        "checklist.fallbackdrill": VIEW,
         "billing.budget": VIEW,
     },
     "Viewer": {f"{app}.*": VIEW for app in GATEWAY_APPS},

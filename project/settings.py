@@ -76,6 +76,9 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 
 ROOT_URLCONF = "project.urls"
+# The stakeholders' pages (/checklist/) sign in here; the admin keeps its own login.
+LOGIN_URL = "checklist:login"
+LOGIN_REDIRECT_URL = "checklist:index"
 WSGI_APPLICATION = "project.wsgi.application"
 ASGI_APPLICATION = "project.asgi.application"
 

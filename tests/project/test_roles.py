@@ -31,6 +31,7 @@ from routing.models import (
     DeploymentHealth,
     ProbeResult,
 )
+from tests.checklist.factories import seed_checklist
 from tests.factories import load_demo_config, make_client_key
 
 pytestmark = pytest.mark.django_db
@@ -172,6 +173,7 @@ def seed() -> None:
     ProbeResult.objects.create(deployment=Deployment.objects.first(), ok=True, latency_ms=120)
     DeploymentHealth.objects.create(deployment=Deployment.objects.first(), state="up")
     Batch.objects.create(client_key=ClientKey.objects.get(), total=0)
+    seed_checklist()
 
 
 def discover() -> list[Page]:

@@ -45,4 +45,6 @@ class Command(BaseCommand):
             self.stdout.write("Admin user: admin / admin (development only)")
         # A month of history, so the spend dashboard has a trend to draw and forecast.
         call_command("seed_usage_history", stdout=self.stdout)
+        # The rollout checklist, by command name: routing never imports checklist.
+        call_command("load_demo_checklist", stdout=self.stdout)
         self.stdout.write(f"Demo key: {raw}")
