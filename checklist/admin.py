@@ -22,7 +22,7 @@ from checklist.models import (
     SignOff,
     SignOffRole,
 )
-from project.admin import AuditedModelAdmin
+from project.admin import AuditedModelAdmin, ReadOnlyAdmin
 
 
 class MarkdownForm(forms.Form):
@@ -174,19 +174,6 @@ class SignOffRoleAdmin(AuditedModelAdmin):
     @admin.display(description="Held by")
     def holders(self, role: SignOffRole) -> str:
         return ", ".join(u.get_username() for u in role.users.all()) or "nobody"
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    """History written by checklist.actions and jobs: shown, never edited here."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(EvidenceResult)

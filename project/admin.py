@@ -55,6 +55,20 @@ class ChannelForm(forms.ModelForm):
         return data
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows that workers and actions write and nobody edits: listed and opened, never
+    added, changed or deleted here (health probes, evidence, sign-offs, drills)."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Channel)
 class ChannelAdmin(AuditedModelAdmin):
     # The list never shows a webhook URL whole: its path usually is the secret.
