@@ -58,6 +58,12 @@ class UsageEntry:
     end_user: str = ""  # who the client says asked: OpenAI's `user`, or metadata user_id
     attempts: list[dict[str, Any]] = field(default_factory=list)
     context: dict[str, Any] = field(default_factory=dict)
+    # Why this provider: the routing context, the rule that matched, the ranked candidates.
+    decision: dict[str, Any] = field(default_factory=dict)
+    quality_score: int | None = None  # 0-100, from the automated checks of the answer
+    experiment: str = ""  # the A/B experiment the request took part in, and its arm
+    arm: str = ""
+    rollout_arm: str = ""  # "legacy" or "new" while a gradual rollout runs; empty otherwise
 
     def encode(self) -> bytes:
         # orjson serializes dataclasses natively (fields in order), without asdict's deep copy.
@@ -90,6 +96,9 @@ TEXT_LIMITS = {
     "error_code": 64,
     "status": 10,
     "end_user": END_USER_MAX_LENGTH,
+    "experiment": 100,
+    "arm": 100,
+    "rollout_arm": 20,
 }
 
 

@@ -72,6 +72,20 @@ class UsageRecord(models.Model):
         help_text="The client's own id of the person behind the request (OpenAI's `user`, "
         "or metadata user_id); 'anon-...' once that person has been forgotten.",
     )
+    decision = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Why this provider: the routing context, the rule that matched and the "
+        "ranked candidates with the reason for each rank.",
+    )
+    quality_score = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="0-100, from the automated checks of the answer."
+    )
+    experiment = models.CharField(max_length=100, blank=True)
+    arm = models.CharField(max_length=100, blank=True, help_text="The experiment's arm.")
+    rollout_arm = models.CharField(
+        max_length=20, blank=True, help_text="legacy or new, while a gradual rollout runs."
+    )
     code = models.UUIDField(default=uuid4, unique=True, editable=False)
 
     class Meta:
@@ -82,6 +96,9 @@ class UsageRecord(models.Model):
             models.Index(fields=["client_key_id", "created"], name="billing_usage_key_created"),
             # Serves forget_user (every row of one end user) and per-user usage over a period.
             models.Index(fields=["end_user", "created"], name="billing_usage_end_user"),
+            # Serve per-arm comparisons of experiments and rollouts.
+            models.Index(fields=["experiment", "arm"], name="billing_usage_experiment"),
+            models.Index(fields=["rollout_arm", "created"], name="billing_usage_rollout"),
         ]
         permissions = [
             (

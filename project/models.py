@@ -217,3 +217,91 @@ class DeliveryAttempt(models.Model):
     def __str__(self) -> str:
         outcome = "ok" if self.ok else f"failed: {self.error}"
         return f"{self.alert} → {self.channel_name} (attempt {self.attempt}) {outcome}"
+
+
+class IncidentQuerySet(models.QuerySet["Incident"]):
+    def unresolved(self) -> IncidentQuerySet:
+        return self.exclude(status=Incident.Status.RESOLVED)
+
+
+class Incident(models.Model):
+    """Something is wrong in production, and someone must own it until it is resolved.
+
+    Opened by `project.incidents.open_incident()` (a rollback trigger, an operator);
+    everything that happens to it is an `IncidentEvent` on its timeline.
+    """
+
+    class Kind(models.TextChoices):
+        PROVIDER_OUTAGE = "provider_outage", "Provider outage"
+        BUDGET_EXCEEDED = "budget_exceeded", "Budget exceeded"
+        ROLLBACK = "rollback", "Rollback"
+        KEY_COMPROMISE = "key_compromise", "Key compromise"
+        OTHER = "other", "Other"
+
+    class Severity(models.TextChoices):
+        CRITICAL = "critical", "Critical"
+        MAJOR = "major", "Major"
+        MINOR = "minor", "Minor"
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        ACKNOWLEDGED = "acknowledged", "Acknowledged"
+        RESOLVED = "resolved", "Resolved"
+
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    severity = models.CharField(max_length=10, choices=Severity.choices, default=Severity.MAJOR)
+    title = models.CharField(max_length=200)
+    summary = models.TextField(blank=True)
+    # What the incident is about ("rollout:7"): while one is unresolved, every
+    # caller that notices the same trouble gets that one incident back.
+    subject = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    opened_at = models.DateTimeField(default=timezone.now)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    root_cause = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    code = models.UUIDField(default=uuid4, unique=True, editable=False)
+
+    objects = IncidentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-opened_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subject"],
+                condition=~models.Q(status="resolved"),
+                name="project_incident_one_unresolved_per_subject",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_severity_display()} {self.get_kind_display()}: {self.title}"
+
+
+class IncidentEvent(models.Model):
+    """One entry on an incident's timeline."""
+
+    class Kind(models.TextChoices):
+        OPENED = "opened", "Opened"
+        TRIGGER = "trigger", "Triggered again"
+        ACKNOWLEDGED = "acknowledged", "Acknowledged"
+        ESCALATED = "escalated", "Escalated"
+        NOTE = "note", "Note"
+        RESOLVED = "resolved", "Resolved"
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    at = models.DateTimeField(default=timezone.now)
+    # Who did it; empty for the system (a trigger, the escalation ladder).
+    actor = models.ForeignKey(
+        "auth.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    text = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.get_kind_display()}"

@@ -37,7 +37,7 @@ from billing.budgets import BudgetInfo, Reservation, from_units, reserve_args
 from billing.ledger import LEDGER_KEY, UsageEntry
 from billing.money import PER_MTOK, quantize
 from project.errors import ApiError
-from routing import cache, limits, singleflight
+from routing import cache, context, limits, singleflight
 from routing.breaker import Breakers, Policy, State
 from routing.cache import CacheKey, CacheSettings, Stored
 from routing.http import Timeouts, UpstreamClient
@@ -149,6 +149,9 @@ class Run:
     resolution: Resolution
     started: float
     deadline: float
+    context: context.RoutingContext = field(default_factory=context.RoutingContext)
+    # Why the candidates are in this order (context, rule, ranking): on the usage record.
+    decision: dict[str, Any] = field(default_factory=dict)
     attempts: list[Attempt] = field(default_factory=list)
     failures: list[ProviderError] = field(default_factory=list)
     # Wall-clock start of the attempt that answered: the breaker ignores successes
@@ -346,6 +349,7 @@ class Engine:
                 "model_not_allowed",
                 param="model",
             )
+        found = context.build(request, caller.key)
         resolution = await self.resolve(request.model, caller.environment)
         needs = Requirements.of(request.metadata)
         if needs.restricts:
@@ -357,6 +361,8 @@ class Engine:
             resolution=resolution,
             started=started,
             deadline=started + self.settings.deadline_seconds,
+            context=found,
+            decision={"context": found.as_dict()},
             estimated_tokens=limits.estimate_tokens(request),
         )
         if caller.key is not None:
@@ -1007,6 +1013,7 @@ class Engine:
             end_user=request.end_user,
             # The end user's id is kept once, in its own column, for forget_user to find.
             context={k: v for k, v in request.metadata.items() if k not in END_USER_KEYS},
+            decision=run.decision,
         )
 
     def _sample(self, run: Run, entry: UsageEntry, completion: str) -> samples.SampleEntry | None:

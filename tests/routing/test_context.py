@@ -1,0 +1,81 @@
+"""The RoutingContext: what the client stated, normalised, and what its transcript shows."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from billing.models import UsageRecord
+from routing.context import build, count_speakers, participant_band
+from routing.schema import ChatRequest
+from tests.factories import drain_ledger
+from tests.servers import SimulatorHandle
+
+TRANSCRIPT = """[00:00:03] Alice Moreau: Thanks for joining, everyone.
+[00:00:07] Bob: Happy to be here. See https://example.com/agenda for the plan.
+Summary: this line heads a section and names no one.
+SPEAKER_3: Can we start with the numbers?
+10:02 - Dr. Ng: Yes. Alice, go ahead.
+Alice Moreau: Revenue is up four percent."""
+
+
+def request(content: str = "Hello", **metadata: str) -> ChatRequest:
+    return ChatRequest(
+        model="summary", messages=[{"role": "user", "content": content}], metadata=metadata
+    )
+
+
+def test_speakers_are_counted_once_each_and_headings_and_urls_are_not_speakers() -> None:
+    assert count_speakers(TRANSCRIPT) == 4
+
+
+def test_text_without_speaker_labels_has_no_participants() -> None:
+    context = build(request("Summarise the meeting about the budget."))
+    assert context.participants is None
+    assert context.participant_band == ""
+    assert "participants" not in context.sources
+
+
+def test_participants_stated_by_the_client_win_over_the_transcript() -> None:
+    context = build(request(TRANSCRIPT, participants="12"))
+    assert (context.participants, context.participant_band) == (12, "11+")
+    assert context.sources["participants"] == "metadata"
+
+
+def test_participants_are_counted_from_the_transcript_when_not_stated() -> None:
+    context = build(request(TRANSCRIPT))
+    assert (context.participants, context.participant_band) == (4, "3-5")
+    assert context.sources["participants"] == "detected"
+
+
+def test_stated_fields_are_normalised_and_fully_confident() -> None:
+    context = build(request(meeting_type="Sales", industry="Health-Care", language="DE"))
+    assert (context.meeting_type, context.industry, context.language) == (
+        "sales",
+        "health_care",
+        "de",
+    )
+    assert context.meeting_type_confidence == context.language_confidence == 1.0
+    assert context.transcript_chars == len("Hello")
+
+
+@pytest.mark.parametrize(
+    ("participants", "band"), [(1, "1-2"), (2, "1-2"), (3, "3-5"), (10, "6-10"), (11, "11+")]
+)
+def test_participant_bands(participants: int, band: str) -> None:
+    assert participant_band(participants) == band
+
+
+def test_every_usage_record_carries_the_context_it_was_routed_with(
+    openai_client: openai.OpenAI, demo: SimulatorHandle
+) -> None:
+    openai_client.chat.completions.create(
+        model="summary",
+        messages=[{"role": "user", "content": TRANSCRIPT}],
+        metadata={"meeting_type": "executive"},
+    )
+    drain_ledger()
+    context = UsageRecord.objects.get().decision["context"]
+    assert context["meeting_type"] == "executive"
+    assert context["participants"] == 4
+    assert context["sources"] == {"meeting_type": "metadata", "participants": "detected"}
