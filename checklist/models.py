@@ -8,7 +8,7 @@ re-importing an edited file finds the same rows and keeps their progress.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from uuid import uuid4
 
 from django.conf import settings
@@ -259,6 +259,23 @@ class EvidenceResultQuerySet(models.QuerySet["EvidenceResult"]):
             if result is not None:
                 latest[key] = result
         return latest
+
+    def thin(self, before: datetime) -> int:
+        """Keep only the last result of each check per day before ``before``; return how
+        many were deleted. Recent history stays whole; older history stays a daily trend."""
+        kept: dict[tuple[str, date], int] = {}
+        doomed = []
+        old = self.filter(measured_at__lt=before).order_by("-measured_at", "-id")
+        for pk, key, measured_at in old.values_list("id", "key", "measured_at").iterator():
+            day = (key, measured_at.date())
+            if day in kept:
+                doomed.append(pk)
+            else:
+                kept[day] = pk
+        deleted = 0
+        for start in range(0, len(doomed), 1000):
+            deleted += self.filter(id__in=doomed[start : start + 1000]).delete()[0]
+        return deleted
 
 
 class EvidenceResult(models.Model):
