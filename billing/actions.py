@@ -6,13 +6,14 @@ import hashlib
 import hmac
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 import orjson
 from django.conf import settings
 from django.db import transaction
+from django.utils.module_loading import import_string
 from redis import Redis
 
 from billing import ledger, samples
@@ -45,6 +46,12 @@ class ForgetResult:
     pseudonym: str  # what the ledger calls the user now
     samples_erased: int
     records_pseudonymised: int
+    # What other apps erased (SWITCHBOARD_FORGET_USER_HOOKS): {hook path: items}.
+    elsewhere: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def erased_elsewhere(self) -> int:
+        return sum(self.elsewhere.values())
 
 
 def pseudonym(user_id: str) -> str:
@@ -55,7 +62,8 @@ def pseudonym(user_id: str) -> str:
 
 
 def forget_user(user_id: str, redis: Redis | None = None) -> ForgetResult:
-    """Erase an end user's content samples and pseudonymise their usage records.
+    """Erase an end user's content samples and pseudonymise their usage records, and
+    let other apps erase what they keep (SWITCHBOARD_FORGET_USER_HOOKS: batch requests).
 
     Entries the gateway queued in Redis before now are drained first, under both
     drain locks, so that none of them reaches the database after the erasure with
@@ -74,29 +82,35 @@ def forget_user(user_id: str, redis: Redis | None = None) -> ForgetResult:
             erased, _ = ContentSample.objects.filter(end_user=user_id).delete()
             records = _pseudonymise_records(user_id, alias)
         erased += _forget_dead_letters(redis, user_id, alias)
+    elsewhere = {
+        path: import_string(path)(user_id, alias) for path in settings.SWITCHBOARD_FORGET_USER_HOOKS
+    }
     # The audit trail: counts and the pseudonym, never the id itself.
     log.info(
-        "forget_user: erased %d content sample(s), pseudonymised %d usage record(s) as %s",
+        "forget_user: erased %d content sample(s), pseudonymised %d usage record(s) as %s; "
+        "elsewhere %s",
         erased,
         records,
         alias,
+        elsewhere,
     )
-    return ForgetResult(alias, erased, records)
+    return ForgetResult(alias, erased, records, elsewhere)
 
 
 def _pseudonymise_records(user_id: str, alias: str) -> int:
     mention = _mention(user_id)
     rows = UsageRecord.objects.filter(end_user=user_id)
     changed: list[UsageRecord] = []
-    for record in rows.only("pk", "context").iterator(chunk_size=1000):
+    for record in rows.only("pk", "context", "decision").iterator(chunk_size=1000):
         context = _scrub(record.context, mention, alias)
-        if context != record.context:
-            record.context = context
+        decision = _scrub(record.decision, mention, alias)
+        if context != record.context or decision != record.decision:
+            record.context, record.decision = context, decision
             changed.append(record)
         if len(changed) >= 500:
-            UsageRecord.objects.bulk_update(changed, ["context"])
+            UsageRecord.objects.bulk_update(changed, ["context", "decision"])
             changed = []
-    UsageRecord.objects.bulk_update(changed, ["context"])
+    UsageRecord.objects.bulk_update(changed, ["context", "decision"])
     return rows.update(end_user=alias)
 
 

@@ -261,6 +261,10 @@ SWITCHBOARD_ALERT_TIMEOUT = env.float("SWITCHBOARD_ALERT_TIMEOUT_SECONDS", defau
 # The one function that POSTs webhook JSON: routing.http owns every HTTP client,
 # and project imports no app, so it is named here and imported when first used.
 SWITCHBOARD_ALERT_HTTP = "routing.http.post_json_sync"
+# Erasure of an end user (billing's forget_user) reaches content other apps keep through
+# these functions, named here because billing may not import them: each takes
+# (user_id, pseudonym) and returns how many stored items it erased.
+SWITCHBOARD_FORGET_USER_HOOKS = ["routing.privacy.forget_user"]
 
 # Batch jobs (routing/README.md): requests in flight at once per batch job, how long a
 # job runs before it queues the rest behind other batches, attempts per request (a

@@ -143,7 +143,8 @@ def test_the_command_says_what_it_erased() -> None:
     call_command("forget_user", "alice-42", stdout=out)
 
     assert out.getvalue().strip() == (
-        f"Erased 1 content sample(s); pseudonymised 2 usage record(s) as {pseudonym('alice-42')}."
+        "Erased 1 content sample(s) and 0 other stored item(s) (batch requests); "
+        f"pseudonymised 2 usage record(s) as {pseudonym('alice-42')}."
     )
     assert not ContentSample.objects.exists()
 
@@ -151,7 +152,8 @@ def test_the_command_says_what_it_erased() -> None:
 def test_the_command_succeeds_when_nothing_is_stored_and_refuses_an_empty_id() -> None:
     out = StringIO()
     call_command("forget_user", "nobody", stdout=out)
-    assert "Erased 0 content sample(s); pseudonymised 0 usage record(s)" in out.getvalue()
+    assert "Erased 0 content sample(s) and 0 other stored item(s)" in out.getvalue()
+    assert "pseudonymised 0 usage record(s)" in out.getvalue()
 
     with pytest.raises(CommandError, match="needs an end-user id"):
         call_command("forget_user", "  ")

@@ -9,8 +9,9 @@ from billing.actions import forget_user
 
 class Command(BaseCommand):
     help = (
-        "Erase an end user's stored content samples and replace their id in the usage "
-        "ledger with a pseudonym (GDPR erasure). USER_ID is the id the client sent as "
+        "Erase an end user's stored content samples and batch requests, and replace "
+        "their id in the usage ledger with a pseudonym (GDPR erasure). USER_ID is the id "
+        "the client sent as "
         "OpenAI's `user` or metadata user_id."
     )
 
@@ -23,6 +24,7 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(
-            f"Erased {result.samples_erased} content sample(s); pseudonymised "
+            f"Erased {result.samples_erased} content sample(s) and {result.erased_elsewhere} "
+            f"other stored item(s) (batch requests); pseudonymised "
             f"{result.records_pseudonymised} usage record(s) as {result.pseudonym}."
         )
