@@ -1,4 +1,4 @@
-"""`/healthz`: whether this process reaches its database and Redis (200, or 503 naming which not)."""
+"""`/healthz`: whether this process reaches its database and Redis: 200, or 503 naming which."""
 
 from __future__ import annotations
 

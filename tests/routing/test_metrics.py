@@ -206,8 +206,10 @@ def test_the_allow_list_takes_networks() -> None:
 
 
 def test_over_http_an_unknown_caller_sees_no_metrics(gateway: str) -> None:
-    with override_settings(SWITCHBOARD_METRICS_ALLOW=[], SWITCHBOARD_METRICS_TOKEN=""):
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            scrape(gateway)
+    with (
+        override_settings(SWITCHBOARD_METRICS_ALLOW=[], SWITCHBOARD_METRICS_TOKEN=""),
+        pytest.raises(urllib.error.HTTPError) as refused,
+    ):
+        scrape(gateway)
     refused.value.close()
     assert refused.value.code == 403
