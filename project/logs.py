@@ -22,19 +22,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from rq import get_current_job
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
 
 def current_request_id() -> str:
-    """The request (or RQ job) this code runs for, or ""."""
-    found = request_id_var.get()
-    if found:
-        return found
-    from rq import get_current_job
-
-    job = get_current_job()
-    return job.id if job is not None else ""
+    """The RQ job or the request this code runs for, or ""."""
+    job = get_current_job()  # a context variable of rq's, set while a job runs
+    return job.id if job is not None else request_id_var.get()
 
 
 def bind_request_id(request_id: str) -> contextvars.Token[str]:
@@ -43,7 +39,7 @@ def bind_request_id(request_id: str) -> contextvars.Token[str]:
 
 SECRET_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # Authorization headers and anything written like one.
-    (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{6,}"), r"\1 [redacted]"),
+    (re.compile(r"\b((?i:bearer))\s+[A-Za-z0-9._~+/=-]{6,}"), r"\1 [redacted]"),
     # OpenAI, Anthropic and AIMLAPI style keys (sk-..., sk-proj-..., sk-ant-...).
     (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), "sk-[redacted]"),
     # Switchboard's own client keys (sb-<environment>-...).
@@ -53,11 +49,18 @@ SECRET_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # Fernet tokens (provider keys as stored): version byte 0x80, base64url.
     (re.compile(r"\bgAAAAA[A-Za-z0-9_-]{20,}={0,2}"), "[redacted fernet token]"),
     # key=... in a query string or a form (Gemini takes its key as ?key=).
-    (re.compile(r"(?i)\b((?:api[_-]?)?key|token|secret|password)=[^&\s\"']{6,}"), r"\1=[redacted]"),
+    (
+        re.compile(r"\b((?i:(?:api[_-]?)?key|token|secret|password))=[^&\s\"']{6,}"),
+        r"\1=[redacted]",
+    ),
 ]
+# One search over all of them first: most text has no secret, and that costs one pass.
+_ANY_SECRET = re.compile("|".join(f"(?:{p.pattern})" for p, _ in SECRET_PATTERNS))
 
 
 def redact(text: str) -> str:
+    if not _ANY_SECRET.search(text):
+        return text
     for pattern, replacement in SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     return text
@@ -170,7 +173,7 @@ def logging_config(log_format: str, level: str, request_log: bool) -> dict[str, 
             # uvicorn's own lines go through the same handler, so they are JSON too.
             "uvicorn": {"handlers": ["console"], "propagate": False},
             "uvicorn.access": {"handlers": ["console"], "propagate": False},
-            # One line per request (routing/metrics.py); off with SWITCHBOARD_REQUEST_LOG=false.
+            # One line per request (routing/metrics.py); on with SWITCHBOARD_REQUEST_LOG=true.
             "routing.requests": {"level": "INFO" if request_log else "WARNING"},
         },
     }
@@ -184,10 +187,11 @@ class RequestIdMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: Any) -> Any:
-        token = bind_request_id(uuid.uuid4().hex)
-        try:
-            response = self.get_response(request)
-            response["X-Request-Id"] = request_id_var.get()
-            return response
-        finally:
-            request_id_var.reset(token)
+        # Not reset on the way out: Django logs a 4xx or 5xx response (django.request)
+        # after the last middleware has returned, and that line belongs to this request
+        # too. The next request in this thread or task sets its own.
+        request_id = uuid.uuid4().hex
+        bind_request_id(request_id)
+        response = self.get_response(request)
+        response["X-Request-Id"] = request_id
+        return response

@@ -177,7 +177,7 @@ if SWITCHBOARD_LOG_FORMAT not in ("json", "text"):
 LOGGING = logging_config(
     SWITCHBOARD_LOG_FORMAT,
     env.str("LOG_LEVEL", default="INFO"),
-    request_log=env.bool("SWITCHBOARD_REQUEST_LOG", default=True),
+    request_log=env.bool("SWITCHBOARD_REQUEST_LOG", default=False),
 )
 
 # /metrics (routing/metrics.py): open to these addresses or networks, and to any

@@ -45,7 +45,8 @@ from billing.ledger import UsageEntry
 
 log = logging.getLogger(__name__)
 # One line per request (no content: route, provider, model, outcome, tokens, cost, timing).
-# Set SWITCHBOARD_REQUEST_LOG=false to leave it out (project/settings.py).
+# Off unless SWITCHBOARD_REQUEST_LOG=true: the ledger has every request, and a log line
+# costs more than all the metrics together (bench/metrics_observe.py).
 request_log = logging.getLogger("routing.requests")
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
@@ -154,6 +155,20 @@ _bound: dict[tuple[str, str, str, str, str], _Bound] = {}
 _MAX_BOUND = 20_000  # routes x models x codes stays far below this; a bound, not a budget
 
 
+_children: dict[tuple[Any, ...], Any] = {}
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, bound once (labels() takes a lock and builds a tuple)."""
+    key = (metric, *labels)
+    child = _children.get(key)
+    if child is None:
+        if len(_children) >= _MAX_BOUND:
+            _children.clear()
+        child = _children[key] = metric.labels(*labels)
+    return child
+
+
 def observe(entry: UsageEntry) -> None:
     """Count one request from its usage entry (called once, after the entry is written)."""
     try:
@@ -190,13 +205,13 @@ def _observe(entry: UsageEntry, now: float) -> None:
     previous: dict[str, Any] | None = None
     for attempt in entry.attempts:
         provider_ms += attempt["latency_ms"]
-        ATTEMPTS.labels(attempt["provider"], attempt["model"], attempt["outcome"]).inc()
+        _child(ATTEMPTS, attempt["provider"], attempt["model"], attempt["outcome"]).inc()
         if previous is not None:
             if previous["deployment_id"] == attempt["deployment_id"]:
                 retried = True
-                RETRIES.labels(entry.route, attempt["provider"]).inc()
+                _child(RETRIES, entry.route, attempt["provider"]).inc()
             else:
-                FALLBACKS.labels(entry.route, previous["provider"]).inc()
+                _child(FALLBACKS, entry.route, previous["provider"]).inc()
         previous = attempt
     if entry.streamed:
         # The entry's latency of a stream is to its first payload (engine.open_stream).
