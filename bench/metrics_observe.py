@@ -4,7 +4,8 @@
     PROMETHEUS_MULTIPROC_DIR=$(mktemp -d) .venv/bin/python bench/metrics_observe.py
 
 CPU time per call (time.process_time), the best of five rounds, so that other
-processes on a busy machine do not count. A fallback answered after a retry (three attempts), the common shape under a fault,
+processes on a busy machine do not count. A fallback answered after a retry (three
+attempts), the common shape under a fault,
 and a plain one-attempt answer. The request log line is switched off here: it is
 measured apart (SWITCHBOARD_REQUEST_LOG).
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
@@ -83,7 +84,8 @@ def main() -> None:
         ]
     )
     print(
-        f"{mode}: one attempt {per_call_us(plain):.2f} µs, retry+fallback {per_call_us(fallback):.2f} µs"
+        f"{mode}: one attempt {per_call_us(plain):.2f} µs, "
+        f"retry+fallback {per_call_us(fallback):.2f} µs"
     )
 
     logging.getLogger("routing.requests").setLevel(logging.INFO)

@@ -1,4 +1,4 @@
-"""Structured logs: JSON lines, the request id on every line of a request, no secrets, no prompts."""
+"""Structured logs: JSON lines, the request id on every line of a request, no secrets or prompts."""
 
 from __future__ import annotations
 
