@@ -189,8 +189,8 @@ def period_report(start: datetime, end: datetime) -> Period:
 
 
 def provider_rows(records: QuerySet[UsageRecord], tallies: dict[str, Tally]) -> list[ProviderRow]:
-    sums = {
-        row["provider"]: row
+    sums: dict[str, dict[str, Any]] = {
+        row["provider"]: dict(row)
         for row in records.exclude(provider="")
         .values("provider")
         .annotate(
@@ -200,19 +200,21 @@ def provider_rows(records: QuerySet[UsageRecord], tallies: dict[str, Tally]) -> 
             cost=Sum("cost_usd"),
         )
     }
-    names = sorted(set(sums) | {name for name in tallies if name})
-    return [
-        ProviderRow(
-            name,
-            sums.get(name, {}).get("answered") or 0,
-            sums.get(name, {}).get("prompt") or 0,
-            sums.get(name, {}).get("completion") or 0,
-            # SQLite sums decimals in floating point: back to the money quantum.
-            quantize(sums.get(name, {}).get("cost") or Decimal(0)),
-            tallies.get(name) or Tally(),
+    rows = []
+    for name in sorted(set(sums) | {name for name in tallies if name}):
+        found = sums.get(name, {})
+        rows.append(
+            ProviderRow(
+                name,
+                found.get("answered") or 0,
+                found.get("prompt") or 0,
+                found.get("completion") or 0,
+                # SQLite sums decimals in floating point: back to the money quantum.
+                quantize(found.get("cost") or Decimal(0)),
+                tallies.get(name) or Tally(),
+            )
         )
-        for name in names
-    ]
+    return rows
 
 
 def cost_per_day(start: datetime, end: datetime) -> list[tuple[str, Decimal]]:

@@ -1,4 +1,4 @@
-"""The monitoring dashboard, the performance report and its CSV, and latency/error anomaly alerts."""
+"""The monitoring dashboard, the performance report and its CSV, and anomaly alerts."""
 
 from __future__ import annotations
 
