@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import urllib.error
 import urllib.request
 from collections import Counter, defaultdict
@@ -213,3 +214,51 @@ def test_over_http_an_unknown_caller_sees_no_metrics(gateway: str) -> None:
         scrape(gateway)
     refused.value.close()
     assert refused.value.code == 403
+
+
+@pytest.mark.slow
+def test_gateway_processes_sharing_a_metrics_directory_add_up_on_any_scrape(
+    demo: SimulatorHandle, client_key: str, tmp_path: Any
+) -> None:
+    from django.conf import settings
+
+    from tests.conftest import database_url
+    from tests.servers import start_gateway_processes
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "SWITCHBOARD_TABLE_CHECK_SECONDS": "0",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+    }
+    started = start_gateway_processes(2, env)
+    try:
+        for count, (url, _) in zip((2, 3), started, strict=True):
+            client = openai.OpenAI(base_url=f"{url}/v1", api_key=client_key, max_retries=0)
+            for _ in range(count):
+                client.chat.completions.create(model="summary", messages=MESSAGES)
+            client.close()
+        scrapes = [scrape(url) for url, _ in started]
+    finally:
+        for _, process in started:
+            process.terminate()
+        for _, process in started:
+            process.wait(timeout=10)
+
+    key = (
+        "switchboard_requests_total",
+        tuple(
+            sorted(
+                {
+                    "route": "summary",
+                    "provider": "aimlapi",
+                    "model": "gpt-4o-mini",
+                    "status": "ok",
+                    "code": "",
+                }.items()
+            )
+        ),
+    )
+    assert scrapes[0][key] == scrapes[1][key] == 5
