@@ -171,7 +171,9 @@ REST_FRAMEWORK = {
 # Logs (project/logs.py, docs/observability.md): one JSON object per line in production,
 # text for people on a development machine; every line carries its request id, and
 # secrets are redacted before any handler writes them.
-SWITCHBOARD_LOG_FORMAT = env.str("SWITCHBOARD_LOG_FORMAT", default="json" if PRODUCTION else "text")
+SWITCHBOARD_LOG_FORMAT = env.str("SWITCHBOARD_LOG_FORMAT", default="") or (
+    "json" if PRODUCTION else "text"
+)
 if SWITCHBOARD_LOG_FORMAT not in ("json", "text"):
     raise ImproperlyConfigured("SWITCHBOARD_LOG_FORMAT must be json or text.")
 LOGGING = logging_config(
@@ -190,6 +192,9 @@ SWITCHBOARD_METRICS_ALLOW = env.list("SWITCHBOARD_METRICS_ALLOW", default=["127.
 PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
 if PROMETHEUS_MULTIPROC_DIR:
     Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+else:
+    # prometheus_client goes multiprocess when the variable exists at all, even empty.
+    env.ENVIRON.pop("PROMETHEUS_MULTIPROC_DIR", None)
 # The monitoring dashboard and the latency anomaly job (routing/monitoring.py): percentiles
 # are computed over at most MAX_ROWS ledger rows of a period (an even sample beyond that).
 # A provider's last ANOMALY_WINDOW_MINUTES are compared with the BASELINE_HOURS before

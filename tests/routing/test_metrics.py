@@ -262,3 +262,23 @@ def test_gateway_processes_sharing_a_metrics_directory_add_up_on_any_scrape(
         ),
     )
     assert scrapes[0][key] == scrapes[1][key] == 5
+
+
+@pytest.mark.django_db
+def test_the_grafana_dashboard_uses_only_metrics_that_metrics_exposes() -> None:
+    import re
+    from pathlib import Path
+
+    dashboard = (Path(__file__).parents[2] / "docs" / "grafana-switchboard.json").read_text()
+    used = set(re.findall(r"switchboard_[a-z_]+", dashboard)) - {"switchboard"}
+    exposed = {
+        family.name
+        for family in text_string_to_metric_families(
+            Client(REMOTE_ADDR="127.0.0.1").get("/metrics").content.decode()
+        )
+    }
+
+    def family(name: str) -> str:
+        return re.sub(r"_(total|bucket|count|sum)$", "", name)
+
+    assert used and {name for name in used if family(name) not in exposed} == set()
