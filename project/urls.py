@@ -1,16 +1,13 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 
-
-def healthz(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"status": "ok"})
-
+from project.health import healthz
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("metrics", include("routing.metrics_urls")),
     path("admin/", admin.site.urls),
     path("api/v1/", include("routing.urls")),
     path("checklist/", include("checklist.urls")),

@@ -527,3 +527,6 @@ class BatchAdmin(admin.ModelAdmin):
             request,
             f"Cancelled {cancelled} batch(es); requests already in flight finish and are billed.",
         )
+
+
+from routing import monitoring_admin  # noqa: E402, F401  (the monitoring pages register there)

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from project.errors import ApiError
+from project.logs import bind_request_id
 from routing.client import EnhancedHybridAIClient, close_engine, current_engine
 from routing.engine import Caller
 from routing.schema import ChatRequest, parse_chat_request
@@ -87,6 +88,7 @@ class GatewayApp:
         for name, value in context_headers(scope).items():
             request.metadata.setdefault(name, value)
         caller = Caller(key=key)
+        bind_request_id(caller.request_id)  # on every log line of this request (project/logs.py)
         try:
             await self._answer(request, caller, receive, send)
         except ApiError as error:

@@ -97,3 +97,10 @@ def purge_probe_results() -> int:
     from routing.health import purge_probe_results as purge
 
     return purge()
+
+
+def check_anomalies() -> int:
+    """Alert providers whose latency or error rate is far above their baseline (once each)."""
+    from routing.monitoring import check_anomalies as check
+
+    return len(check(sync_client()))

@@ -17,6 +17,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from billing.models import UsageRecord
 from billing.money import MONEY_DECIMAL_PLACES, MONEY_MAX_DIGITS
 from billing.plans import PlanInfo, Tier
 from project.secrets import EncryptedTextField, decrypt, encrypt, last4
@@ -707,3 +708,16 @@ class BatchItem(models.Model):
     def __str__(self) -> str:
         label = f" ({self.custom_id})" if self.custom_id else ""
         return f"item {self.index}{label} of batch {self.batch.code}: {self.status}"
+
+
+# -- monitoring (routing/monitoring.py, routing/monitoring_admin.py) ---------------------
+
+
+class Monitoring(UsageRecord):
+    """The monitoring dashboard and the performance report in the admin: a proxy of the
+    ledger they read, so that the pages have a view permission of their own."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "monitoring dashboard"
+        verbose_name_plural = "monitoring"

@@ -47,12 +47,22 @@ PAGES = {
     "content samples": "/admin/billing/contentsample/",
     "job queues": "/admin/django_rq/dashboard/",
     "provider status": "/admin/routing/deploymenthealth/",
+    "monitoring": "/admin/routing/monitoring/",
+    "performance report": "/admin/routing/monitoring/report/",
 }
 # Which role may open which page (view); every other role gets 403.
 MAY_VIEW = {
     "Administrator": set(PAGES),
     "Operator": set(PAGES) - {"content samples"},
-    "Finance": {"providers", "budgets", "spend dashboard", "savings", "alert channels"},
+    "Finance": {
+        "providers",
+        "budgets",
+        "spend dashboard",
+        "savings",
+        "alert channels",
+        "monitoring",
+        "performance report",
+    },
     "Stakeholder": {"budgets", "spend dashboard"},
     # The job queues' pages empty queues and delete jobs; samples hold user content.
     "Viewer": set(PAGES) - {"content samples", "job queues"},

@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -42,6 +43,11 @@ class Command(BaseCommand):
         }
         # Children join this process's Redis (embedded or not) through the environment.
         env.setdefault("REDIS_URL", settings.REDIS_URL)
+        # Every process that serves requests writes its metrics there, and /metrics adds
+        # them up (docs/observability.md); emptied first, so counts start from zero.
+        env["PROMETHEUS_MULTIPROC_DIR"] = fresh_metrics_dir(
+            os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(settings.VAR_DIR / "metrics")
+        )
         os.environ.update(env)
         python = sys.executable
         children: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -104,6 +110,15 @@ class Command(BaseCommand):
             self.stdout.write("stopping")
         finally:
             stop_all()
+
+
+def fresh_metrics_dir(path: str) -> str:
+    """Create the metrics directory, or empty it of an earlier run's files."""
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    for leftover in folder.glob("*.db"):
+        leftover.unlink()
+    return str(folder)
 
 
 def wait_for(url: str, children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
