@@ -21,6 +21,7 @@ PERIODIC_JOBS: list[tuple[str, int]] = [
     ("routing.jobs.persist_key_usage", 60),
     ("routing.jobs.alert_overdue_credentials", 3600),
     ("project.jobs.deliver_alerts", 10),
+    ("project.jobs.escalate_incidents", 30),
     ("billing.jobs.check_budgets", 30),
     ("billing.jobs.reconcile_spend", 300),
     ("billing.jobs.check_spend_anomaly", 300),

@@ -261,6 +261,8 @@ SWITCHBOARD_ALERT_TIMEOUT = env.float("SWITCHBOARD_ALERT_TIMEOUT_SECONDS", defau
 # The one function that POSTs webhook JSON: routing.http owns every HTTP client,
 # and project imports no app, so it is named here and imported when first used.
 SWITCHBOARD_ALERT_HTTP = "routing.http.post_json_sync"
+# Where people open the admin: incident alerts link to the incident and its runbook.
+SWITCHBOARD_BASE_URL = env.str("SWITCHBOARD_BASE_URL", default="http://127.0.0.1:8000")
 
 # Batch jobs (routing/README.md): requests in flight at once per batch job, how long a
 # job runs before it queues the rest behind other batches, attempts per request (a
