@@ -324,6 +324,7 @@ class IncidentAdmin(admin.ModelAdmin):
     inlines = [IncidentEventInline]
     actions = ["acknowledge_selected", "resolve_selected"]
     change_form_template = "project/incident_change_form.html"
+    change_list_template = "project/incident_change_list.html"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
