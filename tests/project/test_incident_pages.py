@@ -216,7 +216,7 @@ def test_an_operator_sets_a_levels_contacts_and_time_in_the_admin() -> None:
     assert (level.name, level.starts_after_minutes) == ("Engineering managers", 10)
     assert list(level.users.all()) == [manager] and list(level.channels.all()) == [channel]
     incident.refresh_from_db()
-    assert incident.escalate_at == incident.opened_at + __import__("datetime").timedelta(minutes=10)
+    assert incident.escalate_at == incident.opened_at + timedelta(minutes=10)
     assert member_of("Viewer").post(url, {**too_late}).status_code == 403
     assert operator.get("/admin/project/escalationlevel/add/").status_code == 403
 
