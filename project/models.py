@@ -361,7 +361,7 @@ class EscalationLevel(models.Model):
 
     def clean(self) -> None:
         others = EscalationLevel.objects.exclude(pk=self.pk)
-        earlier = others.filter(number__lt=self.number, starts_after_minutes__gt=0)
+        earlier = others.filter(number__lt=self.number)
         later = others.filter(number__gt=self.number)
         if self.number == 1 and self.starts_after_minutes:
             raise ValidationError({"starts_after_minutes": "Level 1 is alerted at once: 0."})
