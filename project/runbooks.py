@@ -10,6 +10,7 @@ from pathlib import Path
 
 import markdown
 from django.conf import settings
+from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
 
 from project.models import RUNBOOKS
@@ -29,5 +30,11 @@ def render_runbook(slug: str) -> SafeString:
     converter.preprocessors.deregister("html_block")
     converter.inlinePatterns.deregister("html")
     html = converter.convert(runbook_path(slug).read_text(encoding="utf-8"))
+    for other in RUNBOOKS:  # a link to another runbook's file opens its page here
+        html = html.replace(f'href="{other}.md"', f'href="{runbook_path_in_admin(other)}"')
     # Raw HTML is off (above): every tag written in the source was escaped.
     return mark_safe(html)
+
+
+def runbook_path_in_admin(slug: str) -> str:
+    return reverse(f"admin:project_runbook_{slug}")

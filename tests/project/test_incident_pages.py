@@ -164,6 +164,12 @@ def test_each_runbook_is_rendered_in_the_admin(slug: str) -> None:
     assert "Acknowledge" in html and "Resolve" in html
 
 
+def test_a_link_to_another_runbook_opens_its_page_in_the_admin() -> None:
+    html = runbooks.render_runbook("provider_outage")
+    assert 'href="/admin/project/incident/runbooks/key_compromise/"' in html
+    assert 'href="key_compromise.md"' not in html
+
+
 def test_runbooks_are_for_staff_who_may_see_incidents() -> None:
     response = Client().get("/admin/project/incident/runbooks/rollback/")
     assert response.status_code == 302
