@@ -19,6 +19,7 @@ from billing.budgets import LEDGER_FIELD_BY_SCOPE, BudgetInfo, current_spend, to
 from billing.forecast import forecast_budget
 from billing.models import Budget, UsageRecord
 from project.alerts import raise_alert
+from project.incidents import open_incident_once
 
 ANSWERED = ("ok", "partial")
 
@@ -80,6 +81,16 @@ def check_thresholds(redis: Any, now: datetime | None = None) -> list[Crossing]:
             )
             if created:
                 raised.append(Crossing(budget, threshold, spent))
+        if budget.hard and used_pct >= 100:  # calls are refused now: an incident, once a period
+            open_incident_once(
+                "budget_exceeded",
+                f"budget:{budget.pk}:{info.period_key(now)}",
+                f"The {info.label} budget is exhausted (${spent:.2f} of ${budget.amount_usd:.2f})",
+                severity="critical",
+                summary=f"Calls that would spend more are refused with 429 until the period "
+                f"resets ({info.period_key(now)}).",
+                data={"budget_id": budget.pk, "spent_usd": str(spent)},
+            )
     return raised
 
 

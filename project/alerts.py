@@ -43,11 +43,14 @@ def raise_alert(
     threshold: str | int | Decimal = "",
     body: str = "",
     data: Mapping[str, Any] | None = None,
+    recipients: Mapping[str, list[Any]] | None = None,
 ) -> tuple[Alert, bool]:
     """Put an alert in the outbox once; return it and whether this call created it.
 
     Safe to call on every check: a second call for the same crossing (same kind,
     subject, period and threshold) writes nothing, even when it races the first.
+    ``recipients`` ({"channels": [ids], "emails": [addresses]}) addresses the alert
+    to those alone; without it every enabled channel that receives the kind gets it.
     """
     severity = Alert.Severity(severity)  # ValueError for a severity that does not exist
     # get_or_create inserts inside a savepoint and, on the unique constraint's
@@ -62,6 +65,7 @@ def raise_alert(
             "title": title[:200],
             "body": body,
             "data": dict(data or {}),
+            "recipients": dict(recipients or {}),
         },
     )
     if created:

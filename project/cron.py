@@ -22,6 +22,7 @@ PERIODIC_JOBS: list[tuple[str, int]] = [
     ("routing.jobs.alert_overdue_credentials", 3600),
     ("routing.jobs.check_anomalies", 300),
     ("project.jobs.deliver_alerts", 10),
+    ("project.jobs.escalate_incidents", 30),
     ("billing.jobs.check_budgets", 30),
     ("billing.jobs.reconcile_spend", 300),
     ("billing.jobs.check_spend_anomaly", 300),

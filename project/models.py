@@ -14,7 +14,12 @@ from uuid import uuid4
 
 from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
-from django.core.validators import URLValidator, validate_email
+from django.core.validators import (
+    MaxValueValidator,
+    MinValueValidator,
+    URLValidator,
+    validate_email,
+)
 from django.db import models
 from django.db.models import F
 from django.utils import timezone
@@ -153,6 +158,11 @@ class Alert(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True)
+    # Empty: every enabled channel that receives the alert's kind. Otherwise the alert
+    # goes to these only: {"channels": [channel ids], "emails": ["a@example.com"]}
+    # (an incident's escalation level names its contacts). Written with the row, in
+    # the one INSERT, so no worker can claim the alert before its addressees are known.
+    recipients = models.JSONField(default=dict, blank=True)
 
     objects = AlertQuerySet.as_manager()
 
@@ -200,6 +210,9 @@ class DeliveryAttempt(models.Model):
         Channel, on_delete=models.SET_NULL, null=True, related_name="deliveries"
     )
     channel_name = models.CharField(max_length=100)
+    # An email address the alert was addressed to directly (an escalation level's
+    # user), where there is no channel; empty for a channel.
+    address = models.CharField(max_length=254, blank=True)
     attempt = models.PositiveSmallIntegerField(help_text="Which of the alert's attempts.")
     created = models.DateTimeField(default=timezone.now)
     ok = models.BooleanField()
@@ -222,6 +235,11 @@ class DeliveryAttempt(models.Model):
 class IncidentQuerySet(models.QuerySet["Incident"]):
     def unresolved(self) -> IncidentQuerySet:
         return self.exclude(status=Incident.Status.RESOLVED)
+
+    def due_to_escalate(self, now: datetime) -> IncidentQuerySet:
+        return self.filter(status=Incident.Status.OPEN, escalate_at__lte=now).order_by(
+            "escalate_at", "id"
+        )
 
 
 class Incident(models.Model):
@@ -263,6 +281,14 @@ class Incident(models.Model):
     data = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
     code = models.UUIDField(default=uuid4, unique=True, editable=False)
 
+    # The escalation ladder: the highest level alerted so far (0: none yet), and when
+    # the next one is due; empty once acknowledged, resolved or past the last level.
+    level = models.PositiveSmallIntegerField(default=0)
+    escalate_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        "auth.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
     objects = IncidentQuerySet.as_manager()
 
     class Meta:
@@ -274,9 +300,77 @@ class Incident(models.Model):
                 name="project_incident_one_unresolved_per_subject",
             )
         ]
+        indexes = [
+            # Serves escalate_incidents(): open incidents whose next level is due.
+            models.Index(fields=["status", "escalate_at"], name="project_incident_escalate"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_severity_display()} {self.get_kind_display()}: {self.title}"
+
+    @property
+    def runbook(self) -> str:
+        """The slug of the runbook for this kind (docs/runbooks/<slug>.md); "" for none."""
+        return self.kind if self.kind in RUNBOOKS else ""
+
+
+# Runbooks in docs/runbooks/, by slug (= the incident kind they answer).
+RUNBOOKS: dict[str, str] = {
+    Incident.Kind.PROVIDER_OUTAGE: "Provider outage",
+    Incident.Kind.BUDGET_EXCEEDED: "Budget exceeded",
+    Incident.Kind.ROLLBACK: "Rollback",
+    Incident.Kind.KEY_COMPROMISE: "Key compromise",
+}
+
+
+class EscalationLevel(models.Model):
+    """One rung of the escalation ladder: who is alerted, how long after an incident opens.
+
+    Four levels, seeded with the customer's ladder (development team at once,
+    engineering management at 15 min, executives at 30, vendor support at 60); their
+    names, times and contacts are set in the admin.
+    """
+
+    number = models.PositiveSmallIntegerField(
+        unique=True, validators=[MinValueValidator(1), MaxValueValidator(4)]
+    )
+    name = models.CharField(max_length=100)
+    starts_after_minutes = models.PositiveIntegerField(
+        help_text="Minutes after the incident opened at which this level is alerted, "
+        "unless someone has acknowledged it by then."
+    )
+    users = models.ManyToManyField(
+        "auth.User",
+        blank=True,
+        related_name="+",
+        help_text="Alerted by email, at the address on their account.",
+    )
+    channels = models.ManyToManyField(
+        Channel,
+        blank=True,
+        related_name="escalation_levels",
+        help_text="Alert channels (email or webhook) this level is sent to, whatever "
+        "kinds of alerts they otherwise receive.",
+    )
+
+    class Meta:
+        ordering = ["number"]
+
+    def __str__(self) -> str:
+        return f"Level {self.number}: {self.name}"
+
+    def clean(self) -> None:
+        others = EscalationLevel.objects.exclude(pk=self.pk)
+        earlier = others.filter(number__lt=self.number)
+        later = others.filter(number__gt=self.number)
+        if self.number == 1 and self.starts_after_minutes:
+            raise ValidationError({"starts_after_minutes": "Level 1 is alerted at once: 0."})
+        if earlier.filter(starts_after_minutes__gte=self.starts_after_minutes).exists() or (
+            later.filter(starts_after_minutes__lte=self.starts_after_minutes).exists()
+        ):
+            raise ValidationError(
+                {"starts_after_minutes": "Each level starts later than the one before it."}
+            )
 
 
 class IncidentEvent(models.Model):

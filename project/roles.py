@@ -5,8 +5,10 @@ breakers, alerts, the job queues), reading spend. Finance: prices, plans, budget
 Stakeholder: the rollout checklist: items, comments, re-measuring evidence, and
 signing off the sign-off roles they are assigned (checklist.actions checks the
 assignment); who holds a role, and the history rows, only Administrators change.
-Operators run fallback drills (checklist.add_fallbackdrill). Viewer: read-only
-everywhere. Stored content (prompt samples) and erasing an end user
+Operators run fallback drills (checklist.add_fallbackdrill). Incidents: Operators
+(project.change_incident) and Administrators acknowledge, note and resolve them and set
+the escalation ladder's contacts; Finance and Stakeholders read incidents and their
+runbooks. Viewer: read-only everywhere. Stored content (prompt samples) and erasing an end user
 (`billing.forget_end_user`, which no add/change/delete/view grant names) are for
 Administrator alone, and so is the audit log of configuration changes
 (auditlog.logentry, project/auditing.py): it shows every area's changes, so no
@@ -48,6 +50,10 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
         "routing.monitoring": VIEW,  # the monitoring dashboard and performance report
         "project.alert": VIEW,
         "project.channel": ALL,
+        # Incidents (a budget exceeded among them) and the ladder: read, not acted on.
+        "project.incident": VIEW,
+        "project.incidentevent": VIEW,
+        "project.escalationlevel": VIEW,
     },
     "Stakeholder": {
         "checklist.*": ("change", "view"),
@@ -57,6 +63,9 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
         "checklist.evidenceresult": ("add", "view"),
         "checklist.fallbackdrill": VIEW,
         "billing.budget": VIEW,
+        # A rollback is theirs to know about (the checklist's "stakeholder notification").
+        "project.incident": VIEW,
+        "project.incidentevent": VIEW,
     },
     "Viewer": {f"{app}.*": VIEW for app in GATEWAY_APPS},
 }

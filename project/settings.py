@@ -298,6 +298,8 @@ SWITCHBOARD_ALERT_HTTP = "routing.http.post_json_sync"
 # these functions, named here because billing may not import them: each takes
 # (user_id, pseudonym) and returns how many stored items it erased.
 SWITCHBOARD_FORGET_USER_HOOKS = ["routing.privacy.forget_user"]
+# Where people open the admin: incident alerts link to the incident and its runbook.
+SWITCHBOARD_BASE_URL = env.str("SWITCHBOARD_BASE_URL", default="http://127.0.0.1:8000")
 
 # Batch jobs (routing/README.md): requests in flight at once per batch job, how long a
 # job runs before it queues the rest behind other batches, attempts per request (a

@@ -15,6 +15,8 @@ from billing.models import Budget
 from billing.prices import direct_price, list_price
 from project.alerts import raise_alert
 from project.auditing import record_update
+from project.incidents import open_incident
+from project.models import Incident
 from routing.config import ConfigError, CredentialSpec, GatewayConfig, KeyLimitSpec, ModelSpec
 from routing.models import (
     ClientKey,
@@ -423,6 +425,21 @@ def revoke_client_key(key: ClientKey) -> bool:
         config_changed()
         record_update(key, revoked_at=now)
     return bool(updated)
+
+
+def report_compromised_key(key: ClientKey, reporter: Any) -> Incident:
+    """Revoke a client key now and open its key-compromise incident (the runbook's step 2)."""
+    revoked = revoke_client_key(key)
+    incident, _ = open_incident(
+        "key_compromise",
+        f"client_key:{key.code}",
+        f"Client key {key.name} ({key.prefix}) reported compromised",
+        severity="critical",
+        summary=f"Reported by {reporter.get_username()}; "
+        + ("revoked now." if revoked else "it was revoked already."),
+        data={"key": str(key.code), "prefix": key.prefix, "environment": key.environment},
+    )
+    return incident
 
 
 def purge_cached_answers(route: str | None = None, key: ClientKey | None = None) -> int:

@@ -11,14 +11,16 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
 from project.admin import AuditedModelAdmin, ReadOnlyAdmin
 from project.redis import sync_client
 from routing.actions import (
     mark_credentials_rotated,
     purge_cached_answers,
+    report_compromised_key,
     revoke_client_key,
     rotate_client_key,
 )
@@ -343,7 +345,7 @@ class ClientKeyAdmin(AuditedModelAdmin):
     list_filter = ["environment", "revoked_at"]
     search_fields = ["name", "prefix"]
     readonly_fields = ["prefix", "created", "last_used_at", "revoked_at"]
-    actions = ["revoke", "rotate", "purge_cache"]
+    actions = ["revoke", "rotate", "purge_cache", "report_compromised"]
 
     change_list_template = "routing/clientkey_change_list.html"  # adds the audit link
 
@@ -420,6 +422,18 @@ class ClientKeyAdmin(AuditedModelAdmin):
     def purge_cache(self, request: HttpRequest, queryset: QuerySet[ClientKey]) -> None:
         deleted = sum(purge_cached_answers(key=key) for key in queryset)
         self.message_user(request, f"Deleted {cached_answers(deleted)}.", messages.SUCCESS)
+
+    @admin.action(
+        description="Report compromised: revoke now and open a key-compromise incident",
+        permissions=["change"],
+    )
+    def report_compromised(self, request: HttpRequest, queryset: QuerySet[ClientKey]) -> None:
+        for key in queryset:
+            incident = report_compromised_key(key, request.user)
+            link = reverse("admin:project_incident_change", args=[incident.pk])
+            messages.warning(
+                request, format_html('{} revoked; <a href="{}">its incident</a>.', key, link)
+            )
 
     @admin.action(description="Revoke the selected keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ClientKey]) -> None:

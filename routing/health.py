@@ -47,6 +47,7 @@ from django.utils import timezone
 from redis.exceptions import LockError
 
 from project.alerts import raise_alert
+from project.incidents import note_unresolved, open_incident
 from project.models import Alert
 from project.redis import async_client, close_async_client, sync_client
 from routing.breaker import Breakers, Policy, State
@@ -58,7 +59,7 @@ from routing.http import (
     transport_error,
     upstream_client,
 )
-from routing.models import DeploymentHealth, Environment, ProbeResult
+from routing.models import Deployment, DeploymentHealth, Environment, ProbeResult
 from routing.providers import adapter_for
 from routing.providers.base import ProviderError, Target, scrub_secrets
 from routing.schema import ChatRequest
@@ -378,6 +379,8 @@ def alert_change(
             ),
             data={**data, "error_code": probe.error_code, "status_code": probe.status_code},
         )
+        # One incident per provider, however many of its models go down (the runbook's).
+        open_incident("provider_outage", _provider_of(probe), alert.title, summary=alert.body)
         return alert
     if before == Health.DOWN:
         minutes = max(1, round((now - down_since).total_seconds() / 60))
@@ -390,8 +393,15 @@ def alert_change(
             body=f"{probe.label} answers its health probes again after about {minutes} min.",
             data={**data, "down_since": down_since.isoformat()},
         )
+        note_unresolved(_provider_of(probe), alert.body)
         return alert
     return None
+
+
+def _provider_of(probe: Probe) -> str:
+    """The subject of a provider's outage incident: provider:<name>."""
+    deployment = Deployment.objects.filter(pk=probe.deployment_id)
+    return f"provider:{deployment.values_list('provider__name', flat=True).first()}"
 
 
 def _stamp(moment: datetime) -> str:

@@ -11,13 +11,17 @@ from project.models import Incident, IncidentEvent
 pytestmark = pytest.mark.django_db
 
 
-def test_opening_an_incident_starts_its_timeline() -> None:
+def test_opening_an_incident_starts_its_timeline_and_alerts_level_1() -> None:
     incident, created = open_incident(
         "rollback", "rollout:1", "Rolled back: availability 97%", severity="critical"
     )
     assert created
     assert incident.status == Incident.Status.OPEN
-    assert list(incident.events.values_list("kind", flat=True)) == [IncidentEvent.Kind.OPENED]
+    assert list(incident.events.values_list("kind", flat=True)) == [
+        IncidentEvent.Kind.OPENED,
+        IncidentEvent.Kind.ESCALATED,
+    ]
+    assert incident.level == 1
 
 
 def test_the_same_trouble_again_is_a_new_trigger_on_the_open_incident() -> None:
@@ -25,7 +29,8 @@ def test_the_same_trouble_again_is_a_new_trigger_on_the_open_incident() -> None:
     again, created = open_incident("rollback", "rollout:1", "Availability 95%")
     assert (again.pk, created) == (first.pk, False)
     assert Incident.objects.count() == 1
-    assert [e.text for e in again.events.all()] == ["Availability 97%", "Availability 95%"]
+    triggers = again.events.exclude(kind=IncidentEvent.Kind.ESCALATED)
+    assert [e.text for e in triggers] == ["Availability 97%", "Availability 95%"]
 
 
 def test_once_resolved_the_same_subject_opens_a_new_incident() -> None:

@@ -21,6 +21,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from billing.models import ContentSample, UsageRecord
 from project.alerts import raise_alert
+from project.incidents import open_incident
 from project.models import Channel
 from project.roles import ADMINISTRATOR_ONLY, GATEWAY_APPS, ROLES
 from routing.models import (
@@ -140,6 +141,7 @@ NOT_WALKED = {
     "/admin/(?P<url>.*)": "the catch-all that answers 404",
     "/admin/django_rq/dashboard/queues/confirm-action/<int:queue_index>/": "POST only",
     "/admin/django_rq/dashboard/queues/actions/<int:queue_index>/": "POST only",
+    "/admin/project/incident/<path:object_id>/act/": "POST only; see test_incident_pages.py",
 }
 # Parameters the walk can fill; a page with any other parameter is walked only
 # under django_rq, whose permission check wraps all its pages alike.
@@ -184,6 +186,7 @@ def seed() -> None:
     DeploymentHealth.objects.create(deployment=Deployment.objects.first(), state="up")
     Batch.objects.create(client_key=ClientKey.objects.get(), total=0)
     seed_checklist()
+    open_incident("provider_outage", "provider:openai", "OpenAI is down")
 
 
 def discover() -> list[Page]:

@@ -9,6 +9,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
+from project.incidents import ladder
 from routing.actions import create_client_key, import_config, revoke_client_key
 from routing.config import parse
 from routing.models import ClientKey
@@ -43,6 +44,8 @@ class Command(BaseCommand):
         if not User.objects.filter(username="admin").exists():
             User.objects.create_superuser("admin", "admin@example.com", "admin")
             self.stdout.write("Admin user: admin / admin (development only)")
+        # Incidents reach someone: the admin is the demo's development team (level 1).
+        ladder()[0].users.add(User.objects.get(username="admin"))
         # A month of history, so the spend dashboard has a trend to draw and forecast.
         call_command("seed_usage_history", stdout=self.stdout)
         # The rollout checklist, by command name: routing never imports checklist.
