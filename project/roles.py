@@ -1,7 +1,8 @@
 """Roles: Django groups and the permissions each one holds.
 
 Administrator: everything. Operator: the gateway (providers, models, routes, keys,
-breakers, alerts, the job queues), reading spend. Finance: prices, plans, budgets and spend.
+breakers, alerts, the job queues), reading spend. Finance: prices, plans, budgets and spend,
+and the monitoring dashboard (routing.monitoring).
 Stakeholder: the rollout checklist: items, comments, re-measuring evidence, and
 signing off the sign-off roles they are assigned (checklist.actions checks the
 assignment); who holds a role, and the history rows, only Administrators change.

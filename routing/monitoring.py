@@ -160,7 +160,10 @@ def tally_row(
         tally.cache_hits += bool(cache_hit)
     calls = [a for a in attempts or () if a.get("outcome") not in CALL_OUTCOMES_NOT_CALLS]
     if calls:
-        fell_back = len({a.get("deployment_id") for a in calls}) > 1
+        # By id, provider and model: rows written by other tools may have no deployment id.
+        fell_back = (
+            len({(a.get("deployment_id"), a.get("provider"), a.get("model")) for a in calls}) > 1
+        )
         for tally in (total, *extra):
             tally.tried += 1
             tally.fell_back += fell_back
