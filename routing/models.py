@@ -707,3 +707,18 @@ class BatchItem(models.Model):
     def __str__(self) -> str:
         label = f" ({self.custom_id})" if self.custom_id else ""
         return f"item {self.index}{label} of batch {self.batch.code}: {self.status}"
+
+
+# Experiments and rollouts live in their own module; importing them here makes them this app's.
+from routing.experiments.models import (  # noqa: E402
+    Experiment as Experiment,
+)
+from routing.experiments.models import (  # noqa: E402
+    Rollout as Rollout,
+)
+from routing.experiments.models import (  # noqa: E402
+    RolloutEvent as RolloutEvent,
+)
+from routing.experiments.models import (  # noqa: E402
+    Variant as Variant,
+)
