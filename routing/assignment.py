@@ -5,7 +5,7 @@ the same in every process and every Python run (Python's own ``hash()`` is salte
 per process, so it is never used). Each rollout and each experiment has its own
 salt, so the splits are independent of each other.
 
-- Rollout: buckets below ``percent × 100`` take the new path. Raising the
+- Rollout: buckets below ``percent x 100`` take the new path. Raising the
   percentage only adds buckets, so a user on the new path stays there as the
   rollout advances, and comes back to it after a rollback and a new start.
 - Experiment: the variants' weights cut [0, 10000) into consecutive ranges, in
@@ -47,7 +47,7 @@ def rollout_arm(percent: int, user_bucket: int) -> str:
 def weighted_index(weights: Sequence[int], user_bucket: int) -> int:
     """The index of the weight whose range of [0, 10000) holds the bucket.
 
-    Ranges are cut at round(cumulative weight / total × 10000); a zero weight
+    Ranges are cut at round(cumulative weight / total x 10000); a zero weight
     gets an empty range. With no positive weight, the first arm takes everyone.
     """
     total = sum(max(0, w) for w in weights)

@@ -1,4 +1,4 @@
-"""Experiments (A/B variants of a route) and gradual rollouts (legacy path → new path).
+"""Experiments (A/B variants of a route) and gradual rollouts (legacy path -> new path).
 
 Imported by `routing.models`, so Django counts them as the routing app's models.
 The request path never reads these tables: `routing.experiments.snapshot` puts
@@ -132,7 +132,7 @@ class Variant(models.Model):
         if self.kind == self.Kind.DEPLOYMENT:
             return str(self.deployment) if self.deployment_id else "the route as configured"
         if self.kind == self.Kind.ROUTE:
-            return self.target_route.name if self.target_route_id else "the route as configured"
+            return self.target_route.name if self.target_route else "the route as configured"
         return ", ".join(f"{k}={v}" for k, v in self.parameters.items()) or "no parameters"
 
     def clean(self) -> None:
@@ -323,4 +323,4 @@ class RolloutEvent(models.Model):
         ordering = ["-created", "-id"]
 
     def __str__(self) -> str:
-        return f"{self.rollout_id}: {self.kind} {self.from_percent}% → {self.to_percent}%"
+        return f"{self.rollout_id}: {self.kind} {self.from_percent}% -> {self.to_percent}%"

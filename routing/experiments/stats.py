@@ -257,7 +257,7 @@ def compare(control: ArmStats, arm: ArmStats, alpha: float = DEFAULT_ALPHA) -> l
         "quality": (control.qualities, arm.qualities, welch_p),
     }
     for metric in METRICS:
-        label, test, higher, lower = METRICS[metric]
+        _, test, higher, lower = METRICS[metric]
         if metric == "error_rate":
             sizes = (control.requests, arm.requests)
             counts = (control.errors, arm.errors)
@@ -276,7 +276,8 @@ def compare(control: ArmStats, arm: ArmStats, alpha: float = DEFAULT_ALPHA) -> l
                     arm.name,
                     None,
                     False,
-                    f"not enough data (n={sizes[0]} and {sizes[1]}; a test needs {MIN_SAMPLE} each)",
+                    f"not enough data (n={sizes[0]} and {sizes[1]}; "
+                    f"a test needs {MIN_SAMPLE} each)",
                 )
             )
             continue

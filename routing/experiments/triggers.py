@@ -10,7 +10,7 @@ failed, when it has too little data: under the rollout's ``min_requests``):
   Triggers under ``min_availability_pct`` (99).
 - latency: the new arm's p50 against the baseline (the legacy path's p50 before
   the rollout started; without one, the legacy arm's p50 in the same window).
-  Triggers over ``max_latency_factor`` (2×).
+  Triggers over ``max_latency_factor`` (2x).
 - spend pace: the new arm's spend rate in the window, scaled up to all of the
   route's traffic (÷ the rollout's share), over a whole budget period, as a
   percentage of the budget (the route's monthly budget, or the global one).
@@ -113,7 +113,7 @@ def _latency(rollout: Any, new: ArmStats, legacy: ArmStats, enough: bool) -> Che
     if baseline is None:
         baseline, source = legacy.latency_p50, "legacy arm"
     factor = rollout.max_latency_factor
-    threshold = f"{factor.normalize():f}× {source}"
+    threshold = f"{factor.normalize():f}x {source}"
     p50 = new.latency_p50
     if not enough or p50 is None or not baseline:
         why = "no baseline" if not baseline else _short(new.requests, rollout.min_requests)

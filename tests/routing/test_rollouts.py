@@ -116,7 +116,7 @@ def test_a_slow_new_path_is_rolled_back_against_the_baseline(
 
     assert evaluate_rollouts() == 1
     event = rollout.events.get(kind=RolloutEvent.Kind.ROLLED_BACK)
-    assert "latency p50" in event.text and "over 2× baseline" in event.text
+    assert "latency p50" in event.text and "over 2x baseline" in event.text
 
 
 def test_a_low_quality_new_path_is_rolled_back(openai_client: openai.OpenAI) -> None:
