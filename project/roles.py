@@ -1,7 +1,9 @@
 """Roles: Django groups and the permissions each one holds.
 
 Administrator: everything. Operator: the gateway (providers, models, routes, keys,
-breakers, alerts, the job queues), reading spend. Finance: prices, plans, budgets and spend.
+breakers, alerts, the job queues, experiments and rollouts: start, promote, advance a
+phase, roll back now), reading spend. Finance: prices, plans, budgets and spend, and
+reading experiments and rollouts. Stakeholders read rollouts too.
 Stakeholder: the rollout checklist: items, comments, re-measuring evidence, and
 signing off the sign-off roles they are assigned (checklist.actions checks the
 assignment); who holds a role, and the history rows, only Administrators change.
@@ -47,6 +49,10 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
         "routing.route": VIEW,
         "project.alert": VIEW,
         "project.channel": ALL,
+        # Rollouts and experiments weigh cost per request and spend pace.
+        "routing.experiment": VIEW,
+        "routing.rollout": VIEW,
+        "routing.rolloutevent": VIEW,
     },
     "Stakeholder": {
         "checklist.*": ("change", "view"),
@@ -56,6 +62,8 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
         "checklist.evidenceresult": ("add", "view"),
         "checklist.fallbackdrill": VIEW,
         "billing.budget": VIEW,
+        "routing.rollout": VIEW,  # the rollout's progress, arm by arm
+        "routing.rolloutevent": VIEW,
     },
     "Viewer": {f"{app}.*": VIEW for app in GATEWAY_APPS},
 }

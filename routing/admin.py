@@ -527,3 +527,7 @@ class BatchAdmin(admin.ModelAdmin):
             request,
             f"Cancelled {cancelled} batch(es); requests already in flight finish and are billed.",
         )
+
+
+# Experiments and rollouts have their own admin module.
+import routing.experiments.admin  # noqa: E402, F401
