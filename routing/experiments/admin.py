@@ -8,7 +8,6 @@ permission (project/roles.py: Operators and Administrators).
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -99,7 +98,10 @@ class ExperimentAdmin(AuditedModelAdmin):
                 actions.stop_experiment(experiment)
                 messages.success(request, f"{experiment.name} stopped.")
             elif action == "promote":
-                variant = experiment.variants.filter(pk=request.POST.get("variant")).first()
+                chosen = request.POST.get("variant", "")
+                variant = (
+                    experiment.variants.filter(pk=chosen).first() if chosen.isdigit() else None
+                )
                 if variant is None:
                     raise actions.Refused("Choose a variant to promote.")
                 outcome = actions.promote_variant(experiment, variant)
@@ -116,7 +118,15 @@ class RolloutEventInline(admin.TabularInline):
     max_num = 0
     can_delete = False
     fields = ["created", "kind", "from_percent", "to_percent", "automatic", "actor", "text"]
-    readonly_fields = fields
+    readonly_fields = [
+        "created",
+        "kind",
+        "from_percent",
+        "to_percent",
+        "automatic",
+        "actor",
+        "text",
+    ]
 
 
 @admin.register(Rollout)
