@@ -20,6 +20,7 @@ def test_a_rollback_sends_users_back_to_the_legacy_path_on_both_gateways(
     from routing.experiments.actions import roll_back
     from routing.models import Rollout, Route
 
+    Rollout.objects.all().delete()  # the demo's draft: one rollout per route
     rollout = Rollout.objects.create(
         route=Route.objects.get(name="summary"),
         legacy_chain=["openai/gpt-4o-mini", "google/gemini-2.0-flash"],

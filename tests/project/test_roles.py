@@ -183,6 +183,7 @@ def seed_experiments() -> None:
     route = Route.objects.get(name="summary")
     experiment = Experiment.objects.create(name="walk", route=route)
     Variant.objects.create(experiment=experiment, name="a", deployment=Deployment.objects.first())
+    Rollout.objects.all().delete()  # the demo's draft: one rollout per route
     rollout = Rollout.objects.create(route=route, legacy_chain=["openai/gpt-4o-mini"])
     RolloutEvent.objects.create(rollout=rollout, kind="started", from_percent=0, to_percent=0)
 

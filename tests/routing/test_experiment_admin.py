@@ -93,6 +93,7 @@ def test_promote_from_the_page_puts_the_winner_first(experiment: Experiment) -> 
 def test_the_rollout_page_shows_both_arms_and_refuses_to_advance_without_traffic() -> None:
     load_demo_config("http://127.0.0.1:9")
     now = timezone.now()
+    Rollout.objects.all().delete()  # the demo's draft: one rollout per route
     rollout = Rollout.objects.create(
         route=Route.objects.get(name="summary"),
         legacy_chain=["openai/gpt-4o-mini"],
@@ -125,6 +126,7 @@ def test_the_rollout_page_shows_both_arms_and_refuses_to_advance_without_traffic
 
 def test_a_stakeholder_sees_the_rollout_but_cannot_roll_it_back() -> None:
     load_demo_config("http://127.0.0.1:9")
+    Rollout.objects.all().delete()  # the demo's draft: one rollout per route
     rollout = Rollout.objects.create(
         route=Route.objects.get(name="summary"),
         legacy_chain=["openai/gpt-4o-mini"],

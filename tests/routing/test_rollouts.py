@@ -27,6 +27,7 @@ def make_rollout(percent: int = 0, **fields: object) -> Rollout:
     from django.utils import timezone
 
     now = timezone.now()
+    Rollout.objects.all().delete()  # the demo's draft: one rollout per route
     return Rollout.objects.create(
         route=Route.objects.get(name="summary"),
         legacy_chain=LEGACY,
