@@ -173,6 +173,7 @@ def _rollout(route: str, node: Node, routes: set[str], labels: set[str]) -> Roll
 
 def _experiment(name: str, node: Node, routes: set[str], labels: set[str]) -> ExperimentSpec:
     from routing.config import ConfigError, _choice, _fields, _mapping, _sequence, _str
+    from routing.experiments.models import parameters_problem
     from routing.models import Experiment
 
     where = f"experiments.{name}"
@@ -218,6 +219,9 @@ def _experiment(name: str, node: Node, routes: set[str], labels: set[str]) -> Ex
                 raise ConfigError(variant["route"].line, f"{at}.route", f"'{target}' is no route")
         elif kind == "parameters":
             parameters = {k: v.value for k, v in _mapping(variant["parameters"], at).items()}
+            problem = parameters_problem(parameters)
+            if problem:
+                raise ConfigError(variant["parameters"].line, f"{at}.parameters", problem)
         spec.variants.append(VariantSpec(variant_name, weight, kind, target, parameters))
     if not spec.variants:
         raise ConfigError(fields["variants"].line, f"{where}.variants", "needs a variant")

@@ -144,6 +144,32 @@ class Variant(models.Model):
             raise ValidationError({"parameters": 'A JSON object, e.g. {"temperature": 0.2}.'})
         if self.kind != self.Kind.PARAMETERS and self.parameters:
             raise ValidationError({"parameters": "Only a parameters variant sets parameters."})
+        problem = parameters_problem(self.parameters)
+        if problem:
+            raise ValidationError({"parameters": problem})
+
+
+# Request fields an experiment may not set: they say what is asked and by whom.
+NOT_PARAMETERS = {"model", "messages", "stream", "stream_options", "metadata", "user"}
+
+
+def parameters_problem(parameters: dict[str, object]) -> str:
+    """Why these parameters cannot be set on a chat request, or "" when they can."""
+    from project.errors import ApiError
+    from routing.schema import validate_chat_body
+
+    fixed = sorted(NOT_PARAMETERS & set(parameters))
+    if fixed:
+        return f"{', '.join(fixed)} cannot be set by an experiment."
+    body = {"model": "x", "messages": [{"role": "user", "content": "x"}], **parameters}
+    try:
+        request = validate_chat_body(body)
+    except ApiError as error:
+        return error.message
+    unknown = sorted(set(parameters) - set(request.params))
+    if unknown:
+        return f"{', '.join(unknown)}: not a chat completion parameter the gateway passes on."
+    return ""
 
 
 class RolloutQuerySet(models.QuerySet["Rollout"]):

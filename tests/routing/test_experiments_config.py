@@ -115,6 +115,10 @@ def test_a_running_experiments_variants_cannot_change_from_the_file() -> None:
             "'x/y' is not a model",
         ),
         ("experiments:\n  e: {route: summary}\n", "variants: is required"),
+        (
+            "experiments:\n  e: {route: summary, variants: [{name: a, parameters: {top_p: 3}}]}\n",
+            "'top_p' must be a number between 0 and 1.",
+        ),
     ],
 )
 def test_a_bad_section_is_refused_naming_its_line(section: str, message: str) -> None:
