@@ -190,8 +190,9 @@ class RolloutAdmin(AuditedModelAdmin):
         window_start = max(phase_start, now - timedelta(seconds=actions.window_seconds()))
         phase = triggers.evaluate(rollout, phase_start, now)
         window = triggers.evaluate(rollout, window_start, now)
-        for arm in phase.arms.values():
-            arm.satisfaction = stats.satisfaction(arm.request_ids)
+        for name, arm in phase.arms.items():
+            records = triggers.arm_records(rollout, phase_start, now).filter(rollout_arm=name)
+            arm.satisfaction = stats.satisfaction(stats.counted(records))
         context = {
             **self.admin_site.each_context(request),
             "title": f"Rollout of {rollout.route.name}",

@@ -50,7 +50,6 @@ class ArmStats:
     latencies: list[int] = field(default_factory=list)  # answered requests only
     costs: list[Decimal] = field(default_factory=list)  # answered requests only
     qualities: list[int] = field(default_factory=list)
-    request_ids: list[str] = field(default_factory=list)
     satisfaction: tuple[int, int] | None = None  # (positive, total); None: no feedback data
     own_answers: int = 0  # answered by a deployment of ``own`` (availability of a new path)
 
@@ -126,14 +125,13 @@ def arm_stats(
     own_ids = set(own)
     arms: dict[str, ArmStats] = {}
     rows = counted(records).values_list(
-        group_by, "status", "latency_ms", "cost_usd", "quality_score", "deployment_id", "request_id"
+        group_by, "status", "latency_ms", "cost_usd", "quality_score", "deployment_id"
     )
-    for name, status, latency, cost, quality, deployment_id, request_id in rows.iterator():
+    for name, status, latency, cost, quality, deployment_id in rows.iterator():
         stats = arms.get(name)
         if stats is None:
             stats = arms[name] = ArmStats(name)
         stats.requests += 1
-        stats.request_ids.append(request_id)
         if status in FAILED:
             stats.errors += 1
             continue
@@ -144,13 +142,13 @@ def arm_stats(
         if deployment_id in own_ids:
             stats.own_answers += 1
     if with_satisfaction:
-        for stats in arms.values():
-            stats.satisfaction = satisfaction(stats.request_ids)
+        for name, stats in arms.items():
+            stats.satisfaction = satisfaction(counted(records).filter(**{group_by: name}))
     return arms
 
 
-def satisfaction(request_ids: Sequence[str]) -> tuple[int, int] | None:
-    """(positive, total) feedback on these requests, or None when there is no feedback model.
+def satisfaction(records: QuerySet[UsageRecord]) -> tuple[int, int] | None:
+    """(positive, total) feedback on these records' requests, or None without a feedback model.
 
     The Feedback model (POST /api/v1/feedback) comes with the quality work: it is
     looked up by name, in routing or billing, so that this reads it as soon as it
@@ -166,12 +164,12 @@ def satisfaction(request_ids: Sequence[str]) -> tuple[int, int] | None:
             break
         except LookupError:
             continue
-    if model is None or not request_ids:
+    if model is None:
         return None
     names = {f.name for f in model._meta.get_fields()}
     if "request_id" not in names:
         return None
-    rows = model.objects.filter(request_id__in=list(request_ids))
+    rows = model.objects.filter(request_id__in=records.values("request_id"))
     total = rows.count()
     if "positive" in names:
         positive = rows.filter(positive=True).count()

@@ -63,6 +63,7 @@ def test_an_operator_starts_an_experiment_and_reads_its_verdict(experiment: Expe
 
     assert "openai is slower, p=" in page
     assert "Promote the winner" in page
+    assert "no data" in page  # satisfaction: no feedback yet
 
 
 def test_a_viewer_reads_the_results_but_cannot_promote(experiment: Experiment) -> None:

@@ -203,3 +203,19 @@ def test_a_draft_starts_at_its_first_phase_with_the_baseline_of_the_legacy_path(
     draft.refresh_from_db()
     assert draft.status == "running" and draft.baseline_p50_ms is not None
     assert advance(draft) == "advanced from 0% to 10%"
+
+
+def test_a_request_without_a_user_is_assigned_per_request_and_says_so(
+    openai_client: openai.OpenAI,
+) -> None:
+    make_rollout(50)
+    providers = {
+        openai_client.chat.completions.with_raw_response.create(model="summary", **chat()).headers[
+            "x-switchboard-provider"
+        ]
+        for _ in range(20)
+    }
+    drain_ledger()
+
+    assert providers == {"aimlapi", "openai"}
+    assert all(r.decision["rollout"]["sticky"] is False for r in UsageRecord.objects.all())
