@@ -262,6 +262,16 @@ def _next_phase(rollout: Rollout, actor: User | None, before: int, now: datetime
     return text
 
 
+@transaction.atomic
+def archive(rollout: Rollout) -> None:
+    """Take a finished rollout (draft, completed or rolled back) out of the routing table,
+    so that the route may have a new one; the route's own chain serves it again."""
+    finished = [Rollout.Status.DRAFT, Rollout.Status.COMPLETED, Rollout.Status.ROLLED_BACK]
+    if rollout.status not in finished:
+        raise Refused(f"The {rollout} is running: roll it back or complete it first.")
+    _move(Rollout, rollout, {"status": rollout.status}, status=Rollout.Status.ARCHIVED)
+
+
 def roll_back(
     rollout: Rollout,
     reason: str,

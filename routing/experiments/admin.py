@@ -8,6 +8,7 @@ permission (project/roles.py: Operators and Administrators).
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -161,6 +162,19 @@ class RolloutAdmin(AuditedModelAdmin):
         "phase_started_at",
     ]
     inlines = [RolloutEventInline]
+    actions = ["archive"]
+
+    @admin.action(
+        description="Archive: stop applying it (draft, completed or rolled back)",
+        permissions=["change"],
+    )
+    def archive(self, request: HttpRequest, queryset: Any) -> None:
+        for rollout in queryset:
+            try:
+                actions.archive(rollout)
+                messages.success(request, f"Archived the {rollout}.")
+            except actions.Refused as refused:
+                messages.error(request, str(refused))
 
     @admin.display(description="Arms")
     def dashboard(self, rollout: Rollout) -> str:

@@ -304,6 +304,11 @@ class Rollout(models.Model):
                 isinstance(v, str) and "/" in v for v in value
             ):
                 raise ValidationError({name: 'A list of "provider/model" labels.'})
+        known = {str(d) for d in Deployment.objects.select_related("provider")}
+        for name in ("legacy_chain", "new_chain"):
+            unknown = [label for label in getattr(self, name) if label not in known]
+            if unknown:
+                raise ValidationError({name: f"No such deployment: {', '.join(unknown)}."})
         if not self.legacy_route_id and not self.legacy_chain:
             raise ValidationError({"legacy_chain": "Give the legacy path: a route or a chain."})
         if self.legacy_route_id and self.legacy_chain:

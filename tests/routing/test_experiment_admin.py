@@ -141,3 +141,17 @@ def test_a_stakeholder_sees_the_rollout_but_cannot_roll_it_back() -> None:
     assert stakeholder.post(url, {"action": "rollback"}).status_code == 403
     rollout.refresh_from_db()
     assert rollout.percent == 50
+
+
+def test_only_those_who_may_change_a_rollout_can_archive_it() -> None:
+    load_demo_config("http://127.0.0.1:9")
+    rollout = Rollout.objects.get()  # the demo's draft
+    data = {"action": "archive", "_selected_action": [rollout.pk]}
+
+    member_of("Viewer").post("/admin/routing/rollout/", data)
+    rollout.refresh_from_db()
+    assert rollout.status == "draft"
+
+    member_of("Operator").post("/admin/routing/rollout/", data)
+    rollout.refresh_from_db()
+    assert rollout.status == "archived"

@@ -219,3 +219,28 @@ def test_a_request_without_a_user_is_assigned_per_request_and_says_so(
 
     assert providers == {"aimlapi", "openai"}
     assert all(r.decision["rollout"]["sticky"] is False for r in UsageRecord.objects.all())
+
+
+def test_an_archived_rollout_no_longer_applies_and_makes_room_for_a_new_one(
+    openai_client: openai.OpenAI,
+) -> None:
+    from routing.experiments.actions import archive
+
+    rollout = make_rollout(100)
+    with pytest.raises(Refused, match="is running"):
+        archive(rollout)
+    roll_back(rollout, "drill")
+    assert ask(openai_client, "someone") == "openai"
+
+    archive(rollout)
+
+    assert ask(openai_client, "someone") == "aimlapi"  # the route's own chain again
+    Rollout.objects.create(route=rollout.route, legacy_chain=LEGACY)
+
+
+def test_a_rollout_names_only_deployments_that_exist(demo: SimulatorHandle) -> None:
+    from django.core.exceptions import ValidationError
+
+    rollout = Rollout(route=Route.objects.get(name="summary"), legacy_chain=["openai/gpt-9"])
+    with pytest.raises(ValidationError, match="No such deployment: openai/gpt-9"):
+        rollout.full_clean()
