@@ -32,6 +32,7 @@ PERIODIC_JOBS: list[tuple[str, int]] = [
     ("routing.batches.jobs.purge_expired_batches", 3600),
     ("checklist.jobs.evaluate_evidence", 600),
     ("checklist.jobs.thin_evidence_history", 86400),
+    ("routing.experiments.jobs.evaluate_rollouts", 60),
 ]
 
 for dotted_path, seconds in PERIODIC_JOBS:

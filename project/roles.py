@@ -1,9 +1,10 @@
 """Roles: Django groups and the permissions each one holds.
 
 Administrator: everything. Operator: the gateway (providers, models, routes, keys,
-breakers, alerts, the job queues), reading spend. Finance: prices, plans, budgets and spend,
-and the monitoring dashboard (routing.monitoring).
-Stakeholder: the rollout checklist: items, comments, re-measuring evidence, and
+breakers, alerts, the job queues, experiments and rollouts: start, promote, advance a
+phase, roll back now), reading spend. Finance: prices, plans, budgets and spend, the
+monitoring dashboard (routing.monitoring), and reading experiments and rollouts.
+Stakeholder: rollouts and incidents to read, and the rollout checklist: items, comments, re-measuring evidence, and
 signing off the sign-off roles they are assigned (checklist.actions checks the
 assignment); who holds a role, and the history rows, only Administrators change.
 Operators run fallback drills (checklist.add_fallbackdrill). Incidents: Operators
@@ -55,6 +56,10 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
         "project.incident": VIEW,
         "project.incidentevent": VIEW,
         "project.escalationlevel": VIEW,
+        # Rollouts and experiments weigh cost per request and spend pace.
+        "routing.experiment": VIEW,
+        "routing.rollout": VIEW,
+        "routing.rolloutevent": VIEW,
     },
     "Stakeholder": {
         "checklist.*": ("change", "view"),
@@ -67,6 +72,8 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
         # A rollback is theirs to know about (the checklist's "stakeholder notification").
         "project.incident": VIEW,
         "project.incidentevent": VIEW,
+        "routing.rollout": VIEW,  # the rollout's progress, arm by arm
+        "routing.rolloutevent": VIEW,
     },
     "Viewer": {f"{app}.*": VIEW for app in GATEWAY_APPS},
 }

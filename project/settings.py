@@ -265,6 +265,10 @@ SWITCHBOARD = {
     "CACHE_MAX_ENTRY_BYTES": env.int("SWITCHBOARD_CACHE_MAX_ENTRY_BYTES", default=262_144),
     "SINGLE_FLIGHT_ENABLED": env.bool("SWITCHBOARD_SINGLE_FLIGHT_ENABLED", default=True),
     "SINGLE_FLIGHT_LOCK_SECONDS": env.float("SWITCHBOARD_SINGLE_FLIGHT_LOCK_SECONDS", default=5.0),
+    # Experiments and rollouts (routing/README.md#experiments-and-rollouts): the significance
+    # level of the per-metric tests; the sliding window the rollback triggers read each minute.
+    "EXPERIMENT_ALPHA": env.float("SWITCHBOARD_EXPERIMENT_ALPHA", default=0.05),
+    "ROLLOUT_WINDOW_SECONDS": env.int("SWITCHBOARD_ROLLOUT_WINDOW_SECONDS", default=300),
 }
 if not 0.0 <= SWITCHBOARD["SAMPLE_RATE"] <= 1.0:
     raise ImproperlyConfigured("SWITCHBOARD_SAMPLE_RATE must be between 0 and 1.")

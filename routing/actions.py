@@ -18,6 +18,7 @@ from project.auditing import record_update
 from project.incidents import open_incident
 from project.models import Incident
 from routing.config import ConfigError, CredentialSpec, GatewayConfig, KeyLimitSpec, ModelSpec
+from routing.experiments import config as experiments_config
 from routing.models import (
     ClientKey,
     Deployment,
@@ -90,6 +91,7 @@ def import_config(config: GatewayConfig) -> Counter[str]:
         report[f"budget {outcome}"] += 1
     for limits in config.key_limits:
         report[f"key limits {_apply_key_limits(limits)}"] += 1
+    report.update(experiments_config.apply(config))
     # Every change above was a save or delete, whose signals bump the config version.
     return report
 
@@ -372,6 +374,7 @@ def export_config() -> dict[str, Any]:
             )
     if key_limits:
         exported["limits"] = {"keys": key_limits}
+    exported.update(experiments_config.export())
     return exported
 
 

@@ -544,3 +544,5 @@ class BatchAdmin(admin.ModelAdmin):
 
 
 from routing import monitoring_admin  # noqa: E402, F401  (the monitoring pages register there)
+# Experiments and rollouts have their own admin module.
+import routing.experiments.admin  # noqa: E402, F401

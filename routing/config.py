@@ -46,7 +46,7 @@ ROUTE_FIELDS = {"chain", "environments"}
 BUDGET_FIELDS = {"scope", "ref", "period", "amount_usd", "hard", "alert_at"}
 LIMITS_FIELDS = {"keys"}
 KEY_LIMIT_FIELDS = {"rpm", "tpm", "max_concurrent", "burst"}
-TOP_LEVEL = {"providers", "models", "routes", "budgets", "limits"}
+TOP_LEVEL = {"providers", "models", "routes", "budgets", "limits", "rollouts", "experiments"}
 KNOWN_VENDORS = {"openai", "google", "anthropic"}
 
 
@@ -166,6 +166,9 @@ class GatewayConfig:
     routes: list[RouteSpec] = field(default_factory=list)
     budgets: list[BudgetSpec] = field(default_factory=list)
     key_limits: list[KeyLimitSpec] = field(default_factory=list)
+    # routing.experiments.config: RolloutSpec and ExperimentSpec.
+    rollouts: list[Any] = field(default_factory=list)
+    experiments: list[Any] = field(default_factory=list)
 
 
 def parse(text: str) -> GatewayConfig:
@@ -204,6 +207,9 @@ def parse(text: str) -> GatewayConfig:
         keys = _mapping(limits["keys"], "limits.keys") if "keys" in limits else {}
         for name, node in keys.items():
             config.key_limits.append(_key_limits(name, node))
+    from routing.experiments import config as arms  # it reads nodes with this module's helpers
+
+    arms.parse_into(config, top, deployments)
     return config
 
 

@@ -37,7 +37,7 @@ from billing.budgets import BudgetInfo, Reservation, from_units, reserve_args
 from billing.ledger import LEDGER_KEY, UsageEntry
 from billing.money import PER_MTOK, quantize
 from project.errors import ApiError
-from routing import cache, context, limits, metrics, singleflight
+from routing import assignment, cache, context, limits, metrics, singleflight
 from routing.breaker import Breakers, Policy, State
 from routing.cache import CacheKey, CacheSettings, Stored
 from routing.http import Timeouts, UpstreamClient
@@ -152,6 +152,8 @@ class Run:
     context: context.RoutingContext = field(default_factory=context.RoutingContext)
     # Why the candidates are in this order (context, rule, ranking): on the usage record.
     decision: dict[str, Any] = field(default_factory=dict)
+    # The rollout arm and experiment arm the request landed in (routing.assignment).
+    arms: assignment.Choice | None = None
     attempts: list[Attempt] = field(default_factory=list)
     failures: list[ProviderError] = field(default_factory=list)
     # Wall-clock start of the attempt that answered: the breaker ignores successes
@@ -351,6 +353,8 @@ class Engine:
             )
         found = context.build(request, caller.key)
         resolution = await self.resolve(request.model, caller.environment)
+        arms = await self._arms(request, caller, resolution)
+        resolution = arms.resolution
         needs = Requirements.of(request.metadata)
         if needs.restricts:
             resolution = await self._compliant(resolution, needs)
@@ -362,7 +366,8 @@ class Engine:
             started=started,
             deadline=started + self.settings.deadline_seconds,
             context=found,
-            decision={"context": found.as_dict()},
+            decision={"context": found.as_dict(), **arms.decision},
+            arms=arms,
             estimated_tokens=limits.estimate_tokens(request),
         )
         if caller.key is not None:
@@ -381,6 +386,17 @@ class Engine:
             scope = cache.scope_of(caller.key.id if caller.key else None, caller.environment)
             run.cache_key = CacheKey.of(scope, resolution.route, request)
         return run
+
+    async def _arms(
+        self, request: ChatRequest, caller: Caller, resolution: Resolution
+    ) -> assignment.Choice:
+        """The route's rollout arm, then its experiment arm, for the request's end user."""
+        table = await self.table()
+        arms = assignment.choose(
+            table.arms.get(caller.environment), resolution, request.end_user, caller.request_id
+        )
+        request.params.update(arms.parameters)
+        return arms
 
     async def _serve[T](
         self, run: Run, call: Callable[..., Awaitable[T]]
@@ -1014,6 +1030,9 @@ class Engine:
             # The end user's id is kept once, in its own column, for forget_user to find.
             context={k: v for k, v in request.metadata.items() if k not in END_USER_KEYS},
             decision=run.decision,
+            experiment=run.arms.experiment if run.arms else "",
+            arm=run.arms.arm if run.arms else "",
+            rollout_arm=run.arms.rollout_arm if run.arms else "",
         )
 
     def _sample(self, run: Run, entry: UsageEntry, completion: str) -> samples.SampleEntry | None:

@@ -721,3 +721,16 @@ class Monitoring(UsageRecord):
         proxy = True
         verbose_name = "monitoring dashboard"
         verbose_name_plural = "monitoring"
+# Experiments and rollouts live in their own module; importing them here makes them this app's.
+from routing.experiments.models import (  # noqa: E402
+    Experiment as Experiment,
+)
+from routing.experiments.models import (  # noqa: E402
+    Rollout as Rollout,
+)
+from routing.experiments.models import (  # noqa: E402
+    RolloutEvent as RolloutEvent,
+)
+from routing.experiments.models import (  # noqa: E402
+    Variant as Variant,
+)

@@ -13,12 +13,15 @@ from project.redis import sync_client
 from routing.models import (
     ClientKey,
     Deployment,
+    Experiment,
     PriceOverride,
     Provider,
     ProviderCredential,
     ProviderPlan,
+    Rollout,
     Route,
     RouteStep,
+    Variant,
 )
 from routing.table import bump_version
 
@@ -41,6 +44,9 @@ for model in (
     RouteStep,
     ClientKey,
     Budget,
+    Experiment,
+    Variant,
+    Rollout,
 ):
     name = model.__name__
     post_save.connect(_on_save_or_delete, sender=model, dispatch_uid=f"config-{name}-save")

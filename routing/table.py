@@ -23,6 +23,8 @@ from billing.budgets import BudgetInfo
 from billing.money import token_cost
 from billing.plans import PlanInfo
 from project.secrets import SecretUnreadable
+from routing.experiments import snapshot
+from routing.experiments.snapshot import ArmSet
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +155,8 @@ class RoutingTable:
     environments: dict[str, RouteSet]
     keys: dict[str, KeyInfo]
     budgets: tuple[BudgetInfo, ...] = ()
+    # Running rollouts and experiments, per environment (routing.assignment applies them).
+    arms: dict[str, ArmSet] = field(default_factory=dict)
 
     def resolve(self, name: str, environment: str) -> Resolution | None:
         return self.environments.get(environment, EMPTY).resolve(name)
@@ -226,6 +230,7 @@ def _build_table(version: int) -> RoutingTable:
         environments=environments,
         keys=keys,
         budgets=tuple(b.info() for b in Budget.objects.all()),
+        arms=snapshot.build(environments),
     )
 
 

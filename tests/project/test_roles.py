@@ -185,8 +185,20 @@ def seed() -> None:
     ProbeResult.objects.create(deployment=Deployment.objects.first(), ok=True, latency_ms=120)
     DeploymentHealth.objects.create(deployment=Deployment.objects.first(), state="up")
     Batch.objects.create(client_key=ClientKey.objects.get(), total=0)
+    seed_experiments()
     seed_checklist()
     open_incident("provider_outage", "provider:openai", "OpenAI is down")
+
+
+def seed_experiments() -> None:
+    from routing.models import Experiment, Rollout, RolloutEvent, Route, Variant
+
+    route = Route.objects.get(name="summary")
+    experiment = Experiment.objects.create(name="walk", route=route)
+    Variant.objects.create(experiment=experiment, name="a", deployment=Deployment.objects.first())
+    Rollout.objects.all().delete()  # the demo's draft: one rollout per route
+    rollout = Rollout.objects.create(route=route, legacy_chain=["openai/gpt-4o-mini"])
+    RolloutEvent.objects.create(rollout=rollout, kind="started", from_percent=0, to_percent=0)
 
 
 def discover() -> list[Page]:

@@ -1,0 +1,1 @@
+"""A/B experiments, gradual rollouts and their rollback triggers (routing/README.md#experiments)."""
