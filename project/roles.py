@@ -4,8 +4,8 @@ Administrator: everything. Operator: the gateway (providers, models, routes, key
 breakers, alerts, the job queues, experiments and rollouts: start, promote, advance a
 phase, roll back now), reading spend. Finance: prices, plans, budgets and spend, the
 monitoring dashboard (routing.monitoring), and reading experiments and rollouts.
-Stakeholder: rollouts and incidents to read, and the rollout checklist: items, comments, re-measuring evidence, and
-signing off the sign-off roles they are assigned (checklist.actions checks the
+Stakeholder: rollouts and incidents to read, and the rollout checklist: items, comments,
+re-measuring evidence, and signing off the sign-off roles they are assigned (checklist.actions checks the
 assignment); who holds a role, and the history rows, only Administrators change.
 Operators run fallback drills (checklist.add_fallbackdrill). Incidents: Operators
 (project.change_incident) and Administrators acknowledge, note and resolve them and set

@@ -543,6 +543,6 @@ class BatchAdmin(admin.ModelAdmin):
         )
 
 
-from routing import monitoring_admin  # noqa: E402, F401  (the monitoring pages register there)
-# Experiments and rollouts have their own admin module.
+# The monitoring pages, and experiments and rollouts, have their own admin modules.
 import routing.experiments.admin  # noqa: E402, F401
+from routing import monitoring_admin  # noqa: E402, F401
