@@ -5,20 +5,20 @@ breakers, alerts, the job queues, experiments and rollouts: start, promote, adva
 phase, roll back now), reading spend. Finance: prices, plans, budgets and spend, the
 monitoring dashboard (routing.monitoring), and reading experiments and rollouts.
 Stakeholder: rollouts and incidents to read, and the rollout checklist: items, comments,
-re-measuring evidence, and signing off the sign-off roles they are assigned (checklist.actions checks the
-assignment); who holds a role, and the history rows, only Administrators change.
-Operators run fallback drills (checklist.add_fallbackdrill). Incidents: Operators
-(project.change_incident) and Administrators acknowledge, note and resolve them and set
-the escalation ladder's contacts; Finance and Stakeholders read incidents and their
-runbooks. Viewer: read-only everywhere. Stored content (prompt samples) and erasing an end user
-(`billing.forget_end_user`, which no add/change/delete/view grant names) are for
-Administrator alone, and so is the audit log of configuration changes
-(auditlog.logentry, project/auditing.py): it shows every area's changes, so no
-narrower role reads it.
+re-measuring evidence, and signing off the sign-off roles they are assigned
+(checklist.actions checks the assignment); who holds a role, and the history rows, only
+Administrators change. Operators run fallback drills (checklist.add_fallbackdrill).
+Incidents: Operators (project.change_incident) and Administrators acknowledge, note and
+resolve them and set the escalation ladder's contacts; Finance and Stakeholders read
+incidents and their runbooks. Viewer: read-only everywhere. Stored content (prompt
+samples) and erasing an end user (`billing.forget_end_user`, which no
+add/change/delete/view grant names) are for Administrator alone, and so is the audit log
+of configuration changes (auditlog.logentry, project/auditing.py): it shows every area's
+changes, so no narrower role reads it.
 
 A migration creates the groups, and every `migrate` brings them up to date
-(post_migrate), so a model added later joins its roles without a new data
-migration. Models are named by label: project imports none of the apps.
+(post_migrate), so a model added later joins its roles without a new data migration.
+Models are named by label: project imports none of the apps.
 """
 
 from __future__ import annotations

@@ -721,6 +721,8 @@ class Monitoring(UsageRecord):
         proxy = True
         verbose_name = "monitoring dashboard"
         verbose_name_plural = "monitoring"
+
+
 # Experiments and rollouts live in their own module; importing them here makes them this app's.
 from routing.experiments.models import (  # noqa: E402
     Experiment as Experiment,
