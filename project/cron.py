@@ -29,6 +29,7 @@ PERIODIC_JOBS: list[tuple[str, int]] = [
     ("routing.batches.jobs.resume_stalled_batches", 60),
     ("routing.batches.jobs.purge_expired_batches", 3600),
     ("checklist.jobs.evaluate_evidence", 600),
+    ("routing.quality.jobs.publish_deployment_quality", 60),
 ]
 
 for dotted_path, seconds in PERIODIC_JOBS:

@@ -322,6 +322,11 @@ class Route(models.Model):
         help_text="The environments whose client keys may use this route.",
     )
     enabled = models.BooleanField(default=True)
+    latency_target_ms = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="An answer slower than this loses the quality rule 'slow'; empty: no target.",
+    )
     created = models.DateTimeField(default=timezone.now)
     code = models.UUIDField(default=uuid4, unique=True, editable=False)
 
@@ -707,3 +712,7 @@ class BatchItem(models.Model):
     def __str__(self) -> str:
         label = f" ({self.custom_id})" if self.custom_id else ""
         return f"item {self.index}{label} of batch {self.batch.code}: {self.status}"
+
+
+# Quality's models (routing/quality/models.py) belong to this app.
+from routing.quality.models import Feedback, JudgeScore, QualityRule  # noqa: E402, F401

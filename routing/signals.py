@@ -17,6 +17,7 @@ from routing.models import (
     Provider,
     ProviderCredential,
     ProviderPlan,
+    QualityRule,
     Route,
     RouteStep,
 )
@@ -41,6 +42,7 @@ for model in (
     RouteStep,
     ClientKey,
     Budget,
+    QualityRule,
 ):
     name = model.__name__
     post_save.connect(_on_save_or_delete, sender=model, dispatch_uid=f"config-{name}-save")

@@ -23,6 +23,7 @@ from billing.budgets import BudgetInfo
 from billing.money import token_cost
 from billing.plans import PlanInfo
 from project.secrets import SecretUnreadable
+from routing.quality.config import QualityConfig
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,7 @@ class RoutingTable:
     environments: dict[str, RouteSet]
     keys: dict[str, KeyInfo]
     budgets: tuple[BudgetInfo, ...] = ()
+    quality: QualityConfig = field(default_factory=QualityConfig)  # rule weights, latency targets
 
     def resolve(self, name: str, environment: str) -> Resolution | None:
         return self.environments.get(environment, EMPTY).resolve(name)
@@ -178,6 +180,7 @@ def build_table(version: int) -> RoutingTable:
 def _build_table(version: int) -> RoutingTable:
     from billing.models import Budget
     from routing.models import ClientKey, Deployment, Environment, ProviderCredential, Route
+    from routing.quality import config as quality_config
 
     ordered = list(
         Deployment.objects.enabled()
@@ -226,6 +229,7 @@ def _build_table(version: int) -> RoutingTable:
         environments=environments,
         keys=keys,
         budgets=tuple(b.info() for b in Budget.objects.all()),
+        quality=quality_config.load(route_rows),
     )
 
 
@@ -316,6 +320,11 @@ class TableCache:
         async with self._lock:
             if self._table is None or self._table.version != version:
                 self._table = await sync_to_async(build_table, thread_sensitive=False)(version)
+        return self._table
+
+    @property
+    def current(self) -> RoutingTable | None:
+        """The table as last loaded, without asking Redis whether it is stale."""
         return self._table
 
     def invalidate(self) -> None:
