@@ -78,19 +78,17 @@ def quality_page(days: int = 7, now: datetime | None = None) -> dict[str, Any]:
     since = now - timedelta(days=days)
     goal = target()
     _, overall = satisfaction(window(since), "route")
-    sections = []
+    sections: list[dict[str, Any]] = []
+    charts: list[dict[str, Any]] = []
     for by in SHOWN:
         rows = rows_by(by, since, goal)
-        sections.append(
+        sections.append({"by": by, "title": TITLES[by], "rows": rows})
+        charts.append(
             {
                 "by": by,
-                "title": TITLES[by],
-                "rows": rows,
-                "chart": {
-                    "labels": [r.group for r in rows],
-                    "satisfaction": [r.satisfaction_pct for r in rows],
-                    "score": [r.mean_score for r in rows],
-                },
+                "labels": [r.group for r in rows],
+                "satisfaction": [r.satisfaction_pct for r in rows],
+                "score": [r.mean_score for r in rows],
             }
         )
     share = overall.share
@@ -103,6 +101,6 @@ def quality_page(days: int = 7, now: datetime | None = None) -> dict[str, Any]:
         "sections": sections,
         "data": {
             "target_pct": (goal * 100).quantize(ONE_PLACE),
-            "sections": [{"by": s["by"], **s["chart"]} for s in sections],
+            "sections": charts,
         },
     }

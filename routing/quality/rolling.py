@@ -52,15 +52,15 @@ class Rolling:
 
     @property
     def blended(self) -> Decimal | None:
-        parts = []
+        parts: list[tuple[Decimal, Decimal]] = []
         if self.automated is not None:
             parts.append((AUTOMATED_WEIGHT, self.automated))
         if self.feedback_share is not None:
             parts.append((FEEDBACK_WEIGHT, self.feedback_share * 100))
         if not parts:
             return None
-        total_weight = sum(weight for weight, _ in parts)
-        value = sum(weight * part for weight, part in parts) / total_weight
+        total_weight = sum((weight for weight, _ in parts), Decimal(0))
+        value = sum((weight * part for weight, part in parts), Decimal(0)) / total_weight
         return value.quantize(PLACES, rounding=ROUND_HALF_UP)
 
 
@@ -68,9 +68,9 @@ def rolling_quality(now: datetime | None = None) -> dict[int, Rolling]:
     """Every deployment with answers or ratings in its windows (two grouped queries)."""
     now = now or timezone.now()
     minimum = settings.SWITCHBOARD_QUALITY_MIN_SAMPLES
-    answers = {
-        row["deployment_id"]: (row["mean"], row["n"])
-        for row in UsageRecord.objects.filter(
+    answers: dict[int, tuple[float | None, int]] = {}
+    for row in (
+        UsageRecord.objects.filter(
             created__gte=now - timedelta(minutes=settings.SWITCHBOARD_QUALITY_WINDOW_MINUTES),
             created__lte=now,
             quality_score__isnull=False,
@@ -79,10 +79,12 @@ def rolling_quality(now: datetime | None = None) -> dict[int, Rolling]:
         .values("deployment_id")
         .annotate(mean=Avg("quality_score"), n=Count("id"))
         .order_by()
-    }
-    ratings = {
-        row["deployment_id"]: (row["positive"], row["n"])
-        for row in Feedback.objects.filter(
+    ):
+        if row["deployment_id"] is not None:
+            answers[row["deployment_id"]] = (row["mean"], row["n"])
+    ratings: dict[int, tuple[int, int]] = {}
+    for rated in (
+        Feedback.objects.filter(
             updated__gte=now - timedelta(days=settings.SWITCHBOARD_QUALITY_FEEDBACK_DAYS),
             updated__lte=now,
             deployment_id__isnull=False,
@@ -90,8 +92,10 @@ def rolling_quality(now: datetime | None = None) -> dict[int, Rolling]:
         .values("deployment_id")
         .annotate(positive=Count("id", filter=Q(positive=True)), n=Count("id"))
         .order_by()
-    }
-    found = {}
+    ):
+        if rated["deployment_id"] is not None:
+            ratings[rated["deployment_id"]] = (rated["positive"], rated["n"])
+    found: dict[int, Rolling] = {}
     for deployment_id in answers.keys() | ratings.keys():
         mean, n_answers = answers.get(deployment_id, (None, 0))
         positive, n_ratings = ratings.get(deployment_id, (0, 0))
