@@ -14,7 +14,14 @@ from rest_framework.views import APIView
 
 from billing.models import END_USER_MAX_LENGTH
 from routing.api import caller, iso
-from routing.quality.feedback import GROUPINGS, give_feedback, normalise, satisfaction, target
+from routing.quality.feedback import (
+    GROUPINGS,
+    give_feedback,
+    key_lineage,
+    normalise,
+    satisfaction,
+    target,
+)
 from routing.quality.feedback import window as feedback_window
 from routing.quality.models import Feedback
 
@@ -88,7 +95,10 @@ class SatisfactionQuery(serializers.Serializer):
 
 
 class SatisfactionReport(APIView):
-    """The key's ratings by model, route, provider or arm: counts, positive share, target."""
+    """The key's ratings by model, route, provider or arm: counts, positive share, target.
+
+    The ratings its own requests received: those of the keys it was rotated from or into too.
+    """
 
     required_scope = "usage:read"
 
@@ -97,7 +107,8 @@ class SatisfactionReport(APIView):
         query.is_valid(raise_exception=True)
         data = query.validated_data
         since = data.get("since") or timezone.now() - timedelta(days=DEFAULT_DAYS)
-        rows = feedback_window(since, data.get("until"), client_key_id=caller(request).pk)
+        keys = key_lineage(caller(request))  # a rotated key keeps its predecessors' ratings
+        rows = feedback_window(since, data.get("until"), client_key_id__in=keys)
         groups, overall = satisfaction(rows, data["by"])
         goal = target()
         return Response(

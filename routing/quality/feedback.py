@@ -55,10 +55,12 @@ def normalise(rating: Any) -> tuple[str, int, bool]:
 def key_lineage(key: ClientKey) -> set[int]:
     """The key and the keys it was rotated from or into: one client's requests."""
     ids = {key.pk}
-    earlier = key.rotated_from_id
+    earlier: int | None = key.rotated_from_id
     while earlier is not None and earlier not in ids:
         ids.add(earlier)
-        earlier = ClientKey.objects.filter(pk=earlier).values_list("rotated_from_id", flat=True)[0]
+        earlier = (
+            ClientKey.objects.filter(pk=earlier).values_list("rotated_from_id", flat=True).first()
+        )
     later = ClientKey.objects.filter(rotated_from_id=key.pk).values_list("pk", flat=True).first()
     while later is not None and later not in ids:
         ids.add(later)
