@@ -12,8 +12,9 @@ wrong language, never to judge a mixed one: unsure is "".
 from __future__ import annotations
 
 import re
+from collections import Counter
 
-SAMPLE_CHARS = 800
+SAMPLE_CHARS = 500
 # Fewer stop-word hits than this, or a runner-up this close, is "cannot tell".
 MIN_HITS = 3
 MIN_LEAD = 1.5
@@ -70,9 +71,10 @@ def detect(text: str) -> str:
                 return lang
     counts = dict.fromkeys(STOP_WORDS, 0)
     # Split on white space only: a stop word is seldom the one next to punctuation.
-    for word in sample.lower().split():
+    # Counter (in C) folds repeated words, so the Python loop runs once per distinct word.
+    for word, seen in Counter(sample.lower().split()).items():
         for lang in WORD_LANGUAGES.get(word, ()):
-            counts[lang] += 1
+            counts[lang] += seen
     ranked = sorted(counts.items(), key=lambda item: item[1], reverse=True)
     (best, hits), (_, runner_up) = ranked[0], ranked[1]
     if hits < MIN_HITS or hits < runner_up * MIN_LEAD:
