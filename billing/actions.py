@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.db import transaction
+from django.dispatch import Signal
 from redis import Redis
 
 from billing import ledger, samples
@@ -20,6 +21,11 @@ from billing.models import END_USER_MAX_LENGTH, Budget, ContentSample, UsageReco
 from project.redis import sync_client
 
 log = logging.getLogger(__name__)
+
+
+# Sent by forget_user inside its transaction, with `user_id` and `alias`, so that other
+# apps erase what they keep of the end user (routing's feedback) without billing importing them.
+user_forgotten = Signal()
 
 
 def upsert_budget(
@@ -73,6 +79,7 @@ def forget_user(user_id: str, redis: Redis | None = None) -> ForgetResult:
         with transaction.atomic():
             erased, _ = ContentSample.objects.filter(end_user=user_id).delete()
             records = _pseudonymise_records(user_id, alias)
+            user_forgotten.send(sender=ForgetResult, user_id=user_id, alias=alias)
         erased += _forget_dead_letters(redis, user_id, alias)
     # The audit trail: counts and the pseudonym, never the id itself.
     log.info(

@@ -8,6 +8,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
+from billing.actions import user_forgotten
 from billing.models import Budget
 from project.redis import sync_client
 from routing.models import (
@@ -21,6 +22,7 @@ from routing.models import (
     Route,
     RouteStep,
 )
+from routing.quality.feedback import forget_end_user
 from routing.table import bump_version
 
 
@@ -47,3 +49,5 @@ for model in (
     name = model.__name__
     post_save.connect(_on_save_or_delete, sender=model, dispatch_uid=f"config-{name}-save")
     post_delete.connect(_on_save_or_delete, sender=model, dispatch_uid=f"config-{name}-delete")
+
+user_forgotten.connect(forget_end_user, dispatch_uid="routing-feedback-forget-user")

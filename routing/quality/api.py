@@ -46,7 +46,9 @@ class RatingField(serializers.Field):
 class FeedbackSerializer(serializers.Serializer):
     request_id = serializers.CharField(max_length=64)
     rating = RatingField()
-    user = serializers.CharField(max_length=END_USER_MAX_LENGTH, required=False, default="")
+    user = serializers.CharField(
+        max_length=END_USER_MAX_LENGTH, required=False, default="", allow_blank=True
+    )
     comment = serializers.CharField(
         max_length=COMMENT_MAX_CHARS, required=False, default="", allow_blank=True
     )

@@ -130,6 +130,12 @@ def give_feedback(
     raise AssertionError("unreachable")
 
 
+def forget_end_user(sender: object, user_id: str, alias: str, **kwargs: Any) -> int:
+    """billing.forget_user's signal: the user's ratings stay, under the pseudonym, without
+    their comments (the user's own words); satisfaction still counts them."""
+    return Feedback.objects.filter(user=user_id).update(user=alias, comment="")
+
+
 @dataclass(frozen=True)
 class Satisfaction:
     group: str

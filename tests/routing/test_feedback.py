@@ -246,3 +246,20 @@ def test_an_unknown_grouping_is_400(gateway: str, notes_key: str) -> None:
 
     assert response.status_code == 400
     assert response.json()["error"]["message"].startswith("by: ")
+
+
+def test_forgetting_an_end_user_keeps_their_ratings_under_a_pseudonym_without_comments(
+    gateway: str, notes_key: str
+) -> None:
+    from billing.actions import forget_user
+
+    request_id = answered(gateway, notes_key, user="ana@example.com")
+    rate(gateway, notes_key, request_id=request_id, rating=5, user="ana@example.com",
+         comment="Call me on +1 555 0100")  # fmt: skip
+    rate(gateway, notes_key, request_id=request_id, rating="up", user="bo")
+
+    result = forget_user("ana@example.com")
+
+    forgotten = Feedback.objects.get(rating=5)
+    assert (forgotten.user, forgotten.comment) == (result.pseudonym, "")
+    assert Feedback.objects.get(user="bo").kind == "thumbs"
