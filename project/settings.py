@@ -262,9 +262,6 @@ SWITCHBOARD_ALERT_TIMEOUT = env.float("SWITCHBOARD_ALERT_TIMEOUT_SECONDS", defau
 # and project imports no app, so it is named here and imported when first used.
 SWITCHBOARD_ALERT_HTTP = "routing.http.post_json_sync"
 
-# Batch jobs (routing/README.md): requests in flight at once per batch job, how long a
-# job runs before it queues the rest behind other batches, attempts per request (a
-# whole request that failed with 503 or 429 is sent again), and the largest body.
 # Quality (routing/quality): the share of positive feedback a model, route or arm should reach.
 SWITCHBOARD_SATISFACTION_TARGET = env.float("SWITCHBOARD_SATISFACTION_TARGET", default=0.90)
 # Each deployment's rolling quality, published every minute for quality-based routing.
@@ -276,6 +273,10 @@ SWITCHBOARD_JUDGE_RATE = env.float("SWITCHBOARD_JUDGE_RATE", default=0.0)
 SWITCHBOARD_JUDGE_ROUTE = env.str("SWITCHBOARD_JUDGE_ROUTE", default="")
 if not 0.0 <= SWITCHBOARD_JUDGE_RATE <= 1.0 or not 0.0 <= SWITCHBOARD_SATISFACTION_TARGET <= 1.0:
     raise ImproperlyConfigured("SWITCHBOARD_JUDGE_RATE and _SATISFACTION_TARGET are from 0 to 1.")
+
+# Batch jobs (routing/README.md): requests in flight at once per batch job, how long a
+# job runs before it queues the rest behind other batches, attempts per request (a
+# whole request that failed with 503 or 429 is sent again), and the largest body.
 SWITCHBOARD_BATCH_CONCURRENCY = env.int("SWITCHBOARD_BATCH_CONCURRENCY", default=8)
 SWITCHBOARD_BATCH_SLICE_SECONDS = env.float("SWITCHBOARD_BATCH_SLICE_SECONDS", default=240.0)
 SWITCHBOARD_BATCH_ITEM_ATTEMPTS = env.int("SWITCHBOARD_BATCH_ITEM_ATTEMPTS", default=3)
