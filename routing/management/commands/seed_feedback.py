@@ -33,6 +33,7 @@ SCORES: tuple[tuple[int, tuple[str, ...], float], ...] = (
 )
 POSITIVE = {"aimlapi": 0.94}  # the share of positive ratings; other providers: DEFAULT
 DEFAULT_POSITIVE = 0.88
+CHUNK = 900  # ids an UPDATE names at once (under SQLite's variable limit)
 
 
 class Command(BaseCommand):
@@ -45,15 +46,15 @@ class Command(BaseCommand):
         draw = random.Random(SEED)
         Feedback.objects.filter(request_id__startswith=PREFIX).delete()
         rows = list(
-            UsageRecord.objects.filter(request_id__startswith=PREFIX, status="ok").order_by(
-                "request_id"
-            )
+            UsageRecord.objects.filter(request_id__startswith=PREFIX, status="ok")
+            .only("request_id", "client_key_id", "created", *COPIED)
+            .order_by("request_id")
         )
         ratings = []
+        scored: dict[tuple[int, tuple[str, ...]], list[int]] = {}
         for record in rows:
             score, fired = pick(draw)
-            record.quality_score = score
-            record.decision = {**record.decision, "quality": {"score": score, "fired": fired}}
+            scored.setdefault((score, fired), []).append(record.pk)
             if draw.random() < RATED_SHARE:
                 chance = POSITIVE.get(record.provider, DEFAULT_POSITIVE) - (100 - score) / 200
                 positive = draw.random() < chance
@@ -70,7 +71,13 @@ class Command(BaseCommand):
                         **{name: getattr(record, name) for name in COPIED},
                     )
                 )
-        UsageRecord.objects.bulk_update(rows, ["quality_score", "decision"], batch_size=1000)
+        # One UPDATE per score and chunk: bulk_update's CASE per row is slow on SQLite.
+        # The demo history's rows carry no other decision to keep.
+        for (score, fired), pks in scored.items():
+            for start in range(0, len(pks), CHUNK):
+                UsageRecord.objects.filter(pk__in=pks[start : start + CHUNK]).update(
+                    quality_score=score, decision={"quality": {"score": score, "fired": fired}}
+                )
         Feedback.objects.bulk_create(ratings, batch_size=1000)
         liked = sum(f.positive for f in ratings)
         share = f"{100 * liked / len(ratings):.1f}%" if ratings else "none"
@@ -79,10 +86,10 @@ class Command(BaseCommand):
         )
 
 
-def pick(draw: random.Random) -> tuple[int, list[str]]:
+def pick(draw: random.Random) -> tuple[int, tuple[str, ...]]:
     roll = draw.random()
     for score, fired, share in SCORES:
         if roll < share:
-            return score, list(fired)
+            return score, fired
         roll -= share
-    return 100, []
+    return 100, ()
