@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.db import transaction
-from django.utils.module_loading import import_string
+from django.dispatch import Signal
 from redis import Redis
 
 from billing import ledger, samples
@@ -21,6 +21,12 @@ from billing.models import END_USER_MAX_LENGTH, Budget, ContentSample, UsageReco
 from project.redis import sync_client
 
 log = logging.getLogger(__name__)
+
+
+# Sent by forget_user inside its transaction, with `user_id` and `alias`, so that other
+# apps erase what they keep of the end user (routing's feedback and batch requests)
+# without billing importing them. Each receiver returns how many items it erased.
+user_forgotten = Signal()
 
 
 def upsert_budget(
@@ -46,7 +52,7 @@ class ForgetResult:
     pseudonym: str  # what the ledger calls the user now
     samples_erased: int
     records_pseudonymised: int
-    # What other apps erased (SWITCHBOARD_FORGET_USER_HOOKS): {hook path: items}.
+    # What other apps erased (receivers of user_forgotten): {receiver: items}.
     elsewhere: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -63,7 +69,7 @@ def pseudonym(user_id: str) -> str:
 
 def forget_user(user_id: str, redis: Redis | None = None) -> ForgetResult:
     """Erase an end user's content samples and pseudonymise their usage records, and
-    let other apps erase what they keep (SWITCHBOARD_FORGET_USER_HOOKS: batch requests).
+    let other apps erase what they keep (`user_forgotten`: feedback, batch requests).
 
     Entries the gateway queued in Redis before now are drained first, under both
     drain locks, so that none of them reaches the database after the erasure with
@@ -81,10 +87,9 @@ def forget_user(user_id: str, redis: Redis | None = None) -> ForgetResult:
         with transaction.atomic():
             erased, _ = ContentSample.objects.filter(end_user=user_id).delete()
             records = _pseudonymise_records(user_id, alias)
+            answers = user_forgotten.send(sender=ForgetResult, user_id=user_id, alias=alias)
         erased += _forget_dead_letters(redis, user_id, alias)
-    elsewhere = {
-        path: import_string(path)(user_id, alias) for path in settings.SWITCHBOARD_FORGET_USER_HOOKS
-    }
+    elsewhere = {receiver_name(receiver): int(count or 0) for receiver, count in answers}
     # The audit trail: counts and the pseudonym, never the id itself.
     log.info(
         "forget_user: erased %d content sample(s), pseudonymised %d usage record(s) as %s; "
@@ -95,6 +100,10 @@ def forget_user(user_id: str, redis: Redis | None = None) -> ForgetResult:
         elsewhere,
     )
     return ForgetResult(alias, erased, records, elsewhere)
+
+
+def receiver_name(receiver: Any) -> str:
+    return f"{receiver.__module__}.{receiver.__qualname__}"
 
 
 def _pseudonymise_records(user_id: str, alias: str) -> int:

@@ -37,6 +37,9 @@ MONTHLY_SPEND_TARGET_USD = Decimal(5000)
 UPTIME_TARGET_PCT = Decimal("99.99")
 SATISFACTION_TARGET_PCT = Decimal(90)
 SAVINGS_WINDOW_DAYS = 30
+SATISFACTION_WINDOW_DAYS = 30
+# Fewer ratings than this in the window measure nothing yet: unknown, not a verdict.
+SATISFACTION_MIN_RATINGS = 10
 # Requests a fallback drill sends carry this metadata key (checklist/drill.py); they
 # are deliberately slow or failing, so the response-time check leaves them out.
 DRILL_METADATA_KEY = "switchboard_drill"
@@ -394,15 +397,33 @@ def rate_limits(self: Check, now: datetime) -> Measurement:
     return self.passed(now, value)
 
 
-# -- measured by a feature still to come -------------------------------------------------
-# It says what is missing instead of inventing a number. Wiring it is replacing its
-# body with a query like the ones above; its key, and so its items, stay.
+# -- quality ------------------------------------------------------------------------------
 
 
 @check("satisfaction", "User satisfaction", f"≥ {SATISFACTION_TARGET_PCT}% positive feedback")
 def satisfaction(self: Check, now: datetime) -> Measurement:
-    # To come: positive / all feedback over 30 days from the feedback API (issue 7).
-    return self.unknown(now, "not measured yet: user feedback is collected from issue 7 on")
+    """Positive / all end-user ratings (POST /api/v1/feedback) over the last 30 days."""
+    from routing.quality.feedback import satisfaction as report
+    from routing.quality.feedback import window
+
+    start = now - timedelta(days=SATISFACTION_WINDOW_DAYS)
+    _, total = report(window(start, now), "route")
+    if total.total < SATISFACTION_MIN_RATINGS:
+        return self.unknown(
+            now,
+            f"{total.total} rating(s) in {SATISFACTION_WINDOW_DAYS} days; at least "
+            f"{SATISFACTION_MIN_RATINGS} are needed (POST /api/v1/feedback)",
+        )
+    share = total.share
+    assert share is not None
+    pct = (share * 100).quantize(Decimal("0.1"))
+    value = (
+        f"{pct}% positive of {total.total:,} ratings over {SATISFACTION_WINDOW_DAYS} days "
+        f"({total.positive:,} positive)"
+    )
+    if pct >= SATISFACTION_TARGET_PCT:
+        return self.passed(now, value)
+    return self.failed(now, value, f"below the {SATISFACTION_TARGET_PCT}% target")
 
 
 # Which checklist lines each check backs, by the line's title. The importer binds a

@@ -33,6 +33,7 @@ PERIODIC_JOBS: list[tuple[str, int]] = [
     ("checklist.jobs.evaluate_evidence", 600),
     ("checklist.jobs.thin_evidence_history", 86400),
     ("routing.experiments.jobs.evaluate_rollouts", 60),
+    ("routing.quality.jobs.publish_deployment_quality", 60),
 ]
 
 for dotted_path, seconds in PERIODIC_JOBS:

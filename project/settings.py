@@ -298,12 +298,20 @@ SWITCHBOARD_ALERT_TIMEOUT = env.float("SWITCHBOARD_ALERT_TIMEOUT_SECONDS", defau
 # The one function that POSTs webhook JSON: routing.http owns every HTTP client,
 # and project imports no app, so it is named here and imported when first used.
 SWITCHBOARD_ALERT_HTTP = "routing.http.post_json_sync"
-# Erasure of an end user (billing's forget_user) reaches content other apps keep through
-# these functions, named here because billing may not import them: each takes
-# (user_id, pseudonym) and returns how many stored items it erased.
-SWITCHBOARD_FORGET_USER_HOOKS = ["routing.privacy.forget_user"]
 # Where people open the admin: incident alerts link to the incident and its runbook.
 SWITCHBOARD_BASE_URL = env.str("SWITCHBOARD_BASE_URL", default="http://127.0.0.1:8000")
+
+# Quality (routing/quality): the share of positive feedback a model, route or arm should reach.
+SWITCHBOARD_SATISFACTION_TARGET = env.float("SWITCHBOARD_SATISFACTION_TARGET", default=0.90)
+# Each deployment's rolling quality, published every minute for quality-based routing.
+SWITCHBOARD_QUALITY_WINDOW_MINUTES = env.int("SWITCHBOARD_QUALITY_WINDOW_MINUTES", default=60)
+SWITCHBOARD_QUALITY_FEEDBACK_DAYS = env.int("SWITCHBOARD_QUALITY_FEEDBACK_DAYS", default=7)
+SWITCHBOARD_QUALITY_MIN_SAMPLES = env.int("SWITCHBOARD_QUALITY_MIN_SAMPLES", default=5)
+# The optional LLM judge: off unless a share of answers is given, and a route to judge with.
+SWITCHBOARD_JUDGE_RATE = env.float("SWITCHBOARD_JUDGE_RATE", default=0.0)
+SWITCHBOARD_JUDGE_ROUTE = env.str("SWITCHBOARD_JUDGE_ROUTE", default="")
+if not 0.0 <= SWITCHBOARD_JUDGE_RATE <= 1.0 or not 0.0 <= SWITCHBOARD_SATISFACTION_TARGET <= 1.0:
+    raise ImproperlyConfigured("SWITCHBOARD_JUDGE_RATE and _SATISFACTION_TARGET are from 0 to 1.")
 
 # Batch jobs (routing/README.md): requests in flight at once per batch job, how long a
 # job runs before it queues the rest behind other batches, attempts per request (a

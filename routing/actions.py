@@ -66,7 +66,11 @@ def import_config(config: GatewayConfig) -> Counter[str]:
         report[f"model {outcome}"] += 1
     for route_spec in config.routes:
         route, outcome = _upsert(
-            Route, {"name": route_spec.name}, enabled=True, environments=route_spec.environments
+            Route,
+            {"name": route_spec.name},
+            enabled=True,
+            environments=route_spec.environments,
+            latency_target_ms=route_spec.latency_target_ms,
         )
         wanted = [deployments[label].id for label in route_spec.chain]
         current = list(route.steps.order_by("position").values_list("deployment_id", flat=True))
@@ -342,8 +346,13 @@ def export_config() -> dict[str, Any]:
     for route in Route.objects.all():
         chain = [str(d) for d in route.chain()]
         everywhere = set(route.environments) == set(Environment.values)
-        routes[route.name] = (
-            chain if everywhere else {"chain": chain, "environments": route.environments}
+        if everywhere and route.latency_target_ms is None:
+            routes[route.name] = chain
+            continue
+        routes[route.name] = _clean(
+            chain=chain,
+            environments=None if everywhere else route.environments,
+            latency_target_ms=route.latency_target_ms,
         )
     budgets = [
         _clean(

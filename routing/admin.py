@@ -43,6 +43,7 @@ from routing.models import (
     RouteStep,
     Scope,
 )
+from routing.quality import admin as quality_admin  # noqa: F401  (registers its admins)
 from routing.status import status
 
 

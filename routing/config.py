@@ -42,7 +42,7 @@ MODEL_FIELDS = {
     "tpm",
 }
 CREDENTIAL_FIELDS = {"environment", "label", "api_key_env", "api_key", "rotation_days", "enabled"}
-ROUTE_FIELDS = {"chain", "environments"}
+ROUTE_FIELDS = {"chain", "environments", "latency_target_ms"}
 BUDGET_FIELDS = {"scope", "ref", "period", "amount_usd", "hard", "alert_at"}
 LIMITS_FIELDS = {"keys"}
 KEY_LIMIT_FIELDS = {"rpm", "tpm", "max_concurrent", "burst"}
@@ -133,6 +133,7 @@ class RouteSpec:
     name: str
     chain: list[tuple[str, str]]
     environments: list[str] = field(default_factory=lambda: list(Environment.values))
+    latency_target_ms: int | None = None  # the quality rule "slow"; None: no target
     line: int = 0
 
 
@@ -460,6 +461,7 @@ def _key_limits(name: str, node: Node) -> KeyLimitSpec:
 def _route(name: str, node: Node, deployments: set[tuple[str, str]]) -> RouteSpec:
     where = f"routes.{name}"
     environments = list(Environment.values)
+    latency_target_ms = None
     chain_node = node
     if isinstance(node.value, dict):
         # The long form: {chain: [...], environments: [prod, staging]}.
@@ -477,6 +479,7 @@ def _route(name: str, node: Node, deployments: set[tuple[str, str]]) -> RouteSpe
                     f"{where}.environments",
                     f"must list some of {', '.join(Environment.values)}",
                 )
+        latency_target_ms = _number(fields, "latency_target_ms", where, int, None)
         where = f"{where}.chain"
     chain = []
     for index, item in enumerate(_sequence(chain_node, where)):
@@ -491,7 +494,13 @@ def _route(name: str, node: Node, deployments: set[tuple[str, str]]) -> RouteSpe
         chain.append((provider, model))
     if not chain:
         raise ConfigError(node.line, where, "needs at least one 'provider/model'")
-    return RouteSpec(name=name, chain=chain, environments=environments, line=node.line)
+    return RouteSpec(
+        name=name,
+        chain=chain,
+        environments=environments,
+        latency_target_ms=latency_target_ms,
+        line=node.line,
+    )
 
 
 def _budget(node: Node, where: str) -> BudgetSpec:

@@ -54,6 +54,10 @@ from routing.providers.base import (
     Usage,
 )
 from routing.providers.sse import SSEDecoder
+from routing.quality.answers import assess
+from routing.quality.config import QualityConfig
+from routing.quality.judge import maybe_judge
+from routing.quality.scoring import CUT
 from routing.schema import END_USER_KEYS, ChatRequest
 from routing.table import DeploymentInfo, KeyInfo, Resolution, RoutingTable, TableCache
 
@@ -306,6 +310,12 @@ class Engine:
 
     async def table(self) -> RoutingTable:
         return await self.tables.get(self.redis)
+
+    @property
+    def quality_config(self) -> QualityConfig:
+        """Quality's settings from the table this request resolved with: no Redis, no wait."""
+        table = self.tables.current
+        return table.quality if table is not None else QualityConfig()
 
     async def resolve(self, model: str, environment: str = "prod") -> Resolution:
         table = await self.table()
@@ -785,6 +795,8 @@ class Engine:
             raise
         entry = self._entry(run)
         fill_usage(entry, deployment, usage, cost)
+        quality = self.quality_config
+        assess(entry, request, run.context, completion.text, completion.finish_reason, quality)
         await self._commit(
             entry,
             deployment,
@@ -809,6 +821,7 @@ class Engine:
                 else None,
             ),
         )
+        await maybe_judge(entry, request, completion.text)
         return Answer(
             caller.request_id,
             run.resolution.route,
@@ -929,6 +942,9 @@ class Engine:
                 )
             elif not finished:  # the caller stopped reading: charged for what was generated
                 entry.status, entry.error_code = "partial", "client_closed"
+            if finished or error is not None:  # a client that left is not the answer's fault
+                finish = translator.finish_reason if error is None else CUT
+                assess(entry, request, run.context, translator.text, finish, self.quality_config)
             # Committed before the client hears of a cut, so an in-process
             # caller that stops at the error still finds the usage recorded.
             outcome = breaker_outcome(error) if error else "ok"
@@ -950,6 +966,8 @@ class Engine:
                     else None,
                 ),
             )
+            if finished and error is None:
+                await maybe_judge(entry, request, translator.text)
         if error is not None:
             yield frame(stream_error_payload(error))
         elif request.include_usage:

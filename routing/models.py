@@ -323,6 +323,11 @@ class Route(models.Model):
         help_text="The environments whose client keys may use this route.",
     )
     enabled = models.BooleanField(default=True)
+    latency_target_ms = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="An answer slower than this loses the quality rule 'slow'; empty: no target.",
+    )
     created = models.DateTimeField(default=timezone.now)
     code = models.UUIDField(default=uuid4, unique=True, editable=False)
 
@@ -736,3 +741,6 @@ from routing.experiments.models import (  # noqa: E402
 from routing.experiments.models import (  # noqa: E402
     Variant as Variant,
 )
+
+# Quality's models (routing/quality/models.py) belong to this app.
+from routing.quality.models import Feedback, JudgeScore, QualityRule  # noqa: E402, F401

@@ -1,4 +1,4 @@
-"""Erasure of an end user's content kept by routing (billing's forget_user calls this).
+"""Erasure of an end user's content kept by routing, on billing's `user_forgotten`.
 
 Batch items keep each request and answer until the batch's retention ends: an item
 whose request names the user (OpenAI's `user`, or metadata `user_id`/`user`) loses
@@ -9,6 +9,8 @@ holds no user id, so there is nothing to find there by user.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import transaction
 from django.db.models import Q
 
@@ -16,13 +18,13 @@ from routing.models import BatchItem
 from routing.schema import END_USER_KEYS
 
 
-def forget_user(user_id: str, alias: str) -> int:
+def forget_user(sender: object, user_id: str, alias: str, **kwargs: Any) -> int:
     """Erase the user's batch requests and answers; returns how many items were erased."""
     named = Q(request__user=user_id)
     for key in END_USER_KEYS:
         named |= Q(**{f"request__metadata__{key}": user_id})
     erased = 0
-    with transaction.atomic():
+    with transaction.atomic():  # inside forget_user's transaction: all of it, or none
         for item in BatchItem.objects.select_for_update().filter(named).only("id", "request"):
             item.request = {"model": item.request.get("model", ""), "erased_for": alias}
             item.response = None

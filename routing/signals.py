@@ -8,8 +8,10 @@ from typing import Any
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
+from billing.actions import user_forgotten
 from billing.models import Budget
 from project.redis import sync_client
+from routing import privacy
 from routing.models import (
     ClientKey,
     Deployment,
@@ -18,11 +20,13 @@ from routing.models import (
     Provider,
     ProviderCredential,
     ProviderPlan,
+    QualityRule,
     Rollout,
     Route,
     RouteStep,
     Variant,
 )
+from routing.quality.feedback import forget_end_user
 from routing.table import bump_version
 
 
@@ -47,7 +51,11 @@ for model in (
     Experiment,
     Variant,
     Rollout,
+    QualityRule,
 ):
     name = model.__name__
     post_save.connect(_on_save_or_delete, sender=model, dispatch_uid=f"config-{name}-save")
     post_delete.connect(_on_save_or_delete, sender=model, dispatch_uid=f"config-{name}-delete")
+
+user_forgotten.connect(forget_end_user, dispatch_uid="routing-feedback-forget-user")
+user_forgotten.connect(privacy.forget_user, dispatch_uid="routing-batches-forget-user")

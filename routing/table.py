@@ -25,6 +25,7 @@ from billing.plans import PlanInfo
 from project.secrets import SecretUnreadable
 from routing.experiments import snapshot
 from routing.experiments.snapshot import ArmSet
+from routing.quality.config import QualityConfig
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,7 @@ class RoutingTable:
     budgets: tuple[BudgetInfo, ...] = ()
     # Running rollouts and experiments, per environment (routing.assignment applies them).
     arms: dict[str, ArmSet] = field(default_factory=dict)
+    quality: QualityConfig = field(default_factory=QualityConfig)  # rule weights, latency targets
 
     def resolve(self, name: str, environment: str) -> Resolution | None:
         return self.environments.get(environment, EMPTY).resolve(name)
@@ -182,6 +184,7 @@ def build_table(version: int) -> RoutingTable:
 def _build_table(version: int) -> RoutingTable:
     from billing.models import Budget
     from routing.models import ClientKey, Deployment, Environment, ProviderCredential, Route
+    from routing.quality import config as quality_config
 
     ordered = list(
         Deployment.objects.enabled()
@@ -231,6 +234,7 @@ def _build_table(version: int) -> RoutingTable:
         keys=keys,
         budgets=tuple(b.info() for b in Budget.objects.all()),
         arms=snapshot.build(environments),
+        quality=quality_config.load(route_rows),
     )
 
 
@@ -321,6 +325,11 @@ class TableCache:
         async with self._lock:
             if self._table is None or self._table.version != version:
                 self._table = await sync_to_async(build_table, thread_sensitive=False)(version)
+        return self._table
+
+    @property
+    def current(self) -> RoutingTable | None:
+        """The table as last loaded, without asking Redis whether it is stale."""
         return self._table
 
     def invalidate(self) -> None:

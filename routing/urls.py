@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.urls import path
 
 from routing import api
+from routing.quality import api as quality_api
 
 # Each view names its scope (`required_scope`); tests/routing/test_scopes.py
 # fails for a URL here without a row in its table.
@@ -18,4 +19,10 @@ urlpatterns = [
     path("batches/<uuid:code>", api.BatchDetail.as_view(), name="batch-detail"),
     path("batches/<uuid:code>/results", api.BatchResults.as_view(), name="batch-results"),
     path("batches/<uuid:code>/cancel", api.BatchCancel.as_view(), name="batch-cancel"),
+    path("feedback", quality_api.FeedbackCreate.as_view(), name="feedback"),
+    path(
+        "feedback/satisfaction",
+        quality_api.SatisfactionReport.as_view(),
+        name="feedback-satisfaction",
+    ),
 ]

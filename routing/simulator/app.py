@@ -16,10 +16,17 @@ import orjson
 
 from routing.simulator.aimlapi_wire import AimlapiProvider
 from routing.simulator.anthropic_wire import AnthropicProvider
-from routing.simulator.engine import context_window, generate, prompt_tokens
+from routing.simulator.engine import context_window, generate, poor_reply, prompt_tokens
 from routing.simulator.google_wire import GoogleProvider
 from routing.simulator.openai_wire import OpenAIProvider
-from routing.simulator.state import DEFAULT_SLOW_MS, DEFAULT_TIMEOUT_MS, CallLog, Fault, FaultBook
+from routing.simulator.state import (
+    DEFAULT_SLOW_MS,
+    DEFAULT_TIMEOUT_MS,
+    POOR_ANSWERS,
+    CallLog,
+    Fault,
+    FaultBook,
+)
 from routing.simulator.wire import (
     Failure,
     Provider,
@@ -137,6 +144,8 @@ class Simulator:
             return
 
         reply = generate(conversation, prompt)
+        if fault is not None and mode in POOR_ANSWERS:
+            reply = poor_reply(reply, fault.mode, fault.text)
         if not conversation.stream:
             if mode == "malformed":
                 body, headers = MALFORMED_BODY, provider.transport_headers(request)

@@ -140,6 +140,37 @@ def generate(conversation: Conversation, prompt: int) -> Reply:
     )
 
 
+# What a model says when it will not help; the gateway's refusal check knows the opening.
+REFUSAL_TEXT = "I'm sorry, but I can't help with that request."
+
+
+def poor_reply(reply: Reply, mode: str, text: str | None = None) -> Reply:
+    """The reply a fault of the answering kind makes instead (a call that succeeds badly).
+
+    refusal: a refusal; empty: no text at all; invalid_json: the JSON object cut off
+    halfway (finish "stop": the model thought it was done); answer: exactly `text`.
+    """
+    if mode == "refusal":
+        new = REFUSAL_TEXT
+    elif mode == "empty":
+        new = ""
+    elif mode == "invalid_json":
+        whole = reply.text
+        if not whole.startswith("{"):
+            whole = orjson.dumps({"answer": reply.text}).decode()
+        new = whole[: len(whole) // 2]
+    elif mode == "answer":
+        new = text or ""
+    else:
+        return reply
+    return Reply(
+        text=new,
+        finish="stop",
+        prompt_tokens=reply.prompt_tokens,
+        completion_tokens=text_tokens(new) if new else 0,
+    )
+
+
 def _tool_to_call(conversation: Conversation) -> Tool | None:
     if not conversation.tools or not conversation.tools_enabled:
         return None

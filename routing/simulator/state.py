@@ -23,7 +23,14 @@ MODES = (
     "malformed",
     "stream_cut",
     "quota_low",
+    # The call succeeds, but the answer is a poor one (the gateway's quality checks).
+    "refusal",
+    "empty",
+    "invalid_json",
+    "answer",
 )
+# Modes whose call succeeds with a poor answer (simulator.engine.poor_reply).
+POOR_ANSWERS = frozenset({"refusal", "empty", "invalid_json", "answer"})
 DEFAULT_TIMEOUT_MS = 60_000
 DEFAULT_SLOW_MS = 1_000
 
@@ -43,6 +50,8 @@ class Fault:
     # a call it spares goes on to the next fault, or is answered.
     rate: float = 1.0
     seed: int | None = None
+    # The answer's text, for mode "answer".
+    text: str | None = None
     _draw: random.Random = field(default_factory=random.Random, repr=False)
 
     def describe(self) -> dict[str, Any]:
@@ -92,6 +101,11 @@ class FaultBook:
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate <= 1:
             raise ValueError("rate must be a number above 0 and at most 1")
         seed = _optional_int(spec, "seed", 0, 2**63 - 1)
+        text = spec.get("text")
+        if text is not None and (not isinstance(text, str) or len(text) > 100_000):
+            raise ValueError("text must be a string of at most 100,000 characters")
+        if mode == "answer" and text is None:
+            raise ValueError("mode 'answer' needs the answer's text")
         fault = Fault(
             id=next(self._ids),
             provider=provider,
@@ -103,6 +117,7 @@ class FaultBook:
             model=_bare_model(model) if model else None,
             rate=float(rate),
             seed=seed,
+            text=text,
             _draw=random.Random(seed),
         )
         self._faults.append(fault)

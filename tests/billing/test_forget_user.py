@@ -143,7 +143,7 @@ def test_the_command_says_what_it_erased() -> None:
     call_command("forget_user", "alice-42", stdout=out)
 
     assert out.getvalue().strip() == (
-        "Erased 1 content sample(s) and 0 other stored item(s) (batch requests); "
+        "Erased 1 content sample(s) and 0 other stored item(s) (feedback, batch requests); "
         f"pseudonymised 2 usage record(s) as {pseudonym('alice-42')}."
     )
     assert not ContentSample.objects.exists()

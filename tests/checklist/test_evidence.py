@@ -231,11 +231,46 @@ def test_fallback_scenarios_follow_the_last_finished_drill() -> None:
     assert measure("fallback_drill").status == "fail"
 
 
-def test_satisfaction_is_unknown_until_feedback_is_collected() -> None:
+def feedback(positive: int, negative: int, at: datetime = NOW - timedelta(days=1)) -> None:
+    from routing.models import Feedback
+
+    start = Feedback.objects.count()
+    Feedback.objects.bulk_create(
+        Feedback(request_id=f"req-{start + i}", kind="stars", rating=5 if i < positive else 2,
+                 positive=i < positive, created=at, updated=at)
+        for i in range(positive + negative)
+    )  # fmt: skip
+
+
+def test_satisfaction_is_unknown_until_enough_feedback_is_collected() -> None:
+    assert measure("satisfaction").detail.startswith("0 rating(s) in 30 days")
+
+    feedback(9, 0)
     result = measure("satisfaction")
 
     assert result.status == "unknown" and result.value == ""
-    assert result.detail.startswith("not measured yet: ")
+    assert result.detail.startswith("9 rating(s) in 30 days; at least 10 are needed")
+
+
+def test_satisfaction_passes_at_90_percent_positive_over_30_days() -> None:
+    feedback(19, 1)
+    feedback(0, 30, at=NOW - timedelta(days=31))  # before the window
+
+    result = measure("satisfaction")
+
+    assert result.status == "pass"
+    assert result.value == "95.0% positive of 20 ratings over 30 days (19 positive)"
+    assert result.threshold == "≥ 90% positive feedback"
+
+
+def test_satisfaction_fails_below_90_percent() -> None:
+    feedback(17, 3)
+
+    result = measure("satisfaction")
+
+    assert result.status == "fail"
+    assert result.value.startswith("85.0% positive of 20 ratings")
+    assert result.detail == "below the 90% target"
 
 
 def probe(deployment: Deployment, minute: int, ok: bool) -> None:

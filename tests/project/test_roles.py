@@ -30,7 +30,10 @@ from routing.models import (
     ClientKey,
     Deployment,
     DeploymentHealth,
+    Feedback,
+    JudgeScore,
     ProbeResult,
+    QualityRule,
 )
 from tests.checklist.factories import seed_checklist
 from tests.factories import load_demo_config, make_client_key
@@ -186,6 +189,9 @@ def seed() -> None:
     DeploymentHealth.objects.create(deployment=Deployment.objects.first(), state="up")
     Batch.objects.create(client_key=ClientKey.objects.get(), total=0)
     seed_experiments()
+    QualityRule.objects.get_or_create(key="refusal", defaults={"weight": 60})
+    Feedback.objects.create(request_id="req-walk", kind="thumbs", rating=1, positive=True)
+    JudgeScore.objects.create(request_id="req-walk", score=8, judge_route="judge")
     seed_checklist()
     open_incident("provider_outage", "provider:openai", "OpenAI is down")
 

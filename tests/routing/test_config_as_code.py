@@ -243,3 +243,21 @@ def test_credentials_and_route_environments_round_trip_without_secrets(tmp_path:
     assert "2 credential unchanged" in again and "1 route unchanged" in again
     assert list(ProviderCredential.objects.values_list("secret_encrypted", "rotated_at")) == before
     assert ProviderCredential.objects.get(environment="prod").secret() == secret
+
+
+def test_a_routes_latency_target_round_trips(tmp_path: Path) -> None:
+    text = (
+        "providers:\n  x: {protocol: openai, base_url: 'http://x', api_key_env: X_KEY}\n"
+        "models:\n  - {provider: x, name: m, input_usd_per_mtok: '1', output_usd_per_mtok: '2'}\n"
+        "routes:\n  r: {chain: [x/m], latency_target_ms: 800}\n  plain: [x/m]\n"
+    )
+    run("import_config", write(tmp_path, text))
+    exported = run("export_config")
+
+    assert Route.objects.get(name="r").latency_target_ms == 800
+    assert Route.objects.get(name="plain").latency_target_ms is None
+    assert yaml.safe_load(exported)["routes"] == {
+        "r": {"chain": ["x/m"], "latency_target_ms": 800},
+        "plain": ["x/m"],
+    }
+    assert "2 route unchanged" in run("import_config", write(tmp_path, exported))

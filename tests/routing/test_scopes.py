@@ -31,9 +31,7 @@ from tests.servers import SimulatorHandle
 # Scopes that no endpoint needs yet. Adding their endpoints means adding their
 # rows below and removing them here; test_every_scope_is_tested_allowed_and_refused
 # insists on both.
-NO_ENDPOINT_YET = {
-    "feedback": "issue 6 adds the feedback API",
-}
+NO_ENDPOINT_YET: dict[str, str] = {}
 
 
 BATCH_REQUEST = {"model": "summary", "messages": [{"role": "user", "content": "Summarise."}]}
@@ -51,6 +49,14 @@ def a_usage_record_of(caller: ClientKey) -> dict[str, str]:
         status=UsageRecord.Status.OK,
     )
     return {"request_id": record.request_id}
+
+
+def an_answer_of(caller: ClientKey) -> dict[str, str]:
+    """A request of the calling key that its end user can rate."""
+    UsageRecord.objects.create(
+        request_id="req-rated", client_key_id=caller.pk, status=UsageRecord.Status.OK
+    )
+    return {}
 
 
 def a_route(caller: ClientKey) -> dict[str, str]:
@@ -118,6 +124,15 @@ API_CALLS = [
     ApiCall("GET", "/api/v1/batches/<uuid:code>", "batches", params=a_batch_of),
     ApiCall("GET", "/api/v1/batches/<uuid:code>/results", "batches", params=a_batch_of),
     ApiCall("POST", "/api/v1/batches/<uuid:code>/cancel", "batches", params=a_batch_of),
+    ApiCall(
+        "POST",
+        "/api/v1/feedback",
+        "feedback",
+        201,
+        {"request_id": "req-rated", "rating": "up"},
+        params=an_answer_of,
+    ),
+    ApiCall("GET", "/api/v1/feedback/satisfaction", "usage:read"),
 ]
 
 MESSAGES = [{"role": "user", "content": "Summarise the call."}]

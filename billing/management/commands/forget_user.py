@@ -25,6 +25,6 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         self.stdout.write(
             f"Erased {result.samples_erased} content sample(s) and {result.erased_elsewhere} "
-            f"other stored item(s) (batch requests); pseudonymised "
+            f"other stored item(s) (feedback, batch requests); pseudonymised "
             f"{result.records_pseudonymised} usage record(s) as {result.pseudonym}."
         )

@@ -48,6 +48,8 @@ class Command(BaseCommand):
         ladder()[0].users.add(User.objects.get(username="admin"))
         # A month of history, so the spend dashboard has a trend to draw and forecast.
         call_command("seed_usage_history", stdout=self.stdout)
+        # Quality scores and ratings on that history, for the Quality page.
+        call_command("seed_feedback", stdout=self.stdout)
         # The rollout checklist, by command name: routing never imports checklist.
         call_command("load_demo_checklist", stdout=self.stdout)
         self.stdout.write(f"Demo key: {raw}")
