@@ -147,39 +147,12 @@ def arm_stats(
     return arms
 
 
-def satisfaction(records: QuerySet[UsageRecord]) -> tuple[int, int] | None:
-    """(positive, total) feedback on these records' requests, or None without a feedback model.
+def satisfaction(records: QuerySet[UsageRecord]) -> tuple[int, int]:
+    """(positive, total) end-user feedback (POST /api/v1/feedback) on these records' requests."""
+    from routing.quality.models import Feedback
 
-    The Feedback model (POST /api/v1/feedback) comes with the quality work: it is
-    looked up by name, in routing or billing, so that this reads it as soon as it
-    is installed. A row counts as positive by its ``positive`` field, or else by a
-    ``rating`` of 4 or more (of 5), or a ``score`` of 1 or more (thumbs up).
-    """
-    from django.apps import apps
-
-    model: Any = None
-    for app in ("routing", "billing"):
-        try:
-            model = apps.get_model(app, "Feedback")
-            break
-        except LookupError:
-            continue
-    if model is None:
-        return None
-    names = {f.name for f in model._meta.get_fields()}
-    if "request_id" not in names:
-        return None
-    rows = model.objects.filter(request_id__in=records.values("request_id"))
-    total = rows.count()
-    if "positive" in names:
-        positive = rows.filter(positive=True).count()
-    elif "rating" in names:
-        positive = rows.filter(rating__gte=4).count()
-    elif "score" in names:
-        positive = rows.filter(score__gte=1).count()
-    else:
-        return None
-    return positive, total
+    rows = Feedback.objects.filter(request_id__in=records.values("request_id"))
+    return rows.filter(positive=True).count(), rows.count()
 
 
 # -- significance -------------------------------------------------------------------------
