@@ -132,6 +132,8 @@ MAX_DEPRIORITISED_SECONDS = 60.0
 # How long after an upstream 429 that names no reset time.
 DEFAULT_DEPRIORITISED_SECONDS = 5.0
 QUOTA_KEY = "sb:quota:{deployment}:{credential}"
+# The slot cap of a deployment without max_concurrency: its slots are only counted.
+UNCAPPED_SLOTS = 1_000_000
 
 
 def estimate_tokens(request: ChatRequest) -> int:
@@ -221,6 +223,10 @@ class Lease:
         back = self.estimated_tokens - used_tokens if self.tpm else 0
         return [SETTLE_SHA, 2, self.tokens_key, self.slots_key, self.tpm, back, self.request_id]
 
+    def release_args(self) -> list[Any]:
+        """Free the slot only: the tokens taken stay taken."""
+        return [SETTLE_SHA, 2, self.tokens_key, self.slots_key, 0, 0, self.request_id]
+
 
 @dataclass
 class Admission:
@@ -299,11 +305,15 @@ class Limiter:
     async def admit_deployment(
         self, deployment: DeploymentInfo, request_id: str, tokens: int
     ) -> tuple[Lease | None, Verdict | None]:
-        """Take from a deployment's buckets: (its lease, None), or (None, the refusal)."""
-        if not (deployment.rpm or deployment.tpm):
-            return None, None
+        """Take from a deployment's buckets and a concurrency slot: (its lease, None), or
+        (None, the refusal). Every call takes a slot, capped or not, so that
+        routing.live can count a deployment's requests in flight."""
         keys = deployment_buckets(deployment)
-        verdict = await self._check(keys, deployment.rpm, 0, deployment.tpm, tokens, 0, request_id)
+        # Slots uncapped deployments take are counted and never refused (routing.live).
+        slots = deployment.max_concurrency or UNCAPPED_SLOTS
+        verdict = await self._check(
+            keys, deployment.rpm, 0, deployment.tpm, tokens, slots, request_id
+        )
         if verdict.refused:
             return None, verdict
         return Lease(request_id, keys[1], keys[2], deployment.tpm, tokens), None

@@ -19,6 +19,7 @@ from routing.models import (
     ProviderPlan,
     Route,
     RouteStep,
+    RoutingRule,
 )
 from routing.table import bump_version
 
@@ -39,6 +40,7 @@ for model in (
     PriceOverride,
     Route,
     RouteStep,
+    RoutingRule,
     ClientKey,
     Budget,
 ):

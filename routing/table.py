@@ -23,6 +23,7 @@ from billing.budgets import BudgetInfo
 from billing.money import token_cost
 from billing.plans import PlanInfo
 from project.secrets import SecretUnreadable
+from routing.rules import RuleInfo
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ class DeploymentInfo:
     # Our own limits under the provider's quota (routing.limits); 0: none.
     rpm: int = 0
     tpm: int = 0
+    # Requests in flight at once (routing.live); 0: no cap.
+    max_concurrency: int = 0
 
     @property
     def label(self) -> str:
@@ -124,6 +127,14 @@ class Resolution:
 
 
 @dataclass(frozen=True)
+class RoutePolicy:
+    """How a route ranks its candidates (routing.selection)."""
+
+    strategy: str = "ordered"
+    quality_floor: int | None = None
+
+
+@dataclass(frozen=True)
 class RouteSet:
     """What the keys of one environment can reach, with that environment's credentials."""
 
@@ -153,6 +164,9 @@ class RoutingTable:
     environments: dict[str, RouteSet]
     keys: dict[str, KeyInfo]
     budgets: tuple[BudgetInfo, ...] = ()
+    # Route name -> its strategy and quality floor; routing rules, by priority.
+    policies: dict[str, RoutePolicy] = field(default_factory=dict)
+    rules: tuple[RuleInfo, ...] = ()
 
     def resolve(self, name: str, environment: str) -> Resolution | None:
         return self.environments.get(environment, EMPTY).resolve(name)
@@ -177,7 +191,14 @@ def build_table(version: int) -> RoutingTable:
 
 def _build_table(version: int) -> RoutingTable:
     from billing.models import Budget
-    from routing.models import ClientKey, Deployment, Environment, ProviderCredential, Route
+    from routing.models import (
+        ClientKey,
+        Deployment,
+        Environment,
+        ProviderCredential,
+        Route,
+        RoutingRule,
+    )
 
     ordered = list(
         Deployment.objects.enabled()
@@ -226,6 +247,8 @@ def _build_table(version: int) -> RoutingTable:
         environments=environments,
         keys=keys,
         budgets=tuple(b.info() for b in Budget.objects.all()),
+        policies={r.name: RoutePolicy(r.strategy, r.quality_floor) for r in route_rows},
+        rules=tuple(RuleInfo.of(r) for r in RoutingRule.objects.filter(enabled=True)),
     )
 
 
@@ -261,6 +284,7 @@ def _info(deployment: Any, credential: tuple[int, str]) -> DeploymentInfo:
         data_region=provider.data_region,
         rpm=deployment.rpm or 0,
         tpm=deployment.tpm or 0,
+        max_concurrency=deployment.max_concurrency or 0,
         vendor=provider.vendor,
         input_usd_per_mtok=deployment.input_usd_per_mtok,
         output_usd_per_mtok=deployment.output_usd_per_mtok,
