@@ -25,6 +25,7 @@ from routing.models import (
     Route,
     RouteStep,
 )
+from routing import rules_config
 from routing.signals import config_changed
 
 
@@ -63,7 +64,12 @@ def import_config(config: GatewayConfig) -> Counter[str]:
         report[f"model {outcome}"] += 1
     for route_spec in config.routes:
         route, outcome = _upsert(
-            Route, {"name": route_spec.name}, enabled=True, environments=route_spec.environments
+            Route,
+            {"name": route_spec.name},
+            enabled=True,
+            environments=route_spec.environments,
+            strategy=route_spec.strategy,
+            quality_floor=route_spec.quality_floor,
         )
         wanted = [deployments[label].id for label in route_spec.chain]
         current = list(route.steps.order_by("position").values_list("deployment_id", flat=True))
@@ -88,6 +94,8 @@ def import_config(config: GatewayConfig) -> Counter[str]:
         report[f"budget {outcome}"] += 1
     for limits in config.key_limits:
         report[f"key limits {_apply_key_limits(limits)}"] += 1
+    for rule in config.rules:
+        report[f"rule {rules_config.apply_rule(rule, _upsert)}"] += 1
     # Every change above was a save or delete, whose signals bump the config version.
     return report
 
@@ -211,6 +219,7 @@ def _deployment_fields(model: ModelSpec, provider: Provider) -> dict[str, Any]:
         "enabled": model.enabled,
         "rpm": model.rpm,
         "tpm": model.tpm,
+        "max_concurrency": model.max_concurrency,
         **_direct_fields(model, provider),
     }
     if model.context_window:
@@ -320,6 +329,7 @@ def export_config() -> dict[str, Any]:
             enabled=d.enabled if not d.enabled else None,
             rpm=d.rpm,
             tpm=d.tpm,
+            max_concurrency=d.max_concurrency,
         )
         if d.price_source == Deployment.PriceSource.CONFIG:
             entry.update(
@@ -338,9 +348,12 @@ def export_config() -> dict[str, Any]:
     for route in Route.objects.all():
         chain = [str(d) for d in route.chain()]
         everywhere = set(route.environments) == set(Environment.values)
-        routes[route.name] = (
-            chain if everywhere else {"chain": chain, "environments": route.environments}
+        long_form = _clean(
+            environments=None if everywhere else route.environments,
+            strategy=route.strategy if route.strategy != "ordered" else None,
+            quality_floor=route.quality_floor,
         )
+        routes[route.name] = {"chain": chain, **long_form} if long_form else chain
     budgets = [
         _clean(
             scope=b.scope,
@@ -370,6 +383,9 @@ def export_config() -> dict[str, Any]:
             )
     if key_limits:
         exported["limits"] = {"keys": key_limits}
+    exported_rules = rules_config.export_rules()
+    if exported_rules:
+        exported["rules"] = exported_rules
     return exported
 
 

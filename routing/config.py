@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from routing.models import DataRegion, Environment, Protocol
+from routing.models import DataRegion, Environment, Protocol, Strategy
 
 PROVIDER_FIELDS = {
     "protocol",
@@ -40,13 +40,14 @@ MODEL_FIELDS = {
     "enabled",
     "rpm",
     "tpm",
+    "max_concurrency",
 }
 CREDENTIAL_FIELDS = {"environment", "label", "api_key_env", "api_key", "rotation_days", "enabled"}
-ROUTE_FIELDS = {"chain", "environments"}
+ROUTE_FIELDS = {"chain", "environments", "strategy", "quality_floor"}
 BUDGET_FIELDS = {"scope", "ref", "period", "amount_usd", "hard", "alert_at"}
 LIMITS_FIELDS = {"keys"}
 KEY_LIMIT_FIELDS = {"rpm", "tpm", "max_concurrent", "burst"}
-TOP_LEVEL = {"providers", "models", "routes", "budgets", "limits"}
+TOP_LEVEL = {"providers", "models", "routes", "budgets", "limits", "rules"}
 KNOWN_VENDORS = {"openai", "google", "anthropic"}
 
 
@@ -125,6 +126,7 @@ class ModelSpec:
     enabled: bool = True
     rpm: int | None = None  # our own limits under the provider's quota; None: none
     tpm: int | None = None
+    max_concurrency: int | None = None  # requests in flight at once; None: no cap
     line: int = 0
 
 
@@ -133,6 +135,8 @@ class RouteSpec:
     name: str
     chain: list[tuple[str, str]]
     environments: list[str] = field(default_factory=lambda: list(Environment.values))
+    strategy: str = "ordered"
+    quality_floor: int | None = None
     line: int = 0
 
 
@@ -166,6 +170,7 @@ class GatewayConfig:
     routes: list[RouteSpec] = field(default_factory=list)
     budgets: list[BudgetSpec] = field(default_factory=list)
     key_limits: list[KeyLimitSpec] = field(default_factory=list)
+    rules: list[Any] = field(default_factory=list)  # routing.rules_config.RuleSpec
 
 
 def parse(text: str) -> GatewayConfig:
@@ -204,6 +209,10 @@ def parse(text: str) -> GatewayConfig:
         keys = _mapping(limits["keys"], "limits.keys") if "keys" in limits else {}
         for name, node in keys.items():
             config.key_limits.append(_key_limits(name, node))
+    if "rules" in top:
+        from routing.rules_config import parse_rules
+
+        config.rules = parse_rules(_sequence(top["rules"], "rules"), config)
     return config
 
 
@@ -418,6 +427,7 @@ def _model(node: Node, where: str, providers: set[str]) -> ModelSpec:
         enabled=_bool(fields, "enabled", where, True),
         rpm=_number(fields, "rpm", where, int, None),
         tpm=_number(fields, "tpm", where, int, None),
+        max_concurrency=_number(fields, "max_concurrency", where, int, None),
         line=node.line,
     )
 
@@ -455,6 +465,7 @@ def _route(name: str, node: Node, deployments: set[tuple[str, str]]) -> RouteSpe
     where = f"routes.{name}"
     environments = list(Environment.values)
     chain_node = node
+    strategy, quality_floor = "ordered", None
     if isinstance(node.value, dict):
         # The long form: {chain: [...], environments: [prod, staging]}.
         fields = _fields(node, where, ROUTE_FIELDS)
@@ -471,6 +482,14 @@ def _route(name: str, node: Node, deployments: set[tuple[str, str]]) -> RouteSpe
                     f"{where}.environments",
                     f"must list some of {', '.join(Environment.values)}",
                 )
+        if "strategy" in fields:
+            strategy = _choice(fields, "strategy", where, list(Strategy.values))
+        if "quality_floor" in fields:
+            quality_floor = _number(fields, "quality_floor", where, int, None)
+            if quality_floor > 100:
+                raise ConfigError(
+                    fields["quality_floor"].line, f"{where}.quality_floor", "must be 1 to 100"
+                )
         where = f"{where}.chain"
     chain = []
     for index, item in enumerate(_sequence(chain_node, where)):
@@ -485,7 +504,14 @@ def _route(name: str, node: Node, deployments: set[tuple[str, str]]) -> RouteSpe
         chain.append((provider, model))
     if not chain:
         raise ConfigError(node.line, where, "needs at least one 'provider/model'")
-    return RouteSpec(name=name, chain=chain, environments=environments, line=node.line)
+    return RouteSpec(
+        name=name,
+        chain=chain,
+        environments=environments,
+        strategy=strategy,
+        quality_floor=quality_floor,
+        line=node.line,
+    )
 
 
 def _budget(node: Node, where: str) -> BudgetSpec:

@@ -18,4 +18,5 @@ urlpatterns = [
     path("batches/<uuid:code>", api.BatchDetail.as_view(), name="batch-detail"),
     path("batches/<uuid:code>/results", api.BatchResults.as_view(), name="batch-results"),
     path("batches/<uuid:code>/cancel", api.BatchCancel.as_view(), name="batch-cancel"),
+    path("route/preview", api.RoutePreview.as_view(), name="route-preview"),
 ]
