@@ -15,6 +15,7 @@ from billing.models import Budget
 from billing.prices import direct_price, list_price
 from project.alerts import raise_alert
 from project.auditing import record_update
+from routing import rules_config
 from routing.config import ConfigError, CredentialSpec, GatewayConfig, KeyLimitSpec, ModelSpec
 from routing.models import (
     ClientKey,
@@ -25,7 +26,6 @@ from routing.models import (
     Route,
     RouteStep,
 )
-from routing import rules_config
 from routing.signals import config_changed
 
 
