@@ -119,9 +119,7 @@ def test_cheapest_counts_the_output_tokens_the_request_allows() -> None:
     assert [d.id for d in order_short] == [1, 2]
 
 
-def test_fastest_puts_the_lowest_rolling_latency_first_and_counts_the_unmeasured_as_the_median() -> (
-    None
-):
+def test_fastest_puts_the_lowest_latency_first_and_counts_the_unmeasured_as_the_median() -> None:
     chain = [candidate(1), candidate(2), candidate(3), candidate(4)]
     numbers = {
         1: live.Live(latency_ms=800),
