@@ -425,3 +425,32 @@ def test_a_slot_whose_process_died_is_free_when_its_lease_ends(
     redis.zadd(slots, {"a-request-of-a-dead-process": int(time.time() * 1000) - 1})
 
     assert answered_by(ask(openai_client, "summary")) == "aimlapi/gpt-4o-mini"
+
+
+def test_a_warm_request_through_rules_and_a_balanced_route_makes_no_database_query(
+    demo: SimulatorHandle, client_key: str
+) -> None:
+    from django.db import connection
+    from django.db.backends.signals import connection_created
+
+    from routing.client import EnhancedHybridAIClient, forget_cached_state
+    from tests.routing.test_client import QueryCounter
+
+    counter = QueryCounter()
+    connection_created.connect(counter.install)
+    connection.close()
+    try:
+        client = EnhancedHybridAIClient(key=client_key)
+        forget_cached_state()
+        body = {"model": "summary", "messages": MESSAGES, "metadata": {"meeting_type": "executive"}}
+        client.complete(**body)
+        assert counter.count > 0, "the cold request read the routing table (the counter works)"
+        counter.count = 0
+
+        for _ in range(5):
+            answer = client.complete(**body)
+
+        assert counter.count == 0
+        assert answer["model"] == "gpt-4o"
+    finally:
+        connection_created.disconnect(counter.install)
