@@ -246,9 +246,13 @@ def key_buckets(key: KeyInfo) -> tuple[str, str, str]:
 
 
 def deployment_buckets(deployment: DeploymentInfo) -> tuple[str, str, str]:
-    # Per credential: a provider's quota belongs to the account whose key is sent.
-    tag = f"sb:rl:{{d{deployment.id}c{deployment.credential_id or 0}}}"
+    tag = deployment_tag(deployment.id, deployment.credential_id)
     return f"{tag}:requests", f"{tag}:tokens", f"{tag}:slots"
+
+
+def deployment_tag(deployment_id: int, credential_id: int | None) -> str:
+    # Per credential: a provider's quota belongs to the account whose key is sent.
+    return f"sb:rl:{{d{deployment_id}c{credential_id or 0}}}"
 
 
 def nearly_spent(quota: Quota | None, reserve: float) -> float | None:
