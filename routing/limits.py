@@ -132,8 +132,6 @@ MAX_DEPRIORITISED_SECONDS = 60.0
 # How long after an upstream 429 that names no reset time.
 DEFAULT_DEPRIORITISED_SECONDS = 5.0
 QUOTA_KEY = "sb:quota:{deployment}:{credential}"
-# The slot cap of a deployment without max_concurrency: its slots are only counted.
-UNCAPPED_SLOTS = 1_000_000
 
 
 def estimate_tokens(request: ChatRequest) -> int:
@@ -309,14 +307,19 @@ class Limiter:
     async def admit_deployment(
         self, deployment: DeploymentInfo, request_id: str, tokens: int
     ) -> tuple[Lease | None, Verdict | None]:
-        """Take from a deployment's buckets and a concurrency slot: (its lease, None), or
-        (None, the refusal). Every call takes a slot, capped or not, so that
-        routing.live can count a deployment's requests in flight."""
+        """Take from a deployment's buckets and, when it has a cap, a concurrency slot
+        (routing.live counts them): (its lease, None), or (None, the refusal)."""
+        if not (deployment.rpm or deployment.tpm or deployment.max_concurrency):
+            return None, None  # nothing to count: no round trip
         keys = deployment_buckets(deployment)
-        # Slots uncapped deployments take are counted and never refused (routing.live).
-        slots = deployment.max_concurrency or UNCAPPED_SLOTS
         verdict = await self._check(
-            keys, deployment.rpm, 0, deployment.tpm, tokens, slots, request_id
+            keys,
+            deployment.rpm,
+            0,
+            deployment.tpm,
+            tokens,
+            deployment.max_concurrency,
+            request_id,
         )
         if verdict.refused:
             return None, verdict

@@ -11,12 +11,13 @@
   without traffic for ``STALE_SECONDS`` forgets its numbers (the hash expires).
 - In flight: the concurrency slots of `routing.limits` (a sorted set of leases
   per deployment and credential, scored by expiry), which the engine takes
-  for every candidate it calls. A deployment's ``max_concurrency`` is the
-  slots' cap, so a full deployment is refused atomically and the request
-  spills over to the next candidate; a dead process's slots expire.
+  for every candidate with a ``max_concurrency`` that it calls (uncapped ones
+  are not counted, which saves their request a round trip). The cap is the
+  slots', so a full deployment is refused atomically and the request spills
+  over to the next candidate; a dead process's slots expire with their lease.
 - Quality: `sb:quality:deployments` (written by the quality scorer), 0-100.
 
-`read` fetches all of it for a request's candidates in one pipeline: one
+`read` fetches all of it for a request's candidates with one script call: one
 round trip per request.
 """
 
@@ -58,7 +59,30 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 return 0
 """
 RECORD_SHA = hashlib.sha1(RECORD.encode()).hexdigest()
-SCRIPTS = {RECORD_SHA: RECORD}
+
+# One command for everything a ranking reads, answered as one string: without
+# hiredis, redis-py parses each element of a reply with its own awaits, so a
+# nested reply of thirty elements costs more than the round trip itself.
+# KEYS: the quality hash, then per deployment its live hash and its slots, then the
+# budget hashes. ARGV: now ms, the number of deployments, then their ids.
+# Returns "lat,err,n,ln,in flight,quality" per deployment, then each budget's spent,
+# joined by ";".
+READ = """
+local now, count = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {}
+for i = 1, count do
+  local v = redis.call('HMGET', KEYS[2 * i], 'lat', 'err', 'n', 'ln')
+  local busy = redis.call('ZCOUNT', KEYS[2 * i + 1], now, '+inf')
+  local q = redis.call('HGET', KEYS[1], ARGV[2 + i])
+  out[#out + 1] = table.concat({v[1] or '', v[2] or '', v[3] or '', v[4] or '', busy, q or ''}, ',')
+end
+for j = 2 * count + 2, #KEYS do
+  out[#out + 1] = redis.call('HGET', KEYS[j], 'spent') or '0'
+end
+return table.concat(out, ';')
+"""
+READ_SHA = hashlib.sha1(READ.encode()).hexdigest()
+SCRIPTS = {RECORD_SHA: RECORD, READ_SHA: READ}
 
 
 def record_args(deployment_id: int, latency_ms: int | None, failed: bool) -> list[Any]:
@@ -108,38 +132,41 @@ class Snapshot:
 
 
 async def read(
-    redis: Redis,
+    evalsha: Any,
     chain: Sequence[DeploymentInfo],
     budget_keys: Sequence[tuple[str, Decimal, str, int | None]] = (),
 ) -> Snapshot:
     """Live numbers of ``chain`` and the spend of ``budget_keys`` ((redis key, amount,
-    label, degrade %)), in one round trip."""
-    pipe = redis.pipeline(transaction=False)
-    now_ms = int(time.time() * 1000)
+    label, degrade %)), in one round trip. ``evalsha`` is `Breakers.evalsha`."""
+    from billing.budgets import from_units
+
+    keys = [QUALITY_KEY]
     for deployment in chain:
-        pipe.hmget(KEY.format(deployment.id), "lat", "err", "n", "ln")
-        pipe.zcount(deployment_buckets(deployment)[2], now_ms, "+inf")
-    if chain:
-        pipe.hmget(QUALITY_KEY, [str(d.id) for d in chain])
-    for key, _, _, _ in budget_keys:
-        pipe.hget(key, "spent")
-    replies = await pipe.execute()
+        keys += [KEY.format(deployment.id), deployment_buckets(deployment)[2]]
+    keys += [key for key, _, _, _ in budget_keys]
+    reply = await evalsha(
+        READ_SHA,
+        len(keys),
+        *keys,
+        int(time.time() * 1000),
+        len(chain),
+        *(d.id for d in chain),
+    )
+    parts = (reply.decode() if isinstance(reply, bytes) else str(reply)).split(";")
     found: dict[int, Live] = {}
-    qualities = replies[2 * len(chain)] if chain else []
-    for index, deployment in enumerate(chain):
-        (lat, err, calls, latency_calls), in_flight = replies[2 * index], replies[2 * index + 1]
+    for deployment, row in zip(chain, parts, strict=False):
+        lat, err, calls, latency_calls, in_flight, quality = row.split(",")
         found[deployment.id] = Live(
-            latency_ms=float(lat) if lat is not None and int(latency_calls or 0) else None,
+            latency_ms=float(lat) if lat and int(latency_calls or 0) else None,
             error_rate=float(err or 0),
             calls=int(calls or 0),
             in_flight=int(in_flight or 0),
-            quality=parse_quality(qualities[index]),
+            quality=parse_quality(quality or None),
         )
     pressure, pressing, degraded = 0.0, "", ""
-    from billing.budgets import from_units
-
-    offset = 2 * len(chain) + (1 if chain else 0)
-    for (_, amount, label, degrade_at), spent in zip(budget_keys, replies[offset:], strict=True):
+    for (_, amount, label, degrade_at), spent in zip(
+        budget_keys, parts[len(chain) :] if budget_keys else [], strict=True
+    ):
         used = from_units(int(spent or 0))
         share = float(used / amount) if amount > 0 else 1.0
         if share > pressure:

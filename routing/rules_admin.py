@@ -121,10 +121,15 @@ def live_summary(deployment: Deployment) -> str:
     credentials = deployment.provider.credentials.filter(enabled=True)
     slot_keys = [f"{deployment_tag(deployment.id, c.id)}:slots" for c in credentials]
     numbers = live.read_sync(sync_client(), deployment.id, slot_keys)
-    cap = f"/{deployment.max_concurrency}" if deployment.max_concurrency else ""
+    # Slots are taken only for deployments with a cap (routing.live).
+    in_flight = (
+        f"{numbers['in_flight']}/{deployment.max_concurrency} in flight"
+        if deployment.max_concurrency
+        else "no cap"
+    )
     latency = f"{numbers['latency_ms']} ms" if numbers["latency_ms"] is not None else "- ms"
     quality = numbers["quality"] if numbers["quality"] is not None else "-"
     return (
-        f"{numbers['in_flight']}{cap} in flight, {latency}, "
+        f"{in_flight}, {latency}, "
         f"{numbers['error_rate']:.0%} errors, quality {quality}"
     )

@@ -239,7 +239,7 @@ async def select(
         for b in table.budgets
         if b.applies_to(key_name, resolution.route)
     ]
-    snapshot = await live.read(engine.redis, chain, budgets)
+    snapshot = await live.read(engine.breakers.evalsha, chain, budgets)
     readings = await engine.breakers.read([d.id for d in chain])
     ordered, explanation = rank(
         chain, policy, snapshot, readings, request, engine.breakers.policy.cooldown_seconds
