@@ -30,8 +30,6 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from redis.asyncio import Redis
-
 from routing.limits import deployment_buckets
 from routing.table import DeploymentInfo
 

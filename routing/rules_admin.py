@@ -129,7 +129,4 @@ def live_summary(deployment: Deployment) -> str:
     )
     latency = f"{numbers['latency_ms']} ms" if numbers["latency_ms"] is not None else "- ms"
     quality = numbers["quality"] if numbers["quality"] is not None else "-"
-    return (
-        f"{in_flight}, {latency}, "
-        f"{numbers['error_rate']:.0%} errors, quality {quality}"
-    )
+    return f"{in_flight}, {latency}, {numbers['error_rate']:.0%} errors, quality {quality}"
