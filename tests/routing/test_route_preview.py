@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,7 +14,7 @@ from redis import Redis
 
 from billing.models import UsageRecord
 from routing.breaker import KEY as BREAKER_KEY
-from routing.models import Deployment
+from routing.models import Deployment, RoutingRule
 from tests.factories import drain_ledger
 from tests.servers import SimulatorHandle
 
@@ -59,12 +60,14 @@ def test_the_preview_shows_the_context_the_rule_and_the_ranked_candidates_with_c
     assert [m["rule"] for m in shown["rule"]["matched"]] == ["executive-meetings", "large-meetings"]
     assert shown["params"] == {"max_tokens": 400 + 60 * 7}
     ranking = shown["ranking"]
-    assert ranking["strategy"] == "balanced"
-    assert [c["rank"] for c in ranking["candidates"]] == [1, 2, 3]
-    for entry in ranking["candidates"]:
-        assert entry["reason"].startswith("score ")
-        assert set(entry["parts"]) == {"latency", "cost", "errors", "quality", "load"}
-        assert float(entry["estimated_cost_usd"]) > 0
+    assert ranking["strategy"] == "ordered"
+    assert [(c["rank"], c["deployment"], c["reason"]) for c in ranking["candidates"]] == [
+        (1, "aimlapi/gpt-4o", "position 1 in the route"),
+        (2, "aimlapi/claude-3-5-sonnet-latest", "position 2 in the route"),
+        (3, "anthropic/claude-3-5-haiku-latest", "position 3 in the route"),
+    ]
+    costs = [Decimal(c["estimated_cost_usd"]) for c in ranking["candidates"]]
+    assert costs[1] > costs[0] > costs[2] > 0  # Sonnet dearest, Haiku cheapest
     assert shown["first"] == "aimlapi/gpt-4o"
     assert demo.calls()["aimlapi"]["count"] == 0  # no provider was called
     assert drain_ledger() == 0  # and nothing recorded as usage
@@ -103,7 +106,7 @@ def aimlapi_slow_google_fast(client: openai.OpenAI, demo: SimulatorHandle, redis
 
 
 def aimlapi_breaker_open(client: openai.OpenAI, demo: SimulatorHandle, redis: Redis) -> None:
-    for name in ("gpt-4o-mini", "gpt-4o"):
+    for name in ("gpt-4o-mini", "gpt-4o", "claude-3-5-sonnet-latest"):
         deployment = Deployment.objects.get(provider__name="aimlapi", name=name)
         redis.hset(
             BREAKER_KEY.format(deployment.id), mapping={"state": "open", "opened_at": time.time()}
@@ -120,23 +123,35 @@ CASES = {
         aimlapi_slow_google_fast,
         "google/gemini-2.0-flash",
     ),
-    "balanced, by the executive rule": (
+    "balanced, from real traffic": (
+        "action_items",
+        {},
+        aimlapi_slow_google_fast,
+        "google/gemini-2.0-flash",
+    ),
+    "balanced, by a rule's route": (
+        "summary",
+        {"meeting_type": "sales"},
+        aimlapi_slow_google_fast,
+        "google/gemini-2.0-flash",
+    ),
+    "the executive rule's route": (
         "summary",
         {"meeting_type": "executive"},
         nothing,
         "aimlapi/gpt-4o",
     ),
-    "balanced by a rule, a breaker open": (
+    "the executive rule's route, a breaker open": (
         "summary",
         {"meeting_type": "executive"},
         aimlapi_breaker_open,
-        "openai/gpt-4o",
+        "anthropic/claude-3-5-haiku-latest",
     ),
     "a rule's long-context deployment": (
         "summary",
         {"transcript": "yes"},
         nothing,
-        "google/gemini-1.5-pro",
+        "aimlapi/gemini-1.5-pro",
     ),
 }
 
@@ -153,6 +168,8 @@ def test_the_preview_names_the_deployment_that_then_answers(
     messages = MESSAGES
     if metadata.pop("transcript", None):
         messages = [{"role": "user", "content": "Alice: the roadmap, at length. " * 3500}]
+    if metadata.get("meeting_type") == "sales":
+        RoutingRule.objects.create(name="sales", meeting_types=["sales"], route="action_items")
     setup(openai_client, demo, redis)
     body = {"model": model, "messages": messages, "metadata": metadata}
 

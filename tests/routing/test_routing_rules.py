@@ -123,7 +123,7 @@ def test_a_long_transcript_goes_to_the_long_context_deployment_first(
         model="summary", messages=[{"role": "user", "content": long}]
     )
 
-    assert answered_by(raw) == "google/gemini-1.5-pro"
+    assert answered_by(raw) == "aimlapi/gemini-1.5-pro"
     assert "long context" in decision_of(raw)["rule"]["actions"][0]["action"]
 
 

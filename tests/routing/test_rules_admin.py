@@ -33,7 +33,7 @@ def test_a_rule_added_in_the_admin_takes_comma_separated_names(
         rule_form(
             meeting_types="Executive, sales",
             participant_bands=["6-10", "11+"],
-            prefer="anthropic, openai/gpt-4o",
+            prefer="anthropic, aimlapi/gpt-4o",
             max_tokens="400",
             max_tokens_per_participant="60",
             max_tokens_cap="2000",
@@ -44,10 +44,10 @@ def test_a_rule_added_in_the_admin_takes_comma_separated_names(
     rule = RoutingRule.objects.get(name="a rule")
     assert rule.meeting_types == ["executive", "sales"]
     assert rule.participant_bands == ["6-10", "11+"]
-    assert rule.prefer == ["anthropic", "openai/gpt-4o"]
+    assert rule.prefer == ["anthropic", "aimlapi/gpt-4o"]
     listed = staff.get(reverse("admin:routing_routingrule_changelist")).content.decode()
     assert "meeting executive, sales; participants 6-10, 11+" in listed
-    assert "prefer anthropic, openai/gpt-4o; max_tokens 400 + 60 a head, at most 2000" in listed
+    assert "prefer anthropic, aimlapi/gpt-4o; max_tokens 400 + 60 a head, at most 2000" in listed
 
 
 def test_a_nonsensical_rule_is_refused_by_the_admin_naming_each_problem(
@@ -100,5 +100,5 @@ def test_a_usage_record_shows_its_routing_decision_readably(
     assert "Routing decision" in page
     assert "<strong>executive-meetings</strong> (priority 10): meeting type executive" in page
     assert "large-meetings: max_tokens 940" in page
-    assert "Ranking: balanced" in page
+    assert "Ranking: ordered" in page
     assert "aimlapi/gpt-4o" in page
