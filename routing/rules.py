@@ -13,7 +13,9 @@ long-context deployment) comes from the first matching rule that sets it, while
 ``only`` and ``exclude`` filters add up. So "executive meetings → a stronger
 model" and "more than 8 participants → more max_tokens" both hold for a large
 executive meeting, and a higher-priority rule overrides a lower one on the
-setting they share. A filter that would leave no candidate is not applied (the
+setting they share. A meeting type or language that was detected rather than stated matches only
+with a confidence of at least ``MIN_CONFIDENCE``. A filter that would leave no
+candidate is not applied (the
 decision says so): a rule never turns a servable request into an error;
 compliance (routing.policy) is what refuses.
 
@@ -44,6 +46,8 @@ CONDITIONS = (
     "client_keys",
 )
 LIST_ACTIONS = ("only", "exclude", "prefer")
+# A detected meeting type or language below this confidence matches no rule.
+MIN_CONFIDENCE = 0.6
 
 
 @dataclass(frozen=True)
@@ -99,11 +103,22 @@ class RuleInfo:
             (self.use_cases, context.use_case or asked, "use case"),
             (self.client_keys, context.client_key, "client key"),
         )
+        confidences = {
+            "meeting type": context.meeting_type_confidence,
+            "language": context.language_confidence,
+        }
         for wanted, value, label in checks:
             if not wanted:
                 continue
             if value not in wanted:
                 return []
+            confidence = confidences.get(label)
+            if confidence is not None and confidence < 1.0:
+                # Detected, not stated: a guess too unsure must not pick an expensive route.
+                if confidence < MIN_CONFIDENCE:
+                    return []
+                why.append(f"{label} {value} (detected, confidence {confidence:.2f})")
+                continue
             why.append(f"{label} {value}")
         chars = context.transcript_chars
         if self.min_transcript_chars is not None:

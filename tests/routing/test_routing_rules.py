@@ -266,3 +266,17 @@ rules:
         parse(text)
 
     assert str(caught.value).startswith("line 4: rules[0].participant_bands: bands are")
+
+
+def test_a_detected_meeting_type_matches_only_when_confident() -> None:
+    from routing.context import RoutingContext
+    from routing.rules import RuleInfo
+
+    rule = RuleInfo("exec", meeting_types=frozenset({"executive"}), route="executive")
+    sure = RoutingContext(meeting_type="executive", meeting_type_confidence=0.82)
+    unsure = RoutingContext(meeting_type="executive", meeting_type_confidence=0.4)
+    stated = RoutingContext(meeting_type="executive", meeting_type_confidence=1.0)
+
+    assert rule.matches(sure, "summary") == ["meeting type executive (detected, confidence 0.82)"]
+    assert rule.matches(unsure, "summary") == []
+    assert rule.matches(stated, "summary") == ["meeting type executive"]
