@@ -104,16 +104,16 @@ class RuleInfo:
             (self.client_keys, context.client_key, "client key"),
         )
         confidences = {
-            "meeting type": context.meeting_type_confidence,
-            "language": context.language_confidence,
+            "meeting type": (context.meeting_type_confidence, "meeting_type"),
+            "language": (context.language_confidence, "language"),
         }
         for wanted, value, label in checks:
             if not wanted:
                 continue
             if value not in wanted:
                 return []
-            confidence = confidences.get(label)
-            if confidence is not None and confidence < 1.0:
+            confidence, field_name = confidences.get(label, (1.0, ""))
+            if context.sources.get(field_name) == "detected":
                 # Detected, not stated: a guess too unsure must not pick an expensive route.
                 if confidence < MIN_CONFIDENCE:
                     return []

@@ -273,9 +273,10 @@ def test_a_detected_meeting_type_matches_only_when_confident() -> None:
     from routing.rules import RuleInfo
 
     rule = RuleInfo("exec", meeting_types=frozenset({"executive"}), route="executive")
-    sure = RoutingContext(meeting_type="executive", meeting_type_confidence=0.82)
-    unsure = RoutingContext(meeting_type="executive", meeting_type_confidence=0.4)
-    stated = RoutingContext(meeting_type="executive", meeting_type_confidence=1.0)
+    detected = {"meeting_type": "detected"}
+    sure = RoutingContext(meeting_type="executive", meeting_type_confidence=0.82, sources=detected)
+    unsure = RoutingContext(meeting_type="executive", meeting_type_confidence=0.4, sources=detected)
+    stated = RoutingContext(meeting_type="executive", sources={"meeting_type": "metadata"})
 
     assert rule.matches(sure, "summary") == ["meeting type executive (detected, confidence 0.82)"]
     assert rule.matches(unsure, "summary") == []
