@@ -239,9 +239,23 @@ async def select(
         for b in table.budgets
         if b.applies_to(key_name, resolution.route)
     ]
-    snapshot = await live.read(engine.breakers.evalsha, chain, budgets)
+    needs_live = (
+        policy.strategy != "ordered"
+        or policy.quality_floor is not None
+        or budgets
+        or any(d.max_concurrency for d in chain)
+    )
+    # An ordered route without a floor, caps or budgets ranks the same without them:
+    # no round trip.
+    snapshot = await live.read(engine.breakers.evalsha, chain, budgets) if needs_live else None
     readings = await engine.breakers.read([d.id for d in chain])
     ordered, explanation = rank(
-        chain, policy, snapshot, readings, request, engine.breakers.policy.cooldown_seconds
+        chain,
+        policy,
+        snapshot or live.Snapshot({}),
+        readings,
+        request,
+        engine.breakers.policy.cooldown_seconds,
     )
+    explanation["live_read"] = snapshot is not None
     return Resolution(resolution.route, ordered), explanation

@@ -454,3 +454,19 @@ def test_a_warm_request_through_rules_and_a_balanced_route_makes_no_database_que
         assert answer["model"] == "gpt-4o"
     finally:
         connection_created.disconnect(counter.install)
+
+
+def test_an_ordered_route_without_floor_caps_or_budgets_reads_no_live_numbers(
+    openai_client: openai.OpenAI,
+) -> None:
+    from billing.models import Budget
+
+    for budget in Budget.objects.all():
+        budget.delete()  # one by one: each delete bumps the table version
+
+    ask(openai_client, "summary")
+    ask(openai_client, "sentiment")
+
+    drain_ledger()
+    read = {r.route: r.decision["ranking"]["live_read"] for r in UsageRecord.objects.all()}
+    assert read == {"summary": False, "sentiment": True}
