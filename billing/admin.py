@@ -15,7 +15,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils import timezone
 
-from billing import dashboard, reports
+from billing import dashboard, decision, reports
 from billing.actions import forget_user
 from billing.budgets import current_spend
 from billing.models import Budget, ContentSample, UsageRecord
@@ -44,6 +44,11 @@ class UsageRecordAdmin(admin.ModelAdmin):
     search_fields = ["request_id", "client_key_name", "model", "=end_user"]
     date_hierarchy = "created"
     actions = ["forget_end_users"]
+    readonly_fields = ["routing_decision"]
+
+    @admin.display(description="Routing decision")
+    def routing_decision(self, record: UsageRecord) -> str:
+        return decision.explain(record.decision)
 
     def get_urls(self) -> list[URLPattern]:
         savings = self.admin_site.admin_view(self.savings_view)

@@ -36,6 +36,7 @@ TRACKED: dict[str, dict[str, Any]] = {
     "routing.Route": {},
     "routing.RouteStep": {},
     "routing.QualityRule": {},
+    "routing.RoutingRule": {},
     # key_hash is set once, at creation, with the prefix that identifies the key;
     # last_used_at is written by the gateway on every use, not by anyone changing the key.
     "routing.ClientKey": {"exclude_fields": ["key_hash", "last_used_at"]},

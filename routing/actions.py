@@ -17,6 +17,7 @@ from project.alerts import raise_alert
 from project.auditing import record_update
 from project.incidents import open_incident
 from project.models import Incident
+from routing import rules_config
 from routing.config import ConfigError, CredentialSpec, GatewayConfig, KeyLimitSpec, ModelSpec
 from routing.experiments import config as experiments_config
 from routing.models import (
@@ -70,6 +71,8 @@ def import_config(config: GatewayConfig) -> Counter[str]:
             {"name": route_spec.name},
             enabled=True,
             environments=route_spec.environments,
+            strategy=route_spec.strategy,
+            quality_floor=route_spec.quality_floor,
             latency_target_ms=route_spec.latency_target_ms,
         )
         wanted = [deployments[label].id for label in route_spec.chain]
@@ -95,6 +98,8 @@ def import_config(config: GatewayConfig) -> Counter[str]:
         report[f"budget {outcome}"] += 1
     for limits in config.key_limits:
         report[f"key limits {_apply_key_limits(limits)}"] += 1
+    for rule in config.rules:
+        report[f"rule {rules_config.apply_rule(rule, _upsert)}"] += 1
     report.update(experiments_config.apply(config))
     # Every change above was a save or delete, whose signals bump the config version.
     return report
@@ -219,6 +224,7 @@ def _deployment_fields(model: ModelSpec, provider: Provider) -> dict[str, Any]:
         "enabled": model.enabled,
         "rpm": model.rpm,
         "tpm": model.tpm,
+        "max_concurrency": model.max_concurrency,
         **_direct_fields(model, provider),
     }
     if model.context_window:
@@ -328,6 +334,7 @@ def export_config() -> dict[str, Any]:
             enabled=d.enabled if not d.enabled else None,
             rpm=d.rpm,
             tpm=d.tpm,
+            max_concurrency=d.max_concurrency,
         )
         if d.price_source == Deployment.PriceSource.CONFIG:
             entry.update(
@@ -346,14 +353,13 @@ def export_config() -> dict[str, Any]:
     for route in Route.objects.all():
         chain = [str(d) for d in route.chain()]
         everywhere = set(route.environments) == set(Environment.values)
-        if everywhere and route.latency_target_ms is None:
-            routes[route.name] = chain
-            continue
-        routes[route.name] = _clean(
-            chain=chain,
+        long_form = _clean(
             environments=None if everywhere else route.environments,
+            strategy=route.strategy if route.strategy != "ordered" else None,
+            quality_floor=route.quality_floor,
             latency_target_ms=route.latency_target_ms,
         )
+        routes[route.name] = {"chain": chain, **long_form} if long_form else chain
     budgets = [
         _clean(
             scope=b.scope,
@@ -383,6 +389,9 @@ def export_config() -> dict[str, Any]:
             )
     if key_limits:
         exported["limits"] = {"keys": key_limits}
+    exported_rules = rules_config.export_rules()
+    if exported_rules:
+        exported["rules"] = exported_rules
     exported.update(experiments_config.export())
     return exported
 

@@ -41,9 +41,16 @@ from routing.models import (
     ProviderPlan,
     Route,
     RouteStep,
+    RoutingRule,
     Scope,
 )
 from routing.quality import admin as quality_admin  # noqa: F401  (registers its admins)
+from routing.rules_admin import (
+    RoutingRuleForm,
+    describe_actions,
+    describe_conditions,
+    live_summary,
+)
 from routing.status import status
 
 
@@ -271,6 +278,8 @@ class DeploymentAdmin(AuditedModelAdmin):
         "context_window",
         "enabled",
         "breaker",
+        "max_concurrency",
+        "live_numbers",
     ]
     list_filter = ["provider", "enabled", "price_source"]
     search_fields = ["name", "provider__name"]
@@ -283,6 +292,10 @@ class DeploymentAdmin(AuditedModelAdmin):
         state = sync_client().hget(BREAKER_KEY.format(deployment.id), "state")
         return state.decode() if isinstance(state, bytes) else "closed"
 
+    @admin.display(description="Live: in flight, latency, errors, quality")
+    def live_numbers(self, deployment: Deployment) -> str:
+        return live_summary(deployment)
+
 
 class RouteStepInline(admin.TabularInline):
     model = RouteStep
@@ -293,7 +306,8 @@ class RouteStepInline(admin.TabularInline):
 
 @admin.register(Route)
 class RouteAdmin(AuditedModelAdmin):
-    list_display = ["name", "description", "chain_display", "enabled"]
+    list_display = ["name", "description", "chain_display", "strategy", "quality_floor", "enabled"]
+    list_filter = ["strategy"]
     search_fields = ["name"]
     inlines = [RouteStepInline]
     actions = ["purge_cache"]
@@ -547,3 +561,58 @@ class BatchAdmin(admin.ModelAdmin):
 # The monitoring pages, and experiments and rollouts, have their own admin modules.
 import routing.experiments.admin  # noqa: E402, F401
 from routing import monitoring_admin  # noqa: E402, F401
+
+
+@admin.register(RoutingRule)
+class RoutingRuleAdmin(AuditedModelAdmin):
+    """Rules apply in priority order; see routing/README.md#rules-and-strategies."""
+
+    form = RoutingRuleForm
+    list_display = ["priority", "name", "conditions", "effects", "enabled"]
+    list_display_links = ["name"]
+    list_editable = ["priority", "enabled"]
+    list_filter = ["enabled"]
+    search_fields = ["name", "description"]
+    ordering = ["priority", "name"]
+    fieldsets = [
+        (None, {"fields": ["name", "description", "priority", "enabled"]}),
+        (
+            "When (every condition given must hold; an empty one matches anything)",
+            {
+                "fields": [
+                    "meeting_types",
+                    "industries",
+                    "languages",
+                    "participant_bands",
+                    "use_cases",
+                    "client_keys",
+                    "min_transcript_chars",
+                    "max_transcript_chars",
+                ]
+            },
+        ),
+        (
+            "Then",
+            {
+                "fields": [
+                    "route",
+                    "only",
+                    "exclude",
+                    "prefer",
+                    "max_tokens",
+                    "max_tokens_per_participant",
+                    "max_tokens_cap",
+                    "long_context_deployment",
+                    "long_context_above_chars",
+                ]
+            },
+        ),
+    ]
+
+    @admin.display(description="When")
+    def conditions(self, rule: RoutingRule) -> str:
+        return describe_conditions(rule)
+
+    @admin.display(description="Then")
+    def effects(self, rule: RoutingRule) -> str:
+        return describe_actions(rule)

@@ -36,6 +36,8 @@ from routing.batches import MAX_ITEMS
 from routing.batches.actions import cancel_batch, submit_batch
 from routing.batches.checks import ERRORS_SHOWN, InvalidBatch, check_requests, numbered, parse_jsonl
 from routing.models import Batch, BatchItem, ClientKey, Environment, Scope
+from routing.preview import preview_sync
+from routing.schema import validate_chat_body
 
 
 def caller(request: Request) -> ClientKey:
@@ -483,3 +485,17 @@ class BatchCancel(APIView):
             raise ApiError(409, f"This batch has already {batch.status}.", "batch_finished")
         batch.refresh_from_db()
         return Response(shown(batch))
+
+
+class RoutePreview(APIView):
+    """A chat completion's body in; its context, rule and ranked candidates out (routing.preview).
+
+    Scope ``chat``: a key that may send the request may see where it would go.
+    """
+
+    required_scope = "chat"
+
+    def post(self, request: Request) -> Response:
+        body = request.data if isinstance(request.data, dict) else {}
+        chat = validate_chat_body({**body, "stream": False})
+        return Response(preview_sync(chat, caller(request).key_hash))

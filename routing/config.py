@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from routing.models import DataRegion, Environment, Protocol
+from routing.models import DataRegion, Environment, Protocol, Strategy
 
 PROVIDER_FIELDS = {
     "protocol",
@@ -40,13 +40,23 @@ MODEL_FIELDS = {
     "enabled",
     "rpm",
     "tpm",
+    "max_concurrency",
 }
 CREDENTIAL_FIELDS = {"environment", "label", "api_key_env", "api_key", "rotation_days", "enabled"}
-ROUTE_FIELDS = {"chain", "environments", "latency_target_ms"}
+ROUTE_FIELDS = {"chain", "environments", "strategy", "quality_floor", "latency_target_ms"}
 BUDGET_FIELDS = {"scope", "ref", "period", "amount_usd", "hard", "alert_at"}
 LIMITS_FIELDS = {"keys"}
 KEY_LIMIT_FIELDS = {"rpm", "tpm", "max_concurrent", "burst"}
-TOP_LEVEL = {"providers", "models", "routes", "budgets", "limits", "rollouts", "experiments"}
+TOP_LEVEL = {
+    "providers",
+    "models",
+    "routes",
+    "budgets",
+    "limits",
+    "rules",
+    "rollouts",
+    "experiments",
+}
 KNOWN_VENDORS = {"openai", "google", "anthropic"}
 
 
@@ -125,6 +135,7 @@ class ModelSpec:
     enabled: bool = True
     rpm: int | None = None  # our own limits under the provider's quota; None: none
     tpm: int | None = None
+    max_concurrency: int | None = None  # requests in flight at once; None: no cap
     line: int = 0
 
 
@@ -133,6 +144,8 @@ class RouteSpec:
     name: str
     chain: list[tuple[str, str]]
     environments: list[str] = field(default_factory=lambda: list(Environment.values))
+    strategy: str = "ordered"
+    quality_floor: int | None = None
     latency_target_ms: int | None = None  # the quality rule "slow"; None: no target
     line: int = 0
 
@@ -170,6 +183,7 @@ class GatewayConfig:
     # routing.experiments.config: RolloutSpec and ExperimentSpec.
     rollouts: list[Any] = field(default_factory=list)
     experiments: list[Any] = field(default_factory=list)
+    rules: list[Any] = field(default_factory=list)  # routing.rules_config.RuleSpec
 
 
 def parse(text: str) -> GatewayConfig:
@@ -208,6 +222,10 @@ def parse(text: str) -> GatewayConfig:
         keys = _mapping(limits["keys"], "limits.keys") if "keys" in limits else {}
         for name, node in keys.items():
             config.key_limits.append(_key_limits(name, node))
+    if "rules" in top:
+        from routing.rules_config import parse_rules
+
+        config.rules = parse_rules(_sequence(top["rules"], "rules"), config)
     from routing.experiments import config as arms  # it reads nodes with this module's helpers
 
     arms.parse_into(config, top, deployments)
@@ -425,6 +443,7 @@ def _model(node: Node, where: str, providers: set[str]) -> ModelSpec:
         enabled=_bool(fields, "enabled", where, True),
         rpm=_number(fields, "rpm", where, int, None),
         tpm=_number(fields, "tpm", where, int, None),
+        max_concurrency=_number(fields, "max_concurrency", where, int, None),
         line=node.line,
     )
 
@@ -463,6 +482,7 @@ def _route(name: str, node: Node, deployments: set[tuple[str, str]]) -> RouteSpe
     environments = list(Environment.values)
     latency_target_ms = None
     chain_node = node
+    strategy, quality_floor = "ordered", None
     if isinstance(node.value, dict):
         # The long form: {chain: [...], environments: [prod, staging]}.
         fields = _fields(node, where, ROUTE_FIELDS)
@@ -480,6 +500,14 @@ def _route(name: str, node: Node, deployments: set[tuple[str, str]]) -> RouteSpe
                     f"must list some of {', '.join(Environment.values)}",
                 )
         latency_target_ms = _number(fields, "latency_target_ms", where, int, None)
+        if "strategy" in fields:
+            strategy = _choice(fields, "strategy", where, list(Strategy.values))
+        if "quality_floor" in fields:
+            quality_floor = _number(fields, "quality_floor", where, int, None)
+            if quality_floor > 100:
+                raise ConfigError(
+                    fields["quality_floor"].line, f"{where}.quality_floor", "must be 1 to 100"
+                )
         where = f"{where}.chain"
     chain = []
     for index, item in enumerate(_sequence(chain_node, where)):
@@ -499,6 +527,8 @@ def _route(name: str, node: Node, deployments: set[tuple[str, str]]) -> RouteSpe
         chain=chain,
         environments=environments,
         latency_target_ms=latency_target_ms,
+        strategy=strategy,
+        quality_floor=quality_floor,
         line=node.line,
     )
 

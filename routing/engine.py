@@ -37,7 +37,17 @@ from billing.budgets import BudgetInfo, Reservation, from_units, reserve_args
 from billing.ledger import LEDGER_KEY, UsageEntry
 from billing.money import PER_MTOK, quantize
 from project.errors import ApiError
-from routing import assignment, cache, context, limits, metrics, singleflight
+from routing import (
+    assignment,
+    cache,
+    context,
+    limits,
+    live,
+    metrics,
+    rules,
+    selection,
+    singleflight,
+)
 from routing.breaker import Breakers, Policy, State
 from routing.cache import CacheKey, CacheSettings, Stored
 from routing.http import Timeouts, UpstreamClient
@@ -282,7 +292,13 @@ class Engine:
         self.tables = tables
         self._settings = settings
         self._settings_source: object = None
-        scripts = (BUDGET_SCRIPTS, limits.SCRIPTS, cache.SCRIPTS, singleflight.SCRIPTS)
+        scripts = (
+            BUDGET_SCRIPTS,
+            limits.SCRIPTS,
+            cache.SCRIPTS,
+            singleflight.SCRIPTS,
+            live.SCRIPTS,
+        )
         self.breakers = Breakers(
             redis, policy, extra_scripts=tuple(s for group in scripts for s in group.values())
         )
@@ -347,11 +363,12 @@ class Engine:
 
     # -- one client request, whatever its shape ------------------------------------
 
-    async def _start(self, request: ChatRequest, caller: Caller) -> Run:
+    async def _start(self, request: ChatRequest, caller: Caller, preview: bool = False) -> Run:
         """Check and resolve a request, and admit it under its key's rate limits.
 
         All of it happens before any provider work: a request over its key's
-        limits is refused with 429 and its usage entry written.
+        limits is refused with 429 and its usage entry written. A ``preview``
+        stops before admission: the route preview's dry run of the same steps.
         """
         if caller.key is not None and not caller.key.may_use(request.model):
             raise ApiError(
@@ -362,7 +379,7 @@ class Engine:
                 param="model",
             )
         found = context.build(request, caller.key)
-        resolution = await self.resolve(request.model, caller.environment)
+        resolution, ruled = await self._ruled(request, caller, found)
         arms = await self._arms(request, caller, resolution)
         resolution = arms.resolution
         needs = Requirements.of(request.metadata)
@@ -376,10 +393,15 @@ class Engine:
             started=started,
             deadline=started + self.settings.deadline_seconds,
             context=found,
-            decision={"context": found.as_dict(), **arms.decision},
+            decision={"context": found.as_dict(), "rule": ruled, **arms.decision},
             arms=arms,
             estimated_tokens=limits.estimate_tokens(request),
         )
+        run.resolution, run.decision["ranking"] = await selection.select(
+            self, request, run.resolution, found.client_key, run.started_at
+        )
+        if preview:
+            return run
         if caller.key is not None:
             try:
                 run.admission = await self.limits.admit_key(
@@ -407,6 +429,36 @@ class Engine:
         )
         request.params.update(arms.parameters)
         return arms
+
+    async def _ruled(
+        self, request: ChatRequest, caller: Caller, found: context.RoutingContext
+    ) -> tuple[Resolution, dict[str, Any]]:
+        """Resolve the request with the routing rules applied (routing.rules): the route
+        they pick, their filters and order, and their parameters (set on the request)."""
+        table = await self.table()
+        routes = table.environments.get(caller.environment)
+        if routes is None or request.model not in routes.routes or not table.rules:
+            return await self.resolve(request.model, caller.environment), {}
+        chosen, explained = rules.choose(table.rules, found, request.model)
+        if chosen.route and table.resolve(chosen.route, caller.environment) is None:
+            explained["actions"].append(
+                {
+                    "rule": chosen.route_rule,
+                    "action": f"route {chosen.route}",
+                    "skipped": f"not available to {caller.environment} keys",
+                }
+            )
+            chosen.route = ""
+        resolution = await self.resolve(chosen.route or request.model, caller.environment)
+        chain = rules.apply(chosen, resolution.chain, request, found, routes.models)
+        return Resolution(resolution.route, chain), explained
+
+    async def preview(self, request: ChatRequest, caller: Caller) -> Run:
+        """The request's route, rule and ranked candidates, as `_serve` would try them;
+        nothing is reserved, admitted or sent."""
+        run = await self._start(request, caller, preview=True)
+        await self._deprioritise(run)
+        return run
 
     async def _serve[T](
         self, run: Run, call: Callable[..., Awaitable[T]]
@@ -510,9 +562,13 @@ class Engine:
         if lease is not None:
             commands.append(lease.settle_args(used_tokens))
             run.admission = Admission(None, run.admission.verdict)
-        if answered is not None and answered.id in run.leases:
-            # A candidate that failed keeps what it took: the provider counted that call.
-            commands.append(run.leases[answered.id].settle_args(used_tokens))
+        for deployment_id, held in run.leases.items():
+            if answered is not None and deployment_id == answered.id:
+                commands.append(held.settle_args(used_tokens))
+            else:
+                # A candidate that failed keeps the tokens it took (the provider counted
+                # that call) and frees its concurrency slot.
+                commands.append(held.release_args())
         run.leases = {}
         if stored is not None and run.cache_key is not None and self.settings.cache.enabled:
             put = cache.put_args(run.cache_key, stored, self.settings.cache)
@@ -599,6 +655,7 @@ class Engine:
                         wait = await self._failed(run, deployment, exc, attempt_started, retry)
                         if wait is None:
                             await self._release_provider_reservations(run)
+                            await self._free_slot(run, deployment)
                             break
                         retry += 1
                         await asyncio.sleep(wait)
@@ -713,13 +770,16 @@ class Engine:
             run.leases[deployment.id] = lease
         if refused is None:
             return None
-        which = "tokens" if refused.refused == "tokens" else "requests"
-        limit = deployment.tpm if which == "tokens" else deployment.rpm
+        if refused.refused == "concurrency":
+            message = (
+                f"{deployment.label} has {deployment.max_concurrency} requests in flight, its cap"
+            )
+        else:
+            which = "tokens" if refused.refused == "tokens" else "requests"
+            limit = deployment.tpm if which == "tokens" else deployment.rpm
+            message = f"{deployment.label} is at its limit of {limit} {which} per minute"
         return ProviderError(
-            FailureKind.REJECTED,
-            f"{deployment.label} is at its limit of {limit} {which} per minute",
-            code=DEPLOYMENT_LIMITED,
-            retry_after=refused.wait_seconds,
+            FailureKind.REJECTED, message, code=DEPLOYMENT_LIMITED, retry_after=refused.wait_seconds
         )
 
     async def _release(self, run: Run, error: ApiError | None = None) -> None:
@@ -728,6 +788,12 @@ class Engine:
         run.reservations = []
         for args in self._settlement(run, 0, error=error):
             await self.breakers.evalsha(*args)
+
+    async def _free_slot(self, run: Run, deployment: DeploymentInfo) -> None:
+        """A candidate given up on stops counting as in flight (its tokens stay taken)."""
+        held = run.leases.pop(deployment.id, None)
+        if held is not None:
+            await self.breakers.evalsha(*held.release_args())
 
     async def _release_provider_reservations(self, run: Run) -> None:
         """A candidate that failed hands its provider's reservation back."""
@@ -1030,7 +1096,13 @@ class Engine:
             )
         outcome = breaker_outcome(error)
         if outcome is not None:
-            await self.breakers.record(deployment.id, outcome, f"{error.code}: {error.message}")
+
+            def build(pipe: Any) -> None:
+                reason = f"{error.code}: {error.message}"
+                self.breakers.queue_record(pipe, deployment.id, outcome, reason)
+                live.queue(pipe, deployment.id, None, True)
+
+            await self.breakers.run(build)
 
     def _entry(self, run: Run) -> UsageEntry:
         caller, request = run.caller, run.request
@@ -1091,6 +1163,9 @@ class Engine:
                 pipe.hset(CREDENTIAL_LAST_USED, deployment.credential_id, int(time.time()))
             if deployment is not None and outcome is not None:
                 self.breakers.queue_record(pipe, deployment.id, outcome, reason, started_at)
+                answered = entry.attempts[-1] if entry.attempts else {}
+                latency = answered.get("latency_ms") if outcome == "ok" else None
+                live.queue(pipe, deployment.id, latency, outcome != "ok")
             for reservation in reservations:
                 pipe.execute_command("EVALSHA", *reservation.settle_args(entry.cost_usd))
             if sampled is not None:

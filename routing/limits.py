@@ -221,6 +221,10 @@ class Lease:
         back = self.estimated_tokens - used_tokens if self.tpm else 0
         return [SETTLE_SHA, 2, self.tokens_key, self.slots_key, self.tpm, back, self.request_id]
 
+    def release_args(self) -> list[Any]:
+        """Free the slot only: the tokens taken stay taken."""
+        return [SETTLE_SHA, 2, self.tokens_key, self.slots_key, 0, 0, self.request_id]
+
 
 @dataclass
 class Admission:
@@ -240,9 +244,13 @@ def key_buckets(key: KeyInfo) -> tuple[str, str, str]:
 
 
 def deployment_buckets(deployment: DeploymentInfo) -> tuple[str, str, str]:
-    # Per credential: a provider's quota belongs to the account whose key is sent.
-    tag = f"sb:rl:{{d{deployment.id}c{deployment.credential_id or 0}}}"
+    tag = deployment_tag(deployment.id, deployment.credential_id)
     return f"{tag}:requests", f"{tag}:tokens", f"{tag}:slots"
+
+
+def deployment_tag(deployment_id: int, credential_id: int | None) -> str:
+    # Per credential: a provider's quota belongs to the account whose key is sent.
+    return f"sb:rl:{{d{deployment_id}c{credential_id or 0}}}"
 
 
 def nearly_spent(quota: Quota | None, reserve: float) -> float | None:
@@ -299,11 +307,20 @@ class Limiter:
     async def admit_deployment(
         self, deployment: DeploymentInfo, request_id: str, tokens: int
     ) -> tuple[Lease | None, Verdict | None]:
-        """Take from a deployment's buckets: (its lease, None), or (None, the refusal)."""
-        if not (deployment.rpm or deployment.tpm):
-            return None, None
+        """Take from a deployment's buckets and, when it has a cap, a concurrency slot
+        (routing.live counts them): (its lease, None), or (None, the refusal)."""
+        if not (deployment.rpm or deployment.tpm or deployment.max_concurrency):
+            return None, None  # nothing to count: no round trip
         keys = deployment_buckets(deployment)
-        verdict = await self._check(keys, deployment.rpm, 0, deployment.tpm, tokens, 0, request_id)
+        verdict = await self._check(
+            keys,
+            deployment.rpm,
+            0,
+            deployment.tpm,
+            tokens,
+            deployment.max_concurrency,
+            request_id,
+        )
         if verdict.refused:
             return None, verdict
         return Lease(request_id, keys[1], keys[2], deployment.tpm, tokens), None

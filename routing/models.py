@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from uuid import uuid4
 
+from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -295,6 +296,11 @@ class Deployment(models.Model):
     tpm = models.PositiveIntegerField(
         "tokens per minute", null=True, blank=True, help_text="Empty: no limit."
     )
+    # Requests in flight at once across every gateway process (routing.live); past it,
+    # a request spills over to the route's next candidate.
+    max_concurrency = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests in flight at once. Empty: no cap."
+    )
     enabled = models.BooleanField(default=True)
     created = models.DateTimeField(default=timezone.now)
     code = models.UUIDField(default=uuid4, unique=True, editable=False)
@@ -313,6 +319,15 @@ class Deployment(models.Model):
         return f"{self.provider.name}/{self.name}"
 
 
+class Strategy(models.TextChoices):
+    """How a route ranks its candidates for each request (routing.selection)."""
+
+    ORDERED = "ordered", "Ordered: the chain's order"
+    CHEAPEST = "cheapest", "Cheapest: lowest estimated cost for the request"
+    FASTEST = "fastest", "Fastest: lowest rolling latency"
+    BALANCED = "balanced", "Balanced: latency, cost, errors, quality and load"
+
+
 class Route(models.Model):
     """A use case clients name in `model` ("summary"), and the chain that serves it."""
 
@@ -321,6 +336,14 @@ class Route(models.Model):
     environments = models.JSONField(
         default=all_environments,
         help_text="The environments whose client keys may use this route.",
+    )
+    strategy = models.CharField(max_length=10, choices=Strategy.choices, default=Strategy.ORDERED)
+    quality_floor = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(100)],
+        help_text="Candidates whose rolling quality score (0-100) is below this go last. "
+        "Empty: no floor.",
     )
     enabled = models.BooleanField(default=True)
     latency_target_ms = models.PositiveIntegerField(
@@ -744,3 +767,81 @@ from routing.experiments.models import (  # noqa: E402
 
 # Quality's models (routing/quality/models.py) belong to this app.
 from routing.quality.models import Feedback, JudgeScore, QualityRule  # noqa: E402, F401
+
+
+def _no_items() -> list[str]:
+    return []
+
+
+class RoutingRule(models.Model):
+    """Conditions on a request's context, and what to do when they hold (routing.rules).
+
+    Every enabled rule whose conditions all hold applies, in priority order (lowest
+    number first); each setting comes from the first matching rule that sets it,
+    and filters add up. An empty condition matches anything.
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    description = models.CharField(max_length=200, blank=True)
+    priority = models.PositiveSmallIntegerField(
+        default=100, help_text="Lower numbers apply first and win a setting."
+    )
+    enabled = models.BooleanField(default=True)
+    # Conditions: a list holds when the context's value is one of its items.
+    meeting_types = models.JSONField(default=_no_items, blank=True)
+    industries = models.JSONField(default=_no_items, blank=True)
+    languages = models.JSONField(default=_no_items, blank=True)
+    participant_bands = models.JSONField(
+        default=_no_items, blank=True, help_text="Of 1-2, 3-5, 6-10, 11+."
+    )
+    use_cases = models.JSONField(
+        default=_no_items, blank=True, help_text="metadata use_case, or the route asked for."
+    )
+    client_keys = models.JSONField(default=_no_items, blank=True, help_text="Client key names.")
+    min_transcript_chars = models.PositiveIntegerField(null=True, blank=True)
+    max_transcript_chars = models.PositiveIntegerField(null=True, blank=True)
+    # Actions.
+    route = models.SlugField(
+        max_length=64, blank=True, help_text="Serve the request by this route instead."
+    )
+    only = models.JSONField(
+        default=_no_items,
+        blank=True,
+        help_text="Keep only these candidates: provider names or provider/model labels.",
+    )
+    exclude = models.JSONField(
+        default=_no_items, blank=True, help_text="Drop these candidates (providers or labels)."
+    )
+    prefer = models.JSONField(
+        default=_no_items,
+        blank=True,
+        help_text="Move these candidates first, in this order (providers or labels).",
+    )
+    max_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="max_tokens for requests that set none."
+    )
+    max_tokens_per_participant = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Adds this many max_tokens per participant to max_tokens (the base).",
+    )
+    max_tokens_cap = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The most the per-participant formula gives."
+    )
+    long_context_deployment = models.CharField(
+        max_length=200, blank=True, help_text="provider/model tried first above the length below."
+    )
+    long_context_above_chars = models.PositiveIntegerField(null=True, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+    code = models.UUIDField(default=uuid4, unique=True, editable=False)
+
+    class Meta:
+        ordering = ["priority", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.priority}: {self.name}"
+
+    def clean(self) -> None:
+        from routing.rules import check_rule
+
+        check_rule(self)

@@ -24,6 +24,7 @@ from routing.models import (
     Rollout,
     Route,
     RouteStep,
+    RoutingRule,
     Variant,
 )
 from routing.quality.feedback import forget_end_user
@@ -46,6 +47,7 @@ for model in (
     PriceOverride,
     Route,
     RouteStep,
+    RoutingRule,
     ClientKey,
     Budget,
     Experiment,

@@ -26,6 +26,7 @@ from project.secrets import SecretUnreadable
 from routing.experiments import snapshot
 from routing.experiments.snapshot import ArmSet
 from routing.quality.config import QualityConfig
+from routing.rules import RuleInfo
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class DeploymentInfo:
     # Our own limits under the provider's quota (routing.limits); 0: none.
     rpm: int = 0
     tpm: int = 0
+    # Requests in flight at once (routing.live); 0: no cap.
+    max_concurrency: int = 0
 
     @property
     def label(self) -> str:
@@ -127,6 +130,14 @@ class Resolution:
 
 
 @dataclass(frozen=True)
+class RoutePolicy:
+    """How a route ranks its candidates (routing.selection)."""
+
+    strategy: str = "ordered"
+    quality_floor: int | None = None
+
+
+@dataclass(frozen=True)
 class RouteSet:
     """What the keys of one environment can reach, with that environment's credentials."""
 
@@ -159,6 +170,9 @@ class RoutingTable:
     # Running rollouts and experiments, per environment (routing.assignment applies them).
     arms: dict[str, ArmSet] = field(default_factory=dict)
     quality: QualityConfig = field(default_factory=QualityConfig)  # rule weights, latency targets
+    # Route name -> its strategy and quality floor; routing rules, by priority.
+    policies: dict[str, RoutePolicy] = field(default_factory=dict)
+    rules: tuple[RuleInfo, ...] = ()
 
     def resolve(self, name: str, environment: str) -> Resolution | None:
         return self.environments.get(environment, EMPTY).resolve(name)
@@ -183,7 +197,14 @@ def build_table(version: int) -> RoutingTable:
 
 def _build_table(version: int) -> RoutingTable:
     from billing.models import Budget
-    from routing.models import ClientKey, Deployment, Environment, ProviderCredential, Route
+    from routing.models import (
+        ClientKey,
+        Deployment,
+        Environment,
+        ProviderCredential,
+        Route,
+        RoutingRule,
+    )
     from routing.quality import config as quality_config
 
     ordered = list(
@@ -235,6 +256,8 @@ def _build_table(version: int) -> RoutingTable:
         budgets=tuple(b.info() for b in Budget.objects.all()),
         arms=snapshot.build(environments),
         quality=quality_config.load(route_rows),
+        policies={r.name: RoutePolicy(r.strategy, r.quality_floor) for r in route_rows},
+        rules=tuple(RuleInfo.of(r) for r in RoutingRule.objects.filter(enabled=True)),
     )
 
 
@@ -270,6 +293,7 @@ def _info(deployment: Any, credential: tuple[int, str]) -> DeploymentInfo:
         data_region=provider.data_region,
         rpm=deployment.rpm or 0,
         tpm=deployment.tpm or 0,
+        max_concurrency=deployment.max_concurrency or 0,
         vendor=provider.vendor,
         input_usd_per_mtok=deployment.input_usd_per_mtok,
         output_usd_per_mtok=deployment.output_usd_per_mtok,

@@ -25,4 +25,5 @@ urlpatterns = [
         quality_api.SatisfactionReport.as_view(),
         name="feedback-satisfaction",
     ),
+    path("route/preview", api.RoutePreview.as_view(), name="route-preview"),
 ]

@@ -76,11 +76,12 @@ def test_each_deployment_gets_a_one_token_completion_with_the_production_key(
 
     assert sorted(p.label for p in probes) == sorted(str(d) for d in Deployment.objects.all())
     assert all(p.ok and p.status_code == 200 for p in probes)
-    assert ProbeResult.objects.filter(ok=True).count() == 5
+    assert ProbeResult.objects.filter(ok=True).count() == Deployment.objects.count()
     assert set(DeploymentHealth.objects.values_list("state", flat=True)) == {"up"}
     assert all(r.cost_usd and r.cost_usd > 0 for r in ProbeResult.objects.all())
     calls = demo.calls()
-    assert calls["aimlapi"]["count"] == 2  # two models on it
+    on_aimlapi = Deployment.objects.filter(provider__name="aimlapi").count()
+    assert calls["aimlapi"]["count"] == on_aimlapi  # each of its models
     assert calls["aimlapi"]["last_request"]["max_tokens"] == 1
     assert calls["openai"]["last_request"]["max_completion_tokens"] == 1
     assert calls["anthropic"]["last_request"]["max_tokens"] == 1

@@ -25,7 +25,7 @@ from billing.models import UsageRecord
 from routing.auth import ClientKeyAuthentication, HasScope
 from routing.gateway import ENDPOINTS
 from routing.models import Batch, BatchItem, ClientKey, Route, Scope, hash_key
-from tests.factories import make_client_key
+from tests.factories import load_demo_config, make_client_key
 from tests.servers import SimulatorHandle
 
 # Scopes that no endpoint needs yet. Adding their endpoints means adding their
@@ -62,6 +62,12 @@ def an_answer_of(caller: ClientKey) -> dict[str, str]:
 def a_route(caller: ClientKey) -> dict[str, str]:
     """A route the new batch's requests can name (a batch checks its models first)."""
     Route.objects.get_or_create(name="summary")
+    return {}
+
+
+def the_demo_routes(caller: ClientKey) -> dict[str, str]:
+    """The demo's routes, for a preview (which calls no provider, so no simulator runs)."""
+    load_demo_config("http://127.0.0.1:9")
     return {}
 
 
@@ -133,6 +139,7 @@ API_CALLS = [
         params=an_answer_of,
     ),
     ApiCall("GET", "/api/v1/feedback/satisfaction", "usage:read"),
+    ApiCall("POST", "/api/v1/route/preview", "chat", body=BATCH_REQUEST, params=the_demo_routes),
 ]
 
 MESSAGES = [{"role": "user", "content": "Summarise the call."}]
@@ -261,7 +268,8 @@ def test_an_api_endpoint_refuses_a_key_with_every_scope_but_its_own(call: ApiCal
     assert unchanged_keys() == before
 
 
-@pytest.mark.django_db
+# Transactional: the route preview reads the routing table, which another thread builds.
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("call", API_CALLS, ids=str)
 def test_an_api_endpoint_answers_a_key_with_only_its_scope(call: ApiCall) -> None:
     raw = make_client_key(name="right", scopes=[call.scope])

@@ -1,0 +1,261 @@
+"""Ranking a route's candidates for one request: its strategy, then the demotions.
+
+Each route has a strategy (`Route.strategy`, in the routing table's `RoutePolicy`):
+
+- ``ordered``: the chain's order (after the rules), as configured.
+- ``cheapest``: the lowest estimated cost of this request on the deployment
+  (its prompt, about 4 characters a token, and its ``max_tokens`` or 256
+  output tokens, at the deployment's price or its plan's highest rate).
+- ``fastest``: the lowest rolling latency (`routing.live`); a deployment not
+  measured lately counts as the median of those that are, so it is tried.
+- ``balanced``: the lowest weighted sum of, each scaled to 0..1 across the
+  candidates, latency * 0.30, estimated cost * 0.30, error rate * 0.20,
+  quality shortfall (1 - score/100) * 0.10 and load (in flight / cap) * 0.10.
+  Budget pressure (the highest share spent of the budgets that apply) raises
+  the cost weight up to threefold: * (1 + 2 * pressure).
+
+Whatever the strategy, in this order of precedence:
+
+1. a deployment whose breaker is open (and still cooling down) goes last;
+   the engine's `_candidates` is what skips it;
+2. a deployment at its concurrency cap goes after the rest: the request
+   spills over to the next (and if it frees up meanwhile, it is still tried);
+3. a deployment whose quality score is below the route's quality floor goes
+   after those above it (no score: neutral, never demoted);
+4. when an applicable budget is past its degrade point, or any is at least
+   ``PRESSURE_CHEAPEST`` spent, price decides the order (the engine's degrade
+   rule, applied here so that the ranking says so).
+
+Ties keep the chain's order. Every candidate's entry in the explanation has its
+rank, its score parts, the reason for its place and its estimated cost; it goes
+to the usage record (``decision["ranking"]``) and the route preview.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from billing.money import PER_MTOK, quantize
+from routing import live
+from routing.breaker import Reading, State
+from routing.limits import ESTIMATED_OUTPUT_TOKENS, TOKENS_PER_MESSAGE
+from routing.schema import ChatRequest
+from routing.table import DeploymentInfo, Resolution, RoutePolicy
+
+STRATEGIES = ("ordered", "cheapest", "fastest", "balanced")
+WEIGHTS = {"latency": 0.30, "cost": 0.30, "errors": 0.20, "quality": 0.10, "load": 0.10}
+# Any budget that applies spent this far: cheapest first, as past a degrade point.
+PRESSURE_CHEAPEST = 0.9
+
+
+def estimated_cost(request: ChatRequest, deployment: DeploymentInfo) -> Decimal:
+    """What this request is expected to cost on ``deployment`` (not its worst case)."""
+    prompt = request.prompt_chars() // 4 + TOKENS_PER_MESSAGE * len(request.messages)
+    output = request.max_output_tokens or ESTIMATED_OUTPUT_TOKENS
+    if deployment.plan is not None:
+        return quantize((prompt + output) * deployment.plan.highest_rate_per_mtok() / PER_MTOK)
+    return deployment.cost(prompt, output)
+
+
+def price_per_mtok(deployment: DeploymentInfo) -> Decimal:
+    """As the engine's budget degrade ranks: a million tokens each way."""
+    if deployment.plan is not None:
+        return 2 * deployment.plan.highest_rate_per_mtok()
+    return deployment.cost(1_000_000, 1_000_000)
+
+
+@dataclass
+class Candidate:
+    deployment: DeploymentInfo
+    position: int
+    live: live.Live
+    cost: Decimal
+    breaker_open: bool = False
+    at_cap: bool = False
+    below_floor: bool = False
+    score: float = 0.0
+    parts: dict[str, float] | None = None
+
+
+def rank(
+    chain: tuple[DeploymentInfo, ...],
+    policy: RoutePolicy,
+    snapshot: live.Snapshot,
+    readings: dict[int, Reading],
+    request: ChatRequest,
+    cooldown_seconds: float,
+    now: float | None = None,
+) -> tuple[tuple[DeploymentInfo, ...], dict[str, Any]]:
+    """The chain in the order to try it, and why."""
+    now = time.time() if now is None else now
+    strategy = policy.strategy if policy.strategy in STRATEGIES else "ordered"
+    candidates = []
+    for position, deployment in enumerate(chain):
+        numbers = snapshot.deployments.get(deployment.id, live.Live())
+        reading = readings.get(deployment.id)
+        candidate = Candidate(deployment, position, numbers, estimated_cost(request, deployment))
+        candidate.breaker_open = (
+            reading is not None
+            and reading.state is State.OPEN
+            and now - reading.opened_at < cooldown_seconds
+        )
+        cap = deployment.max_concurrency
+        candidate.at_cap = bool(cap) and numbers.in_flight >= cap
+        candidate.below_floor = (
+            policy.quality_floor is not None
+            and numbers.quality is not None
+            and numbers.quality < policy.quality_floor
+        )
+        candidates.append(candidate)
+    known = [c.live.latency_ms for c in candidates if c.live.latency_ms is not None]
+    neutral_latency = statistics.median(known) if known else 0.0
+    by_price = bool(snapshot.degraded_by) or snapshot.budget_pressure >= PRESSURE_CHEAPEST
+    _score(candidates, strategy, neutral_latency, snapshot.budget_pressure)
+
+    def primary(c: Candidate) -> tuple[Any, ...]:
+        if by_price:
+            return (price_per_mtok(c.deployment),)
+        if strategy == "cheapest":
+            return (c.cost,)
+        if strategy == "fastest":
+            return (c.live.latency_ms if c.live.latency_ms is not None else neutral_latency,)
+        if strategy == "balanced":
+            return (c.score,)
+        return ()
+
+    ordered = sorted(
+        candidates,
+        key=lambda c: (c.breaker_open, c.at_cap, c.below_floor, *primary(c), c.position),
+    )
+    entries = []
+    for rank_, candidate in enumerate(ordered, start=1):
+        entries.append(
+            {
+                "rank": rank_,
+                "deployment": candidate.deployment.label,
+                "deployment_id": candidate.deployment.id,
+                "chain_position": candidate.position + 1,
+                "estimated_cost_usd": f"{candidate.cost:f}",
+                "live": candidate.live.as_dict(),
+                "score": round(candidate.score, 4) if strategy == "balanced" else None,
+                "parts": candidate.parts if strategy == "balanced" else None,
+                "reason": _reason(candidate, strategy, policy, snapshot, by_price),
+            }
+        )
+    explanation: dict[str, Any] = {
+        "strategy": strategy,
+        "quality_floor": policy.quality_floor,
+        "candidates": entries,
+    }
+    if snapshot.pressing_budget:
+        explanation["budget"] = {
+            "label": snapshot.pressing_budget,
+            "spent_share": round(snapshot.budget_pressure, 3),
+            "cheapest_first": by_price,
+        }
+    return tuple(c.deployment for c in ordered), explanation
+
+
+def _score(
+    candidates: list[Candidate], strategy: str, neutral_latency: float, pressure: float
+) -> None:
+    """Balanced: each part scaled to 0..1 across the candidates, weighted, summed."""
+    if strategy != "balanced" or not candidates:
+        return
+    latencies = [
+        c.live.latency_ms if c.live.latency_ms is not None else neutral_latency for c in candidates
+    ]
+    top_latency = max(latencies) or 1.0
+    top_cost = max(c.cost for c in candidates) or Decimal(1)
+    known_quality = [float(c.live.quality) for c in candidates if c.live.quality is not None]
+    neutral_quality = statistics.mean(known_quality) if known_quality else 100.0
+    cost_weight = WEIGHTS["cost"] * (1 + 2 * pressure)
+    for candidate, latency in zip(candidates, latencies, strict=True):
+        cap = candidate.deployment.max_concurrency
+        quality = (
+            float(candidate.live.quality) if candidate.live.quality is not None else neutral_quality
+        )
+        parts = {
+            "latency": WEIGHTS["latency"] * latency / top_latency,
+            "cost": cost_weight * float(candidate.cost / top_cost),
+            "errors": WEIGHTS["errors"] * candidate.live.error_rate,
+            "quality": WEIGHTS["quality"] * max(0.0, 1 - quality / 100),
+            "load": WEIGHTS["load"] * (min(1.0, candidate.live.in_flight / cap) if cap else 0.0),
+        }
+        candidate.parts = {name: round(value, 4) for name, value in parts.items()}
+        candidate.score = sum(parts.values())
+
+
+def _reason(
+    c: Candidate, strategy: str, policy: RoutePolicy, snapshot: live.Snapshot, by_price: bool
+) -> str:
+    if c.breaker_open:
+        return "breaker open: tried last, only if every other candidate fails"
+    if c.at_cap:
+        return (
+            f"at its concurrency cap ({c.live.in_flight}/{c.deployment.max_concurrency} "
+            "in flight): spills over to the next"
+        )
+    if c.below_floor:
+        return f"quality {c.live.quality} below the route's floor of {policy.quality_floor}"
+    if by_price:
+        budget = snapshot.degraded_by or snapshot.pressing_budget
+        return (
+            f"budget pressure ({budget}): cheapest first, "
+            f"${price_per_mtok(c.deployment):f} per million tokens each way"
+        )
+    if strategy == "cheapest":
+        return f"estimated ${c.cost:f} for this request"
+    if strategy == "fastest":
+        if c.live.latency_ms is None:
+            return "no latency measured lately: counted as the route's median"
+        return f"rolling latency {round(c.live.latency_ms)} ms"
+    if strategy == "balanced":
+        assert c.parts is not None
+        biggest = max(c.parts, key=lambda name: c.parts[name] if c.parts else 0)
+        return f"score {c.score:.3f} (lower is better; most from {biggest})"
+    return f"position {c.position + 1} in the route"
+
+
+async def select(
+    engine: Any,
+    request: ChatRequest,
+    resolution: Resolution,
+    key_name: str,
+    started_at: datetime,
+) -> tuple[Resolution, dict[str, Any]]:
+    """Rank ``resolution``'s chain for this request: one Redis round trip for the live
+    numbers and budget spend, and the breakers (cached for a moment, read in one)."""
+    table = await engine.table()
+    policy = table.policies.get(resolution.route, RoutePolicy())
+    chain = resolution.chain
+    budgets = [
+        (b.key(started_at), b.amount_usd, b.label, b.degrade_at_pct)
+        for b in table.budgets
+        if b.applies_to(key_name, resolution.route)
+    ]
+    needs_live = (
+        policy.strategy != "ordered"
+        or policy.quality_floor is not None
+        or budgets
+        or any(d.max_concurrency for d in chain)
+    )
+    # An ordered route without a floor, caps or budgets ranks the same without them:
+    # no round trip.
+    snapshot = await live.read(engine.breakers.evalsha, chain, budgets) if needs_live else None
+    readings = await engine.breakers.read([d.id for d in chain])
+    ordered, explanation = rank(
+        chain,
+        policy,
+        snapshot or live.Snapshot({}),
+        readings,
+        request,
+        engine.breakers.policy.cooldown_seconds,
+    )
+    explanation["live_read"] = snapshot is not None
+    return Resolution(resolution.route, ordered), explanation
