@@ -37,7 +37,7 @@ from routing.batches.actions import cancel_batch, submit_batch
 from routing.batches.checks import ERRORS_SHOWN, InvalidBatch, check_requests, numbered, parse_jsonl
 from routing.models import Batch, BatchItem, ClientKey, Environment, Scope
 from routing.preview import preview_sync
-from routing.schema import validate_chat_body
+from routing.schema import add_context_headers, validate_chat_body
 
 
 def caller(request: Request) -> ClientKey:
@@ -498,4 +498,5 @@ class RoutePreview(APIView):
     def post(self, request: Request) -> Response:
         body = request.data if isinstance(request.data, dict) else {}
         chat = validate_chat_body({**body, "stream": False})
+        add_context_headers(chat, request.headers.items())  # as the gateway does
         return Response(preview_sync(chat, caller(request).key_hash))

@@ -440,12 +440,18 @@ class Engine:
         if routes is None or request.model not in routes.routes or not table.rules:
             return await self.resolve(request.model, caller.environment), {}
         chosen, explained = rules.choose(table.rules, found, request.model)
+        skipped = ""
         if chosen.route and table.resolve(chosen.route, caller.environment) is None:
+            skipped = f"not available to {caller.environment} keys"
+        elif chosen.route and caller.key is not None and not caller.key.may_use(chosen.route):
+            # A rule may not lift the key's own limit on what it reaches.
+            skipped = "not among the models this key may use"
+        if skipped:
             explained["actions"].append(
                 {
                     "rule": chosen.route_rule,
                     "action": f"route {chosen.route}",
-                    "skipped": f"not available to {caller.environment} keys",
+                    "skipped": skipped,
                 }
             )
             chosen.route = ""

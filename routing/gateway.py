@@ -20,7 +20,12 @@ from project.errors import ApiError
 from project.logs import bind_request_id
 from routing.client import EnhancedHybridAIClient, close_engine, current_engine
 from routing.engine import Caller
-from routing.schema import ChatRequest, parse_chat_request
+from routing.schema import (
+    CONTEXT_HEADER_PREFIX,
+    ChatRequest,
+    add_context_headers,
+    parse_chat_request,
+)
 from routing.table import KeyInfo
 
 log = logging.getLogger(__name__)
@@ -85,8 +90,7 @@ class GatewayApp:
 
     async def chat(self, key: KeyInfo, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         request = parse_chat_request(await read_body(receive))
-        for name, value in context_headers(scope).items():
-            request.metadata.setdefault(name, value)
+        add_context_headers(request, context_headers(scope))
         caller = Caller(key=key)
         bind_request_id(caller.request_id)  # on every log line of this request (project/logs.py)
         try:
@@ -159,17 +163,16 @@ def bearer(scope: dict[str, Any]) -> str | None:
     return None
 
 
-CONTEXT_PREFIX = b"x-switchboard-"
+CONTEXT_PREFIX = CONTEXT_HEADER_PREFIX.encode()
 
 
-def context_headers(scope: dict[str, Any]) -> dict[str, str]:
-    """`X-Switchboard-Meeting-Type: sales` → {"meeting_type": "sales"} (metadata wins)."""
-    found = {}
-    for name, value in scope["headers"]:
-        if name.startswith(CONTEXT_PREFIX):
-            key = name[len(CONTEXT_PREFIX) :].decode("latin-1").replace("-", "_")
-            found[key] = value.decode("utf-8", "replace")
-    return found
+def context_headers(scope: dict[str, Any]) -> list[tuple[str, str]]:
+    """The request's ``X-Switchboard-*`` headers (the others are not even decoded)."""
+    return [
+        (name.decode("latin-1"), value.decode("utf-8", "replace"))
+        for name, value in scope["headers"]
+        if name.startswith(CONTEXT_PREFIX)
+    ]
 
 
 async def read_body(receive: Receive) -> bytes:

@@ -6,6 +6,7 @@ before any provider is called (and before anything is charged).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,8 @@ NUMERIC_RANGES: dict[str, tuple[float, float]] = {
     "presence_penalty": (-2.0, 2.0),
     "frequency_penalty": (-2.0, 2.0),
 }
+# `X-Switchboard-Meeting-Type: sales` is metadata `meeting_type: sales` (metadata wins).
+CONTEXT_HEADER_PREFIX = "x-switchboard-"
 # Metadata keys naming the end user when the request has no OpenAI `user` field.
 END_USER_KEYS = ("user_id", "user")
 PASSTHROUGH = {
@@ -218,3 +221,12 @@ def _validate_tools(tools: Any) -> None:
                 f'\'tools[{index}]\' must be {{"type": "function", "function": {{"name": ...}}}}.',
                 f"tools[{index}]",
             )
+
+
+def add_context_headers(request: ChatRequest, headers: Iterable[tuple[str, str]]) -> None:
+    """Fill the request's metadata from ``X-Switchboard-*`` headers it does not already set."""
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered.startswith(CONTEXT_HEADER_PREFIX):
+            key = lowered[len(CONTEXT_HEADER_PREFIX) :].replace("-", "_")
+            request.metadata.setdefault(key, value)

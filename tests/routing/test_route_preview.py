@@ -185,3 +185,40 @@ def test_the_preview_names_the_deployment_that_then_answers(
     assert [c["deployment"] for c in record.decision["ranking"]["candidates"]] == [
         c["deployment"] for c in shown["ranking"]["candidates"]
     ]
+
+
+def test_the_preview_reads_the_context_from_headers_like_the_gateway(
+    gateway: str, client_key: str, demo: SimulatorHandle
+) -> None:
+    response = httpx.post(
+        f"{gateway}/api/v1/route/preview",
+        json={"model": "summary", "messages": MESSAGES},
+        headers={
+            "Authorization": f"Bearer {client_key}",
+            "X-Switchboard-Meeting-Type": "executive",
+        },
+    )
+    assert response.status_code == 200, response.text
+    shown = response.json()
+    assert shown["context"]["meeting_type"] == "executive"
+    assert shown["route"] == "executive"
+
+
+def test_a_rule_cannot_take_a_key_past_the_models_it_may_use(
+    gateway: str, demo: SimulatorHandle
+) -> None:
+    from routing.actions import create_client_key
+
+    key, raw = create_client_key("summary-only", ["chat"])
+    key.allowed_models = ["summary"]
+    key.save()
+    client = openai.OpenAI(base_url=f"{gateway}/v1", api_key=raw, max_retries=0)
+
+    answer = client.chat.completions.with_raw_response.create(
+        model="summary", messages=MESSAGES, metadata={"meeting_type": "executive"}
+    )
+
+    assert answer.headers["x-switchboard-route"] == "summary"
+    drain_ledger()
+    actions = UsageRecord.objects.get().decision["rule"]["actions"]
+    assert {"skipped": "not among the models this key may use"}.items() <= actions[-1].items()
