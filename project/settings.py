@@ -232,6 +232,15 @@ SWITCHBOARD = {
     "CACHE_MAX_ENTRY_BYTES": env.int("SWITCHBOARD_CACHE_MAX_ENTRY_BYTES", default=262_144),
     "SINGLE_FLIGHT_ENABLED": env.bool("SWITCHBOARD_SINGLE_FLIGHT_ENABLED", default=True),
     "SINGLE_FLIGHT_LOCK_SECONDS": env.float("SWITCHBOARD_SINGLE_FLIGHT_LOCK_SECONDS", default=5.0),
+    # Context detection (routing/README.md#the-routing-context): the languages served (ISO
+    # 639-1, comma-separated; empty: any), the default of organisations that name none;
+    # a detected meeting type less certain than this is "other".
+    "LANGUAGES": tuple(
+        code.strip().lower() for code in env.list("SWITCHBOARD_LANGUAGES", default=[]) if code
+    ),
+    "MEETING_TYPE_MIN_CONFIDENCE": env.float(
+        "SWITCHBOARD_MEETING_TYPE_MIN_CONFIDENCE", default=0.5
+    ),
 }
 if not 0.0 <= SWITCHBOARD["SAMPLE_RATE"] <= 1.0:
     raise ImproperlyConfigured("SWITCHBOARD_SAMPLE_RATE must be between 0 and 1.")

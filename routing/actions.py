@@ -391,7 +391,8 @@ def create_client_key(
 def rotate_client_key(key: ClientKey, grace: timedelta) -> tuple[ClientKey, str]:
     """Issue ``key``'s successor; the old key keeps working for ``grace``, then expires.
 
-    The successor has the same name, scopes, environment, allowed models and rate limits.
+    The successor has the same name, scopes, environment, allowed models, rate limits
+    and organisation.
     Returns it and its raw value, which is shown once.
     """
     successor = ClientKey(
@@ -403,6 +404,7 @@ def rotate_client_key(key: ClientKey, grace: timedelta) -> tuple[ClientKey, str]
         tpm=key.tpm,
         max_concurrent=key.max_concurrent,
         burst=key.burst,
+        organisation=key.organisation,
         rotated_from=key,
     )
     raw = successor.assign_new_secret()

@@ -13,6 +13,7 @@ from project.redis import sync_client
 from routing.models import (
     ClientKey,
     Deployment,
+    Organisation,
     PriceOverride,
     Provider,
     ProviderCredential,
@@ -40,6 +41,7 @@ for model in (
     Route,
     RouteStep,
     ClientKey,
+    Organisation,
     Budget,
 ):
     name = model.__name__
