@@ -26,6 +26,7 @@ gateway warms it at startup, so no request waits for training).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import pickle
@@ -60,7 +61,7 @@ def features(text: str) -> list[str]:
     """The features of one excerpt: words, adjacent pairs, and stems of longer words."""
     words = WORD.findall(text.lower())
     found = list(words)
-    found.extend(f"{a} {b}" for a, b in zip(words, words[1:], strict=False))
+    found.extend(f"{a} {b}" for a, b in itertools.pairwise(words))
     found.extend(f"~{w[:STEM]}" for w in words if len(w) > STEM)
     return found
 
@@ -137,7 +138,7 @@ def _pipeline() -> Any:
     return Pipeline(
         [
             ("tfidf", TfidfVectorizer(analyzer=features, sublinear_tf=True)),
-            ("model", LogisticRegression(C=REGULARISATION_C, max_iter=5000)),
+            ("model", LogisticRegression(C=REGULARISATION_C, solver="saga", max_iter=5000)),
         ]
     )
 

@@ -1,4 +1,4 @@
-"""Accuracy of the meeting-type classifier on the held-out examples, as bench/RESULTS.md shows it."""
+"""The meeting-type classifier's accuracy on the held-out examples (bench/RESULTS.md)."""
 
 from __future__ import annotations
 
