@@ -1,9 +1,11 @@
 """The meeting-type classifier: TF-IDF features and a linear model, learned from `dataset`.
 
 Features (`features`): the lower-cased words of the excerpt, the pairs of adjacent
-words ("any blockers", "renewal coming"), and the first five letters of every longer
-word, a cheap stem that carries a class across inflections and related languages
-("entrev" for entrevista/entrevistador, "vorst" for Vorstellungsgespräch). TF-IDF
+words ("any blockers", "renewal coming"), and the first four and first six letters of
+every longer word, cheap stems that carry a class across inflections and related
+languages ("entrev" for entrevista/entrevistador/entrevue, "bloq" for bloqueo/bloqué/
+bloqueado). Stems of four and six letters did better than one stem of five in 5-fold
+cross-validation on the training part (86% against 83%). TF-IDF
 weighs them (sublinear term frequency, L2 norm) and a multinomial logistic
 regression learns one weight per feature and type.
 
@@ -47,10 +49,10 @@ from routing.detection import dataset
 log = logging.getLogger(__name__)
 
 LABELS = ("interview", "sales", "executive", "standup", "support", "other")
-FORMAT = 1  # bump when the stored shape or the features change
+FORMAT = 2  # bump when the stored shape or the features change
 ARTEFACT_NAME = "meeting_classifier.pkl"
-REGULARISATION_C = 20.0
-STEM = 5
+REGULARISATION_C = 50.0
+STEMS = (("~", 4), ("^", 6))
 
 # Letters-only words of two or more letters, or numbers: speaker labels, timestamps
 # and punctuation fall away, accented letters stay.
@@ -62,7 +64,8 @@ def features(text: str) -> list[str]:
     words = WORD.findall(text.lower())
     found = list(words)
     found.extend(f"{a} {b}" for a, b in itertools.pairwise(words))
-    found.extend(f"~{w[:STEM]}" for w in words if len(w) > STEM)
+    for mark, length in STEMS:
+        found.extend(f"{mark}{w[:length]}" for w in words if len(w) > length)
     return found
 
 
@@ -138,7 +141,12 @@ def _pipeline() -> Any:
     return Pipeline(
         [
             ("tfidf", TfidfVectorizer(analyzer=features, sublinear_tf=True)),
-            ("model", LogisticRegression(C=REGULARISATION_C, solver="saga", max_iter=5000)),
+            (
+                "model",
+                LogisticRegression(
+                    C=REGULARISATION_C, solver="saga", max_iter=5000, random_state=dataset.SEED
+                ),
+            ),
         ]
     )
 
