@@ -38,6 +38,7 @@ TRACKED: dict[str, dict[str, Any]] = {
     # key_hash is set once, at creation, with the prefix that identifies the key;
     # last_used_at is written by the gateway on every use, not by anyone changing the key.
     "routing.ClientKey": {"exclude_fields": ["key_hash", "last_used_at"]},
+    "routing.Organisation": {},
     "billing.Budget": {},
     # The target (a webhook URL holds a token) is recorded as changed, never by value;
     # target_shown says where it points (an email address, or a URL's scheme and host).

@@ -44,10 +44,12 @@ PARTICIPANT_BANDS: tuple[tuple[int, int | None, str], ...] = (
 )
 
 # A speaker label at the start of a line: an optional timestamp, then one to four
-# words (a name, "SPEAKER_2", "Dr. Ng") and a colon. A URL's "https:" is not one.
+# words (a name, "SPEAKER_2", "Dr. Ng"), an optional role in brackets ("Maya (Acme)",
+# counted as Maya) and a colon. A URL's "https:" is not one.
 SPEAKER = re.compile(
     r"^[ \t]*(?:[\[(]?\d{1,2}:\d{2}(?::\d{2})?[\])]?[ \t]*[-\u2013]?[ \t]*)?"
-    r"(?P<name>[^\W\d][\w.'\u2019\-]*(?:[ \t][\w.'\u2019\-]+){0,3})[ \t]*:(?!//)",
+    r"(?P<name>[^\W\d][\w.'\u2019\-]*(?:[ \t][\w.'\u2019\-]+){0,3})"
+    r"(?:[ \t]*\([^()\n]{1,40}\))?[ \t]*:(?!//)",
     re.MULTILINE,
 )
 # Labels that head a section rather than name a speaker.

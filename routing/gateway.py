@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from project.errors import ApiError
+from routing import context
 from routing.client import EnhancedHybridAIClient, close_engine, current_engine
 from routing.engine import Caller
 from routing.schema import ChatRequest, parse_chat_request
@@ -137,6 +138,8 @@ class GatewayApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                # The context detectors load (or train) now, not on the first request.
+                await asyncio.to_thread(context.warm)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await close_engine()
