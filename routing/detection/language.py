@@ -10,10 +10,12 @@ Answers are ISO 639-1 codes. fastText also knows languages without one (``ceb``,
 
 Served languages: when the customer serves a list of languages (the key's organisation,
 else ``SWITCHBOARD_LANGUAGES``), the answer is the likeliest served language among the
-model's top candidates, with that language's own probability as its confidence; so a
-Catalan text for a customer serving Spanish comes back as ``es`` with a low confidence.
-If no served language is among them, the answer is empty with confidence 0: the
-conversation is in a language the customer does not serve, and rules see no language.
+model's top candidates, with that language's own probability as its confidence, if the
+model gives it at least ``MIN_SERVED_PROBABILITY``: a transcript mostly in Spanish with
+English passages, for a customer serving English, comes back as ``en`` with a modest
+confidence. Below that the answer is empty with confidence 0: the conversation is in a
+language the customer does not serve (fastText gives every other language a fraction of
+a percent, which says nothing), and rules see no language.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-# The model's top candidates that are looked at for a served language.
+# The model's top candidates that are looked at for a served language, and the least
+# probability that makes a served one the answer.
 CANDIDATES = 10
+MIN_SERVED_PROBABILITY = 0.1
 
 _lock = threading.Lock()
 _detector: Any = None
@@ -56,5 +60,8 @@ def detect(text: str, served: Sequence[str] = ()) -> tuple[str, float]:
             continue
         if served and code not in served:
             continue
-        return code, float(candidate["score"])
+        probability = float(candidate["score"])
+        if served and probability < MIN_SERVED_PROBABILITY:
+            break
+        return code, probability
     return "", 0.0
