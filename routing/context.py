@@ -81,8 +81,12 @@ NOT_SPEAKERS = frozenset(
 )
 # How much of a conversation detection reads: beyond this, more text changes nothing.
 DETECTION_CHARS = 4000
-# Language identification needs far less than the meeting type: the first lines do.
-LANGUAGE_CHARS = 1000
+# Of which the meeting-type classifier reads the first 2,000 characters (20 to 30 lines:
+# the greetings, the first round, "thanks for calling"), where a meeting shows its type
+# (the labelled excerpts are all shorter), and language identification the first 500.
+# Each costs time in proportion to what it reads: bench/context.py.
+MEETING_CHARS = 2000
+LANGUAGE_CHARS = 500
 # Below this, a conversation is a question, not a meeting: no meeting type is guessed.
 MIN_MEETING_CHARS = 60
 
@@ -196,7 +200,7 @@ def detect(context: RoutingContext, text: str, served: Sequence[str] | None = No
 
     text = text[:DETECTION_CHARS]
     if not context.meeting_type and len(text.strip()) >= MIN_MEETING_CHARS:
-        found, confidence = meeting.classifier().predict(text)
+        found, confidence = meeting.classifier().predict(text[:MEETING_CHARS])
         if confidence < settings.SWITCHBOARD["MEETING_TYPE_MIN_CONFIDENCE"]:
             found = "other"
         context.meeting_type, context.meeting_type_confidence = found, confidence

@@ -38,6 +38,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,13 @@ from routing.detection import dataset
 log = logging.getLogger(__name__)
 
 LABELS = ("interview", "sales", "executive", "standup", "support", "other")
-FORMAT = 2  # bump when the stored shape or the features change
+FORMAT = 3  # bump when the stored shape or the features change
 ARTEFACT_NAME = "meeting_classifier.pkl"
 REGULARISATION_C = 50.0
+# A feature must occur in two training excerpts: a name or a number seen once teaches
+# nothing, and the vocabulary shrinks five-fold (30,000 to 6,000 features), which keeps
+# prediction's lookups in the processor's cache (cross-validation: 88% against 87%).
+MIN_DF = 2
 STEMS = (("~", 4), ("^", 6))
 
 # Letters-only words of two or more letters, or numbers: speaker labels, timestamps
@@ -63,9 +68,9 @@ def features(text: str) -> list[str]:
     """The features of one excerpt: words, adjacent pairs, and stems of longer words."""
     words = WORD.findall(text.lower())
     found = list(words)
-    found.extend(f"{a} {b}" for a, b in itertools.pairwise(words))
+    found.extend(map(" ".join, itertools.pairwise(words)))
     for mark, length in STEMS:
-        found.extend(f"{mark}{w[:length]}" for w in words if len(w) > length)
+        found.extend([mark + w[:length] for w in words if len(w) > length])
     return found
 
 
@@ -83,18 +88,19 @@ class MeetingClassifier:
 
     def scores(self, text: str) -> np.ndarray:
         """The model's raw decision scores, as scikit-learn's decision_function gives them."""
-        vocabulary, idf = self.vocabulary, self.idf
-        rows, weights = [], []
-        for term, count in Counter(features(text)).items():
-            index = vocabulary.get(term)
-            if index is not None:
-                rows.append(index)
-                weights.append((1.0 + math.log(count)) * idf[index])
-        if not rows:
+        found = features(text)
+        # Feature -> column in C (map, fromiter, unique), not a Python loop per feature.
+        columns = np.fromiter(
+            map(self.vocabulary.get, found, repeat(-1, len(found))), np.int64, len(found)
+        )
+        columns, counts = np.unique(columns[columns >= 0], return_counts=True)
+        if not len(columns):
             return self.intercept.copy()
-        vector = np.asarray(weights)
-        vector /= math.sqrt(float(vector @ vector))
-        return vector @ self.coef[rows] + self.intercept
+        weights = (1.0 + np.log(counts)) * self.idf[columns]
+        weights /= math.sqrt(float((weights * weights).sum()))
+        # Multiply and sum rather than `@`: a matrix product goes to the BLAS library, whose
+        # worker threads, woken per call, cost milliseconds on a busy machine.
+        return (weights[:, np.newaxis] * self.coef[columns]).sum(axis=0) + self.intercept
 
     def probabilities(self, text: str) -> dict[str, float]:
         """The calibrated probability of each meeting type."""
@@ -140,7 +146,7 @@ def _pipeline() -> Any:
 
     return Pipeline(
         [
-            ("tfidf", TfidfVectorizer(analyzer=features, sublinear_tf=True)),
+            ("tfidf", TfidfVectorizer(analyzer=features, sublinear_tf=True, min_df=MIN_DF)),
             (
                 "model",
                 LogisticRegression(
