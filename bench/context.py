@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,9 +115,9 @@ def main() -> int:
                 percentile(wall[code], 99),
                 percentile(cpu[code], 50),
                 percentile(cpu[code], 99),
-                component(lambda t=detect_text: meeting.classifier().predict(t)),
-                component(lambda t=text: language.detect(t[: context.LANGUAGE_CHARS])),
-                component(lambda t=text: context.count_speakers(t)),
+                component(partial(meeting.classifier().predict, detect_text)),
+                component(partial(language.detect, text[: context.LANGUAGE_CHARS])),
+                component(partial(context.count_speakers, text)),
             )
         )
     all_ms = [ms for timings in wall.values() for ms in timings]
