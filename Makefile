@@ -38,7 +38,7 @@ lint: install
 
 bench: install
 	$(PY) bench/run.py
-	$(PY) bench/context.py
+	$(PY) bench/context.py --write
 
 clean:
 	rm -rf $(VENV) var/*.sqlite3* var/*.db*

@@ -29,6 +29,7 @@ from routing.models import (
     ClientKey,
     Deployment,
     DeploymentHealth,
+    Organisation,
     ProbeResult,
 )
 from tests.checklist.factories import seed_checklist
@@ -163,6 +164,9 @@ def seed() -> None:
     """One row of every model the admin shows, so its object pages are walked."""
     load_demo_config("http://127.0.0.1:9")
     make_client_key()
+    ClientKey.objects.update(
+        organisation=Organisation.objects.create(name="Northside Clinic", industry="healthcare")
+    )
     Channel.objects.create(kind="email", name="ops", target="ops@example.com")
     raise_alert("budget_threshold", "budget:global:monthly", "Global budget 70% spent")
     UsageRecord.objects.create(request_id="req-walk", status=UsageRecord.Status.OK)
