@@ -27,9 +27,9 @@ class Command(BaseCommand):
         out(
             f"Labelled set: {len(examples)} examples in {len(languages)} languages "
             f"({', '.join(f'{lang} {n}' for lang, n in sorted(languages.items()))}); "
-            f"trained on {model.trained_on}, held out {len(held_out)}.\n"
+            f"trained on {model.trained_on}, held out {len(held_out)}.\n\n"
         )
-        out(f"Held-out accuracy: {result.accuracy:.1%} ({result.total} examples)\n")
+        out(f"**Held-out accuracy: {result.accuracy:.1%}** ({result.total} examples)\n\n")
         out("| meeting type | held out | accuracy (recall) | precision |")
         out("|---|---:|---:|---:|")
         for label in result.labels:
@@ -41,7 +41,7 @@ class Command(BaseCommand):
         out("|---|---:|---:|")
         for language, (right, total) in result.by_language.items():
             out(f"| {language} | {total} | {right / total:.1%} |")
-        out("\nConfusion matrix (rows: true type, columns: predicted):\n")
+        out("\nConfusion matrix (rows: true type, columns: predicted):\n\n")
         out("| true \\ predicted | " + " | ".join(result.labels) + " |")
         out("|---|" + "---:|" * len(result.labels))
         for label, row in zip(result.labels, result.confusion, strict=True):
@@ -60,7 +60,7 @@ class Command(BaseCommand):
                 right_confident += guess == example.label
         out(
             f"\nCalibration (temperature {model.temperature:.3f}): held-out examples by "
-            "confidence of the top type, and how often it was right:\n"
+            "confidence of the top type, and how often it was right:\n\n"
         )
         out("| confidence | examples | right |")
         out("|---|---:|---:|")
