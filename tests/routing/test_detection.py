@@ -243,3 +243,28 @@ def _switchboard() -> dict[str, object]:
     from django.conf import settings
 
     return dict(settings.SWITCHBOARD)
+
+
+def test_the_gateway_loads_the_detectors_at_startup_not_on_the_first_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    from routing.gateway import GatewayApp
+
+    monkeypatch.setattr(meeting, "_loaded", None)
+    monkeypatch.setattr(language, "_detector", None)
+    messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+    sent: list[str] = []
+
+    async def receive() -> dict[str, str]:
+        if sent == ["lifespan.startup.complete"]:
+            assert meeting._loaded is not None and language._detector is not None
+        return next(messages)
+
+    async def send(message: dict[str, str]) -> None:
+        sent.append(message["type"])
+
+    asyncio.run(GatewayApp().lifespan({"type": "lifespan"}, receive, send))
+
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
