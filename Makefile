@@ -13,7 +13,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --progress-bar on -e '.[dev]'
 	rm -f $(VENV)/.installed-*; touch $(STAMP)
 
+# The meeting-type classifier is trained from the labelled set it ships with (a no-op
+# when var/ holds one trained on the current data).
 install: $(STAMP)
+	@$(PY) manage.py train_meeting_classifier
 
 migrate: install
 	$(PY) manage.py migrate --noinput
@@ -35,6 +38,7 @@ lint: install
 
 bench: install
 	$(PY) bench/run.py
+	$(PY) bench/context.py --write
 
 clean:
 	rm -rf $(VENV) var/*.sqlite3* var/*.db*

@@ -43,6 +43,7 @@ TRACKED: dict[str, dict[str, Any]] = {
     "routing.Experiment": {},
     "routing.Variant": {},
     "routing.Rollout": {},
+    "routing.Organisation": {},
     "billing.Budget": {},
     # The target (a webhook URL holds a token) is recorded as changed, never by value;
     # target_shown says where it points (an email address, or a URL's scheme and host).

@@ -269,6 +269,15 @@ SWITCHBOARD = {
     # level of the per-metric tests; the sliding window the rollback triggers read each minute.
     "EXPERIMENT_ALPHA": env.float("SWITCHBOARD_EXPERIMENT_ALPHA", default=0.05),
     "ROLLOUT_WINDOW_SECONDS": env.int("SWITCHBOARD_ROLLOUT_WINDOW_SECONDS", default=300),
+    # Context detection (routing/README.md#the-routing-context): the languages served (ISO
+    # 639-1, comma-separated; empty: any), the default of organisations that name none;
+    # a detected meeting type less certain than this is "other".
+    "LANGUAGES": tuple(
+        code.strip().lower() for code in env.list("SWITCHBOARD_LANGUAGES", default=[]) if code
+    ),
+    "MEETING_TYPE_MIN_CONFIDENCE": env.float(
+        "SWITCHBOARD_MEETING_TYPE_MIN_CONFIDENCE", default=0.5
+    ),
 }
 if not 0.0 <= SWITCHBOARD["SAMPLE_RATE"] <= 1.0:
     raise ImproperlyConfigured("SWITCHBOARD_SAMPLE_RATE must be between 0 and 1.")

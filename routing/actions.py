@@ -18,12 +18,20 @@ from project.auditing import record_update
 from project.incidents import open_incident
 from project.models import Incident
 from routing import rules_config
-from routing.config import ConfigError, CredentialSpec, GatewayConfig, KeyLimitSpec, ModelSpec
+from routing.config import (
+    ConfigError,
+    CredentialSpec,
+    GatewayConfig,
+    KeyLimitSpec,
+    ModelSpec,
+    OrganisationSpec,
+)
 from routing.experiments import config as experiments_config
 from routing.models import (
     ClientKey,
     Deployment,
     Environment,
+    Organisation,
     Provider,
     ProviderCredential,
     Route,
@@ -98,11 +106,38 @@ def import_config(config: GatewayConfig) -> Counter[str]:
         report[f"budget {outcome}"] += 1
     for limits in config.key_limits:
         report[f"key limits {_apply_key_limits(limits)}"] += 1
+    for organisation in config.organisations:
+        report[f"organisation {_apply_organisation(organisation)}"] += 1
     for rule in config.rules:
         report[f"rule {rules_config.apply_rule(rule, _upsert)}"] += 1
     report.update(experiments_config.apply(config))
     # Every change above was a save or delete, whose signals bump the config version.
     return report
+
+
+def _apply_organisation(spec: OrganisationSpec) -> str:
+    """Create or update the organisation, and make it the organisation of its named keys.
+
+    Keys the file does not name keep theirs: the file adds keys, it never takes them away.
+    """
+    organisation, outcome = _upsert(
+        Organisation, {"name": spec.name}, industry=spec.industry, languages=spec.languages
+    )
+    for name in spec.keys:
+        keys = list(ClientKey.objects.active().filter(name=name))
+        if not keys:
+            raise ConfigError(
+                spec.line,
+                f"organisations.{spec.name}.keys",
+                f"no active client key is named {name!r}; create it first "
+                "(manage.py create_client_key)",
+            )
+        for key in keys:
+            if key.organisation_id != organisation.pk:
+                key.organisation = organisation
+                key.save(update_fields=["organisation"])  # the audit log and the table hear it
+                outcome = "updated" if outcome == "unchanged" else outcome
+    return str(outcome)
 
 
 def _apply_key_limits(spec: KeyLimitSpec) -> str:
@@ -389,6 +424,16 @@ def export_config() -> dict[str, Any]:
             )
     if key_limits:
         exported["limits"] = {"keys": key_limits}
+    organisations: dict[str, Any] = {}
+    for organisation in Organisation.objects.prefetch_related("keys"):
+        names = sorted({k.name for k in organisation.keys.all() if k.revoked_at is None})
+        organisations[organisation.name] = _clean(
+            industry=organisation.industry or None,
+            languages=list(organisation.languages) or None,
+            keys=names or None,
+        )
+    if organisations:
+        exported["organisations"] = organisations
     exported_rules = rules_config.export_rules()
     if exported_rules:
         exported["rules"] = exported_rules
@@ -401,10 +446,13 @@ def _clean(**fields: Any) -> dict[str, Any]:
 
 
 def create_client_key(
-    name: str, scopes: list[str], environment: str = "prod"
+    name: str,
+    scopes: list[str],
+    environment: str = "prod",
+    organisation: Organisation | None = None,
 ) -> tuple[ClientKey, str]:
     """A new key and its raw value, which is shown once and never stored."""
-    key = ClientKey(name=name, scopes=scopes, environment=environment)
+    key = ClientKey(name=name, scopes=scopes, environment=environment, organisation=organisation)
     raw = key.assign_new_secret()
     key.save()
     return key, raw
@@ -414,7 +462,8 @@ def create_client_key(
 def rotate_client_key(key: ClientKey, grace: timedelta) -> tuple[ClientKey, str]:
     """Issue ``key``'s successor; the old key keeps working for ``grace``, then expires.
 
-    The successor has the same name, scopes, environment, allowed models and rate limits.
+    The successor has the same name, scopes, environment, allowed models, rate limits
+    and organisation.
     Returns it and its raw value, which is shown once.
     """
     successor = ClientKey(
@@ -426,6 +475,7 @@ def rotate_client_key(key: ClientKey, grace: timedelta) -> tuple[ClientKey, str]
         tpm=key.tpm,
         max_concurrent=key.max_concurrent,
         burst=key.burst,
+        organisation=key.organisation,
         rotated_from=key,
     )
     raw = successor.assign_new_secret()

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -34,6 +34,7 @@ from routing.models import (
     ClientKey,
     Deployment,
     DeploymentHealth,
+    Organisation,
     PriceOverride,
     ProbeResult,
     Provider,
@@ -341,7 +342,29 @@ class ClientKeyForm(forms.ModelForm):
             "tpm",
             "max_concurrent",
             "burst",
+            "organisation",
         ]
+
+
+@admin.register(Organisation)
+class OrganisationAdmin(AuditedModelAdmin):
+    """A customer: its industry and languages apply to every request of its keys."""
+
+    list_display = ["name", "industry", "languages", "key_count", "created"]
+    list_filter = ["industry"]
+    search_fields = ["name"]
+    readonly_fields = ["created"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Organisation]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(active_keys=Count("keys", filter=Q(keys__revoked_at__isnull=True)))
+        )
+
+    @admin.display(description="active keys", ordering="active_keys")
+    def key_count(self, obj: Organisation) -> int:
+        return obj.active_keys  # type: ignore[attr-defined]
 
 
 @admin.register(ClientKey)
@@ -351,13 +374,14 @@ class ClientKeyAdmin(AuditedModelAdmin):
         "name",
         "prefix",
         "environment",
+        "organisation",
         "scopes",
         "created",
         "last_used_at",
         "expires_at",
         "revoked_at",
     ]
-    list_filter = ["environment", "revoked_at"]
+    list_filter = ["environment", "organisation", "revoked_at"]
     search_fields = ["name", "prefix"]
     readonly_fields = ["prefix", "created", "last_used_at", "revoked_at"]
     actions = ["revoke", "rotate", "purge_cache", "report_compromised"]

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from routing.models import DataRegion, Environment, Protocol, Strategy
+from routing.models import DataRegion, Environment, Organisation, Protocol, Strategy
 
 PROVIDER_FIELDS = {
     "protocol",
@@ -47,12 +47,14 @@ ROUTE_FIELDS = {"chain", "environments", "strategy", "quality_floor", "latency_t
 BUDGET_FIELDS = {"scope", "ref", "period", "amount_usd", "hard", "alert_at"}
 LIMITS_FIELDS = {"keys"}
 KEY_LIMIT_FIELDS = {"rpm", "tpm", "max_concurrent", "burst"}
+ORGANISATION_FIELDS = {"industry", "languages", "keys"}
 TOP_LEVEL = {
     "providers",
     "models",
     "routes",
     "budgets",
     "limits",
+    "organisations",
     "rules",
     "rollouts",
     "experiments",
@@ -174,6 +176,18 @@ class KeyLimitSpec:
 
 
 @dataclass
+class OrganisationSpec:
+    """A customer, its industry and languages, and the names of its client keys (which
+    are not in the file: every active key of each name is given the organisation)."""
+
+    name: str
+    industry: str = ""
+    languages: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    line: int = 0
+
+
+@dataclass
 class GatewayConfig:
     providers: list[ProviderSpec] = field(default_factory=list)
     models: list[ModelSpec] = field(default_factory=list)
@@ -184,6 +198,7 @@ class GatewayConfig:
     rollouts: list[Any] = field(default_factory=list)
     experiments: list[Any] = field(default_factory=list)
     rules: list[Any] = field(default_factory=list)  # routing.rules_config.RuleSpec
+    organisations: list[OrganisationSpec] = field(default_factory=list)
 
 
 def parse(text: str) -> GatewayConfig:
@@ -222,6 +237,11 @@ def parse(text: str) -> GatewayConfig:
         keys = _mapping(limits["keys"], "limits.keys") if "keys" in limits else {}
         for name, node in keys.items():
             config.key_limits.append(_key_limits(name, node))
+    organisations = (
+        _mapping(top["organisations"], "organisations") if "organisations" in top else {}
+    )
+    for name, node in organisations.items():
+        config.organisations.append(_organisation(name, node))
     if "rules" in top:
         from routing.rules_config import parse_rules
 
@@ -475,6 +495,38 @@ def _key_limits(name: str, node: Node) -> KeyLimitSpec:
         burst=burst,
         line=node.line,
     )
+
+
+def _organisation(name: str, node: Node) -> OrganisationSpec:
+    where = f"organisations.{name}"
+    fields = _fields(node, where, ORGANISATION_FIELDS) if node.value is not None else {}
+    industry = ""
+    if "industry" in fields:
+        industry = _choice(fields, "industry", where, list(Organisation.Industry.values))
+    languages = _strings(fields, "languages", where)
+    for code in languages:
+        if len(code) != 2 or not code.isalpha() or not code.islower():
+            raise ConfigError(
+                fields["languages"].line,
+                f"{where}.languages",
+                f"{code!r} is not a two-letter lower-case ISO 639-1 code",
+            )
+    return OrganisationSpec(
+        name=name,
+        industry=industry,
+        languages=languages,
+        keys=_strings(fields, "keys", where),
+        line=node.line,
+    )
+
+
+def _strings(fields: dict[str, Node], key: str, where: str) -> list[str]:
+    values = []
+    for item in _sequence(fields.get(key), f"{where}.{key}"):
+        if not isinstance(item.value, str) or not item.value:
+            raise ConfigError(item.line, f"{where}.{key}", "must be a list of non-empty strings")
+        values.append(item.value)
+    return values
 
 
 def _route(name: str, node: Node, deployments: set[tuple[str, str]]) -> RouteSpec:

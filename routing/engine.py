@@ -382,7 +382,7 @@ class Engine:
         resolution, ruled = await self._ruled(request, caller, found)
         arms = await self._arms(request, caller, resolution)
         resolution = arms.resolution
-        needs = Requirements.of(request.metadata)
+        needs = Requirements.of(request.metadata, caller.key.industry if caller.key else "")
         if needs.restricts:
             resolution = await self._compliant(resolution, needs)
         started = time.monotonic()
@@ -1135,7 +1135,9 @@ class Engine:
         """The request's content, redacted, if sampling keeps this one (none by default)."""
         if not samples.wanted(self.settings.sample_rate, run.request.metadata):
             return None
-        if Requirements.of(run.request.metadata).baa:
+        if Requirements.of(
+            run.request.metadata, run.caller.key.industry if run.caller.key else ""
+        ).baa:
             return None  # health information: the redactor does not know it, so never kept
         try:
             return samples.sample(entry, run.request.messages, completion)

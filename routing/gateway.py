@@ -18,6 +18,7 @@ import orjson
 
 from project.errors import ApiError
 from project.logs import bind_request_id
+from routing import context
 from routing.client import EnhancedHybridAIClient, close_engine, current_engine
 from routing.engine import Caller
 from routing.schema import (
@@ -143,6 +144,8 @@ class GatewayApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                # The context detectors load (or train) now, not on the first request.
+                await asyncio.to_thread(context.warm)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await close_engine()

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from uuid import uuid4
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models import Q
@@ -399,6 +400,55 @@ def hash_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
+class Organisation(models.Model):
+    """A customer whose services call the gateway with client keys.
+
+    What it is feeds every request of its keys without the client saying so: its
+    industry is the context's industry (and ``healthcare`` sends the requests to BAA
+    providers only, whatever the request's metadata says), and its languages are the
+    only ones language detection answers with.
+    """
+
+    class Industry(models.TextChoices):
+        HEALTHCARE = "healthcare", "Healthcare (HIPAA: BAA providers only)"
+        FINANCE = "finance", "Finance"
+        INSURANCE = "insurance", "Insurance"
+        LEGAL = "legal", "Legal"
+        EDUCATION = "education", "Education"
+        GOVERNMENT = "government", "Government"
+        RETAIL = "retail", "Retail"
+        TECHNOLOGY = "technology", "Technology"
+        MANUFACTURING = "manufacturing", "Manufacturing"
+        MEDIA = "media", "Media"
+        OTHER = "other", "Other"
+
+    name = models.CharField(max_length=100, unique=True)
+    industry = models.CharField(max_length=20, choices=Industry.choices, blank=True)
+    languages = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='ISO 639-1 codes of the languages it serves, e.g. ["en", "de"]; empty: '
+        "the SWITCHBOARD_LANGUAGES setting.",
+    )
+    created = models.DateTimeField(default=timezone.now)
+    code = models.UUIDField(default=uuid4, unique=True, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        codes = self.languages if isinstance(self.languages, list) else None
+        if codes is None or not all(
+            isinstance(c, str) and len(c) == 2 and c.isalpha() and c.islower() for c in codes
+        ):
+            raise ValidationError(
+                {"languages": 'A list of two-letter lower-case codes, e.g. ["en", "de"].'}
+            )
+
+
 class ClientKeyQuerySet(models.QuerySet["ClientKey"]):
     def active(self) -> ClientKeyQuerySet:
         return self.filter(revoked_at__isnull=True)
@@ -441,6 +491,14 @@ class ClientKey(models.Model):
         blank=True,
         help_text="Requests a key may send at once on top of its per-minute rate, after a "
         "quiet spell; empty: none.",
+    )
+    organisation = models.ForeignKey(
+        Organisation,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="keys",
+        help_text="Its industry and languages apply to every request of the key.",
     )
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     rotated_from = models.OneToOneField(

@@ -6,6 +6,10 @@ information, which only providers with a signed HIPAA Business Associate
 Agreement may receive; ``data_region: eu`` means EU personal data that must be
 processed in the EU (GDPR). The engine drops every other candidate, and refuses
 the request (403 ``no_compliant_provider``) rather than send it anywhere else.
+
+A client key's organisation can say it too: every request of a key whose
+organisation's industry is healthcare is healthcare data, whatever (or whether)
+its metadata says; a client cannot talk its way out of its organisation's rule.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ class Requirements:
     region: str = ""  # only providers processing data in this region; empty: anywhere
 
     @classmethod
-    def of(cls, context: Mapping[str, str]) -> Requirements:
+    def of(cls, context: Mapping[str, str], organisation_industry: str = "") -> Requirements:
+        """What a request's metadata, and its key's organisation's industry, require."""
         return cls(
-            baa=context.get("industry", "").strip().lower() == HEALTHCARE,
+            baa=HEALTHCARE in (context.get("industry", "").strip().lower(), organisation_industry),
             region=context.get("data_region", "").strip().lower(),
         )
 

@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from redis import Redis as SyncRedis
@@ -27,6 +27,9 @@ from routing.experiments import snapshot
 from routing.experiments.snapshot import ArmSet
 from routing.quality.config import QualityConfig
 from routing.rules import RuleInfo
+
+if TYPE_CHECKING:
+    from routing.models import ClientKey
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +121,12 @@ class KeyInfo:
     tpm: int = 0
     max_concurrent: int = 0
     burst: int = 0
+    # The key's organisation (routing.models.Organisation): its industry feeds the context
+    # and the compliance policy; its languages restrict language detection (empty: the
+    # SWITCHBOARD_LANGUAGES setting).
+    organisation: str = ""
+    industry: str = ""
+    languages: tuple[str, ...] = ()
 
     def may_use(self, model: str) -> bool:
         return not self.allowed_models or model in self.allowed_models
@@ -246,8 +255,9 @@ def _build_table(version: int) -> RoutingTable:
             tpm=key.tpm or 0,
             max_concurrent=key.max_concurrent or 0,
             burst=key.burst or 0,
+            **_organisation(key),
         )
-        for key in ClientKey.objects.active()
+        for key in ClientKey.objects.active().select_related("organisation")
     }
     return RoutingTable(
         version=version,
@@ -259,6 +269,17 @@ def _build_table(version: int) -> RoutingTable:
         policies={r.name: RoutePolicy(r.strategy, r.quality_floor) for r in route_rows},
         rules=tuple(RuleInfo.of(r) for r in RoutingRule.objects.filter(enabled=True)),
     )
+
+
+def _organisation(key: ClientKey) -> dict[str, Any]:
+    organisation = key.organisation
+    if organisation is None:
+        return {}
+    return {
+        "organisation": organisation.name,
+        "industry": organisation.industry,
+        "languages": tuple(organisation.languages),
+    }
 
 
 def _route_set(deployments: dict[int, DeploymentInfo], route_rows: list[Any]) -> RouteSet:

@@ -32,6 +32,7 @@ from routing.models import (
     DeploymentHealth,
     Feedback,
     JudgeScore,
+    Organisation,
     ProbeResult,
     QualityRule,
 )
@@ -178,6 +179,9 @@ def seed() -> None:
     """One row of every model the admin shows, so its object pages are walked."""
     load_demo_config("http://127.0.0.1:9")
     make_client_key()
+    ClientKey.objects.update(
+        organisation=Organisation.objects.create(name="Northside Clinic", industry="healthcare")
+    )
     Channel.objects.create(kind="email", name="ops", target="ops@example.com")
     raise_alert("budget_threshold", "budget:global:monthly", "Global budget 70% spent")
     UsageRecord.objects.create(request_id="req-walk", status=UsageRecord.Status.OK)

@@ -78,4 +78,41 @@ def test_every_usage_record_carries_the_context_it_was_routed_with(
     context = UsageRecord.objects.get().decision["context"]
     assert context["meeting_type"] == "executive"
     assert context["participants"] == 4
-    assert context["sources"] == {"meeting_type": "metadata", "participants": "detected"}
+    assert context["sources"] == {
+        "meeting_type": "metadata",
+        "participants": "detected",
+        "language": "detected",
+    }
+    assert context["language"] == "en"
+
+
+STANDUP_FR = """[09:30] Camille : Bonjour à tous. Hier j'ai terminé la page de paiement.
+[09:30] Camille : Aujourd'hui j'écris les tests, pas de blocage.
+[09:31] Hugo : Je suis toujours sur le bug d'export, je travaille en binôme avec Inès.
+[09:31] Inès : Il me manque l'accès à la base de recette.
+[09:32] Camille : Je m'en occupe après le point. À demain."""
+
+
+def test_the_context_detected_from_a_transcript_is_on_its_usage_record(
+    openai_client: openai.OpenAI, demo: SimulatorHandle
+) -> None:
+    openai_client.chat.completions.create(
+        model="summary",
+        messages=[
+            {"role": "system", "content": "Summarise the meeting for the team's wiki."},
+            {"role": "user", "content": STANDUP_FR},
+        ],
+    )
+    drain_ledger()
+    context = UsageRecord.objects.get().decision["context"]
+    assert (context["meeting_type"], context["language"], context["participants"]) == (
+        "standup",
+        "fr",
+        3,
+    )
+    assert context["meeting_type_confidence"] > 0.5 and context["language_confidence"] > 0.5
+    assert context["sources"] == {
+        "meeting_type": "detected",
+        "language": "detected",
+        "participants": "detected",
+    }

@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from routing.actions import create_client_key
-from routing.models import Environment, Scope
+from routing.models import Environment, Organisation, Scope
 
 
 class Command(BaseCommand):
@@ -19,6 +19,11 @@ class Command(BaseCommand):
             "--scopes", default="chat", help="Comma-separated: " + ", ".join(Scope.values)
         )
         parser.add_argument("--env", default="prod", choices=Environment.values)
+        parser.add_argument(
+            "--organisation",
+            default="",
+            help="The name of the key's organisation (its industry and languages apply).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         scopes = [s.strip() for s in options["scopes"].split(",") if s.strip()]
@@ -28,7 +33,12 @@ class Command(BaseCommand):
         if unknown or not scopes:
             named = ", ".join(unknown) or "(none given)"
             raise CommandError(f"Unknown scope {named}; choose from {', '.join(Scope.values)}.")
-        key, raw = create_client_key(options["name"], scopes, options["env"])
+        organisation = None
+        if options["organisation"]:
+            organisation = Organisation.objects.filter(name=options["organisation"]).first()
+            if organisation is None:
+                raise CommandError(f"No organisation is named {options['organisation']!r}.")
+        key, raw = create_client_key(options["name"], scopes, options["env"], organisation)
         self.stdout.write(
             f"Created key '{key.name}' ({key.environment}, scopes: {', '.join(scopes)})."
         )
