@@ -214,7 +214,7 @@ def test_penalties_add_up_and_the_score_never_goes_below_0() -> None:
         ("OK.", ""),  # too little to tell: the rule never fires on a guess
     ],
 )
-def test_the_language_heuristic_names_plain_answers_and_abstains_when_unsure(
+def test_the_answer_language_is_named_for_plain_answers_and_unsure_is_nothing(
     text: str, expected: str
 ) -> None:
     assert language.detect(text) == expected
