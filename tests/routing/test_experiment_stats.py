@@ -83,3 +83,26 @@ def test_the_tests_agree_with_known_values() -> None:
     assert welch_p([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0]) == 1.0
     assert mann_whitney_p([5] * 10, [5] * 10) == 1.0
     assert format_p(0.0004) == "<0.001" and format_p(0.41) == "0.41"
+
+
+def test_each_arms_satisfaction_comes_from_its_end_users_feedback(db: None) -> None:
+    from billing.models import UsageRecord
+    from routing.experiments.stats import arm_stats
+    from routing.quality.models import Feedback
+
+    for n in range(20):
+        name = "a" if n % 2 else "b"
+        UsageRecord.objects.create(
+            request_id=f"r{n}", status="ok", experiment="tone", arm=name, latency_ms=100
+        )
+        # Arm a: 9 of 10 rated up; arm b: 4 of 10.
+        up = (n % 2 and n != 1) or (not n % 2 and n < 8)
+        Feedback.objects.create(
+            request_id=f"r{n}", user=f"u{n}", kind="thumbs", rating=int(up), positive=up
+        )
+
+    arms = arm_stats(UsageRecord.objects.filter(experiment="tone"))
+
+    assert arms["a"].satisfaction == (9, 10)
+    assert arms["b"].satisfaction == (4, 10)
+    assert arms["a"].satisfaction_pct == 90.0
