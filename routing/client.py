@@ -68,6 +68,7 @@ def forget_cached_state() -> None:
         engine.tables.invalidate()
         engine.breakers.forget()
         engine.limits.forget()
+        engine.stamps.clear()
 
 
 class EnhancedHybridAIClient:

@@ -69,6 +69,7 @@ from routing.quality.config import QualityConfig
 from routing.quality.judge import maybe_judge
 from routing.quality.scoring import CUT
 from routing.schema import END_USER_KEYS, ChatRequest
+from routing.stamps import SecondStamps
 from routing.table import DeploymentInfo, KeyInfo, Resolution, RoutingTable, TableCache
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,9 @@ class Run:
     # Set when the request may be answered from the cache; `flight` when it leads one.
     cache_key: CacheKey | None = None
     flight: singleflight.Flight | None = None
+    # The budget reservation taken in the key admission's round trip (perf, issue 9):
+    # the reservation and the script's reply (0: taken, else the refusing budget).
+    early_reservation: tuple[Reservation, int] | None = None
     # When the request began: its budget period and its ledger row's time, so that a
     # request across midnight or a month's end counts in one period only.
     started_at: datetime = field(default_factory=timezone.now)
@@ -302,7 +306,8 @@ class Engine:
         self.breakers = Breakers(
             redis, policy, extra_scripts=tuple(s for group in scripts for s in group.values())
         )
-        self.limits = Limiter(redis, self.breakers.evalsha)
+        self.limits = Limiter(redis, self.breakers.evalsha, run_pipeline=self.breakers.run)
+        self.stamps = SecondStamps()
         self.flights = singleflight.SingleFlight(redis, self.breakers.evalsha, settings.cache)
         self._configure(settings)
 
@@ -402,21 +407,29 @@ class Engine:
         )
         if preview:
             return run
+        # Health information is never kept, not even for a cache's while.
+        shared = self.settings.cache.enabled or self.settings.cache.single_flight
+        if shared and not needs.baa and cache.wanted(request):
+            scope = cache.scope_of(caller.key.id if caller.key else None, caller.environment)
+            run.cache_key = CacheKey.of(scope, resolution.route, request)
         if caller.key is not None:
+            # perf (issue 9): a request that no cache can answer reserves its budgets in
+            # the admission's round trip; `_reserve` then reads the reply.
+            early = await self._budget_reservation(run) if run.cache_key is None else None
             try:
                 run.admission = await self.limits.admit_key(
-                    caller.key, caller.request_id, run.estimated_tokens
+                    caller.key,
+                    caller.request_id,
+                    run.estimated_tokens,
+                    also=None if early is None else (early[1], early[0].settle_args(Decimal(0))),
                 )
             except RateLimited as refused:
                 entry = self._entry(run)
                 entry.status, entry.http_status, entry.error_code = "rejected", 429, refused.code
                 await self._commit(entry, None)
                 raise
-        # Health information is never kept, not even for a cache's while.
-        shared = self.settings.cache.enabled or self.settings.cache.single_flight
-        if shared and not needs.baa and cache.wanted(request):
-            scope = cache.scope_of(caller.key.id if caller.key else None, caller.environment)
-            run.cache_key = CacheKey.of(scope, resolution.route, request)
+            if early is not None:
+                run.early_reservation = (early[0], int(run.admission.also))
         return run
 
     async def _arms(
@@ -699,23 +712,37 @@ class Engine:
                 usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
             )
 
-    async def _reserve(self, run: Run) -> None:
-        """Reserve the worst-case cost on every budget that applies, or refuse with 429."""
+    async def _budget_reservation(self, run: Run) -> tuple[Reservation, list[Any]] | None:
+        """The reservation of the worst-case cost on every budget that applies, and the
+        EVALSHA arguments that take it; None when no budget applies."""
         budgets = [
             b
             for b in (await self.table()).budgets
             if b.applies_to(run.caller.key.name if run.caller.key else "", run.resolution.route)
         ]
         if not budgets:
-            return
+            return None
         worst = worst_case_cost(run.request, run.resolution.chain)
+        return reserve_args(budgets, run.caller.request_id, worst, run.started_at)
+
+    async def _reserve(self, run: Run) -> None:
+        """Reserve the worst-case cost on every budget that applies, or refuse with 429."""
+        if run.early_reservation is not None:  # taken with the key's admission
+            reservation, refused = run.early_reservation
+            run.early_reservation = None
+        else:
+            planned = await self._budget_reservation(run)
+            if planned is None:
+                return
+            reservation, args = planned
+            refused = int(await self.breakers.evalsha(*args))
+        budgets = list(reservation.budgets)
         now = run.started_at
-        reservation, args = reserve_args(budgets, run.caller.request_id, worst, now)
-        refused = int(await self.breakers.evalsha(*args))
         if not refused:
             run.reservations.append(reservation)
             await self._degrade_if_over(run, budgets, now)
             return
+        worst = worst_case_cost(run.request, run.resolution.chain)
         budget = budgets[refused - 1]
         resets = budget.period_end(now)
         error = ApiError(
@@ -1163,12 +1190,20 @@ class Engine:
 
         def build(pipe: Any) -> None:
             pipe.rpush(LEDGER_KEY, raw)
-            if entry.client_key_id is not None:
-                now = int(time.time())
+            now = int(time.time())
+            # perf (issue 9): a stamp this process already wrote this second is skipped.
+            if entry.client_key_id is not None and self.stamps.fresh(
+                "key", entry.client_key_id, now
+            ):
                 pipe.hset(KEY_LAST_USED, entry.client_key_id, now)
                 pipe.hset(KEY_SCOPES_USED, f"{entry.client_key_id}:chat", now)
-            if deployment is not None and outcome == "ok" and deployment.credential_id is not None:
-                pipe.hset(CREDENTIAL_LAST_USED, deployment.credential_id, int(time.time()))
+            if (
+                deployment is not None
+                and outcome == "ok"
+                and deployment.credential_id is not None
+                and self.stamps.fresh("credential", deployment.credential_id, now)
+            ):
+                pipe.hset(CREDENTIAL_LAST_USED, deployment.credential_id, now)
             if deployment is not None and outcome is not None:
                 self.breakers.queue_record(pipe, deployment.id, outcome, reason, started_at)
                 answered = entry.attempts[-1] if entry.attempts else {}

@@ -104,14 +104,17 @@ class GatewayApp:
     ) -> None:
         if not request.stream:
             answer = await self.client.run(request, caller)
+            body = answer.completion.body
+            # A Content-Length, not chunked framing: the client reads one plain body.
+            length = (b"content-length", b"%d" % len(body))
             await send(
                 {
                     "type": "http.response.start",
                     "status": 200,
-                    "headers": [JSON, *encode_headers(answer.headers())],
+                    "headers": [JSON, length, *encode_headers(answer.headers())],
                 }
             )
-            await send({"type": "http.response.body", "body": answer.completion.body})
+            await send({"type": "http.response.body", "body": body})
             return
         stream = await self.client.open_stream(request, caller)
         headers = [SSE, (b"cache-control", b"no-cache"), *encode_headers(stream.headers())]

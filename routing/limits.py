@@ -228,10 +228,14 @@ class Lease:
 
 @dataclass
 class Admission:
-    """A key's admission: its lease (None when the key has no limits) and the headers to send."""
+    """A key's admission: its lease (None when the key has no limits) and the headers to send.
+
+    ``also``: the reply of the script that rode in the admission's round trip, if any.
+    """
 
     lease: Lease | None = None
     verdict: Verdict | None = None
+    also: Any = None
 
     def headers(self) -> dict[str, str]:
         return self.verdict.headers() if self.verdict is not None else {}
@@ -282,15 +286,30 @@ class Limiter:
     slot_lease_seconds: float = 120.0
     quota_reserve: float = 0.05
     read_cache_seconds: float = 0.5
+    # Breakers.run: a pipeline, reloading the scripts if Redis lost them
+    run_pipeline: Any = None
     # (deployment id, credential id) -> (when read, monotonic; marked until, epoch or 0)
     _marks: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
 
-    async def admit_key(self, key: KeyInfo, request_id: str, tokens: int) -> Admission:
-        """Take from the key's buckets and a slot, or raise a 429 naming the limit."""
+    async def admit_key(
+        self,
+        key: KeyInfo,
+        request_id: str,
+        tokens: int,
+        also: tuple[list[Any], list[Any]] | None = None,
+    ) -> Admission:
+        """Take from the key's buckets and a slot, or raise a 429 naming the limit.
+
+        ``also`` is (EVALSHA arguments, the EVALSHA arguments that undo them): another
+        script, the budget reservation, run in the same round trip right after the
+        check; its reply is ``Admission.also``. If the key is refused, a reservation
+        the script took is handed back before the 429 is raised (for that moment a
+        concurrent request sees the budget a little fuller than it is).
+        """
         if not (key.rpm or key.tpm or key.max_concurrent):
-            return Admission()
+            return Admission(also=None if also is None else await self.evalsha(*also[0]))
         requests_key, tokens_key, slots_key = key_buckets(key)
-        verdict = await self._check(
+        check = self._check_args(
             (requests_key, tokens_key, slots_key),
             key.rpm,
             key.burst if key.rpm else 0,
@@ -299,10 +318,23 @@ class Limiter:
             key.max_concurrent,
             request_id,
         )
+        extra: Any = None
+        if also is None:
+            reply = await self.evalsha(*check)
+        else:
+
+            def build(pipe: Any) -> None:
+                pipe.execute_command("EVALSHA", *check)
+                pipe.execute_command("EVALSHA", *also[0])
+
+            reply, extra = await self.run_pipeline(build)
+        verdict = Verdict.read(reply, key.rpm + (key.burst if key.rpm else 0), key.tpm)
         if verdict.refused:
+            if also is not None and int(extra) == 0:
+                await self.evalsha(*also[1])
             raise refusal(verdict, key)
         lease = Lease(request_id, tokens_key, slots_key, key.tpm, tokens)
-        return Admission(lease, verdict)
+        return Admission(lease, verdict, extra)
 
     async def admit_deployment(
         self, deployment: DeploymentInfo, request_id: str, tokens: int
@@ -336,6 +368,21 @@ class Limiter:
         request_id: str,
     ) -> Verdict:
         reply = await self.evalsha(
+            *self._check_args(keys, rpm, burst, tpm, tokens, slots, request_id)
+        )
+        return Verdict.read(reply, rpm + burst, tpm)
+
+    def _check_args(
+        self,
+        keys: tuple[str, str, str],
+        rpm: int,
+        burst: int,
+        tpm: int,
+        tokens: int,
+        slots: int,
+        request_id: str,
+    ) -> list[Any]:
+        return [
             CHECK_SHA,
             3,
             *keys,
@@ -346,8 +393,7 @@ class Limiter:
             slots,
             request_id,
             int(self.slot_lease_seconds * 1000),
-        )
-        return Verdict.read(reply, rpm + burst, tpm)
+        ]
 
     # -- the providers' own quotas ------------------------------------------------
 

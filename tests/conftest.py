@@ -134,6 +134,30 @@ def two_gateways(demo: SimulatorHandle) -> Iterator[list[str]]:
 
 
 @pytest.fixture
+def two_workers(transactional_db: None) -> Iterator[list[str]]:
+    """Two RQ worker processes on the "default" queue, sharing this test's database and Redis;
+    yields their names."""
+    from django.conf import settings
+
+    from tests.servers import start_worker_processes
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+    }
+    started = start_worker_processes(2, env)
+    try:
+        yield [name for name, _ in started]
+    finally:
+        for _, process in started:
+            process.terminate()
+        for _, process in started:
+            process.wait(timeout=20)
+
+
+@pytest.fixture
 def webhook() -> Iterator[WebhookReceiver]:
     """A webhook receiver on 127.0.0.1 (tests.servers.WebhookReceiver)."""
     from tests.servers import webhook_receiver

@@ -111,6 +111,41 @@ def start_gateway_processes(count: int, env: dict[str, str]) -> list[tuple[str, 
     return started
 
 
+def start_worker_processes(
+    count: int, env: dict[str, str], queue: str = "default"
+) -> list[tuple[str, Any]]:
+    """``count`` separate ``manage.py rqworker`` processes on ``queue``, each registered with
+    Redis before this returns; (worker name, process) pairs."""
+    from redis import Redis
+    from rq import Worker
+
+    started = []
+    for index in range(count):
+        name = f"test-worker-{index}-{free_port()}"
+        command = [sys.executable, "manage.py", "rqworker", queue, "--name", name]
+        started.append((name, subprocess.Popen(command, cwd=ROOT, env=env)))
+    connection = Redis.from_url(env["REDIS_URL"])
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            for _, process in started:
+                if process.poll() is not None:
+                    raise RuntimeError("an RQ worker process exited")
+            registered = {w.name for w in Worker.all(connection=connection)}
+            if all(name in registered for name, _ in started):
+                return started
+            if time.monotonic() > deadline:
+                raise RuntimeError("the RQ workers did not register within 30 s")
+            time.sleep(0.1)
+    except BaseException:
+        for _, process in started:
+            process.kill()
+            process.wait(timeout=10)
+        raise
+    finally:
+        connection.close()
+
+
 def wait_until_serving(url: str, process: Any) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -274,3 +274,21 @@ def test_a_cancelled_request_hands_back_its_reservation(
 
     assert in_flight > 0, "the request held a reservation while it ran"
     assert spent(redis, global_budget) == (Decimal(0), Decimal(0))
+
+
+def test_a_request_its_keys_rate_limit_refuses_leaves_no_budget_reserved(
+    openai_client: openai.OpenAI, redis: Redis
+) -> None:
+    # The admission and the reservation share one Redis round trip: a refused key
+    # must hand the reservation back.
+    budget = key_budget(Decimal("10"))
+    key = ClientKey.objects.get()
+    key.rpm, key.burst = 1, 0
+    key.save()
+    cost = one_cost(openai_client)
+
+    with pytest.raises(openai.RateLimitError) as caught:
+        one_cost(openai_client)
+
+    assert caught.value.code == "rate_limit_exceeded"
+    assert spent(redis, budget) == (cost, Decimal(0))
