@@ -35,7 +35,13 @@ def ladder(webhook: WebhookReceiver) -> WebhookReceiver:
 
 
 def levels_heard(webhook: WebhookReceiver) -> list[str]:
-    return [r["body"]["switchboard"]["threshold"] for r in webhook.requests]
+    """The ladder's levels the webhook was told of, in order (the rollback's own alert aside)."""
+    alerts = [r["body"]["switchboard"] for r in webhook.requests]
+    return [a["threshold"] for a in alerts if a["kind"] == "incident"]
+
+
+def rollback_alerts_heard(webhook: WebhookReceiver) -> int:
+    return sum(r["body"]["switchboard"]["kind"] == "rollback" for r in webhook.requests)
 
 
 def break_the_new_path(client: openai.OpenAI, demo: SimulatorHandle) -> Rollout:
@@ -72,6 +78,7 @@ def test_errors_on_the_new_path_roll_back_and_escalate_on_time_until_acknowledge
 
     assert Incident.objects.count() == 1
     assert Alert.objects.filter(kind="rollback").count() == 1
+    assert rollback_alerts_heard(ladder) == 1
     # Everyone is back on the legacy path.
     assert {ask(openai_client, f"user-{n}") for n in range(24)} == {"openai"}
 
