@@ -64,6 +64,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from provenance import git_revision, machine, replace_section
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 LUA = BENCH / "chat.lua"
@@ -632,44 +634,6 @@ def versions() -> dict[str, str]:
     return out
 
 
-def machine() -> str:
-    model = "unknown"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
-        model = next(
-            ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")
-        )
-    except (OSError, StopIteration, subprocess.TimeoutExpired):
-        pass
-    mem = 0
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal"):
-                mem = round(int(line.split()[1]) / 1048576)
-    return f"{os.cpu_count()} vCPU ({model}), {mem} GiB, kernel {platform.release()}"
-
-
-def git_revision() -> str:
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-        return rev + (" + uncommitted changes" if dirty else "")
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-
-
 def default_transport() -> str:
     text = (ROOT / "project" / "settings.py").read_text()
     found = re.search(r'UPSTREAM_TRANSPORT",\s*default="(\w+)"', text)
@@ -1096,7 +1060,7 @@ def main(argv: list[str] | None = None) -> int:
         (run_dir / "report.md").write_text(report)
         print(report)
         if write:
-            update_results_file(args.results, report)
+            replace_section(args.results, MARK_BEGIN, MARK_END, report)
             log(f"updated the generated section of {args.results}")
         log(f"done in {elapsed:.0f} s; raw outputs in {run_dir}")
         return 0
@@ -1182,8 +1146,6 @@ def render(
         else "auth, ledger and breaker only (`--bare`: no key limits, no budget)"
     )
     lines = [
-        MARK_BEGIN,
-        "",
         f"## Gateway vs direct (`make bench`): {meta['date']}",
         "",
         f"Machine: {meta['machine']}, shared with other work; "
@@ -1325,8 +1287,6 @@ def render(
         "Rerun: `make bench` (full, under 10 min, rewrites this section), or "
         "`.venv/bin/python bench/run.py --quick` (~2 min, prints only). Raw wrk outputs and "
         f"logs: `/tmp/switchboard-bench/{meta['stamp']}/`.",
-        "",
-        MARK_END,
     ]
     return "\n".join(lines) + "\n"
 
@@ -1429,20 +1389,6 @@ def render_memory(meta: dict[str, Any], memory: list[dict[str, Any]]) -> list[st
         + "",
     ]
     return lines
-
-
-def update_results_file(path: Path, report: str) -> None:
-    """Replace the generated section of RESULTS.md, keeping the hand-written text around it."""
-    if path.exists():
-        text = path.read_text()
-        start, end = text.find(MARK_BEGIN), text.find(MARK_END)
-        if start != -1 and end != -1:
-            text = text[:start] + report.rstrip("\n") + text[end + len(MARK_END) :]
-        else:
-            text = text.rstrip("\n") + "\n\n" + report
-    else:
-        text = "# Switchboard benchmark results\n\n" + report
-    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from routing.models import (
     Scope,
 )
 from routing.quality import admin as quality_admin  # noqa: F401  (registers its admins)
+from routing.rules import ACTION_FIELDS, CONDITION_FIELDS
 from routing.rules_admin import (
     RoutingRuleForm,
     describe_actions,
@@ -602,35 +603,9 @@ class RoutingRuleAdmin(AuditedModelAdmin):
         (None, {"fields": ["name", "description", "priority", "enabled"]}),
         (
             "When (every condition given must hold; an empty one matches anything)",
-            {
-                "fields": [
-                    "meeting_types",
-                    "industries",
-                    "languages",
-                    "participant_bands",
-                    "use_cases",
-                    "client_keys",
-                    "min_transcript_chars",
-                    "max_transcript_chars",
-                ]
-            },
+            {"fields": list(CONDITION_FIELDS)},
         ),
-        (
-            "Then",
-            {
-                "fields": [
-                    "route",
-                    "only",
-                    "exclude",
-                    "prefer",
-                    "max_tokens",
-                    "max_tokens_per_participant",
-                    "max_tokens_cap",
-                    "long_context_deployment",
-                    "long_context_above_chars",
-                ]
-            },
-        ),
+        ("Then", {"fields": list(ACTION_FIELDS)}),
     ]
 
     @admin.display(description="When")

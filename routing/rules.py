@@ -46,6 +46,17 @@ CONDITIONS = (
     "client_keys",
 )
 LIST_ACTIONS = ("only", "exclude", "prefer")
+# A rule's model fields, as the admin shows them: conditions, then actions.
+CONDITION_FIELDS = (*CONDITIONS, "min_transcript_chars", "max_transcript_chars")
+ACTION_FIELDS = (
+    "route",
+    *LIST_ACTIONS,
+    "max_tokens",
+    "max_tokens_per_participant",
+    "max_tokens_cap",
+    "long_context_deployment",
+    "long_context_above_chars",
+)
 # A detected meeting type or language below this confidence matches no rule.
 MIN_CONFIDENCE = 0.6
 

@@ -11,7 +11,7 @@ from routing import live
 from routing.context import MEETING_TYPES
 from routing.limits import deployment_tag
 from routing.models import Deployment, RoutingRule
-from routing.rules import BANDS
+from routing.rules import ACTION_FIELDS, BANDS, CONDITION_FIELDS
 
 
 class ListField(forms.CharField):
@@ -50,29 +50,7 @@ class RoutingRuleForm(forms.ModelForm):
 
     class Meta:
         model = RoutingRule
-        fields = [
-            "name",
-            "description",
-            "priority",
-            "enabled",
-            "meeting_types",
-            "industries",
-            "languages",
-            "participant_bands",
-            "use_cases",
-            "client_keys",
-            "min_transcript_chars",
-            "max_transcript_chars",
-            "route",
-            "only",
-            "exclude",
-            "prefer",
-            "max_tokens",
-            "max_tokens_per_participant",
-            "max_tokens_cap",
-            "long_context_deployment",
-            "long_context_above_chars",
-        ]
+        fields = ["name", "description", "priority", "enabled", *CONDITION_FIELDS, *ACTION_FIELDS]
 
 
 def describe_conditions(rule: RoutingRule) -> str:
