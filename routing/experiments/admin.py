@@ -23,6 +23,46 @@ from routing.experiments import actions, stats, triggers
 from routing.models import Experiment, Rollout, RolloutEvent, Variant
 
 
+class ObjectPage(AuditedModelAdmin):
+    """An admin page of one object at ``<id>/<page_slug>/``: the model's view permission
+    opens it; a POST is one of its buttons (``act``), which needs the change permission."""
+
+    page_slug = ""
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view(self.page_view)
+        name = f"{self.model._meta.app_label}_{self.model._meta.model_name}_{self.page_slug}"
+        return [path(f"<path:object_id>/{self.page_slug}/", view, name=name), *super().get_urls()]
+
+    def page_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        obj = self.get_object(request, object_id)
+        if obj is None:
+            raise Http404(f"No such {self.model._meta.verbose_name}.")
+        if not self.has_view_permission(request, obj):
+            raise PermissionDenied
+        if request.method == "POST":
+            if not self.has_change_permission(request, obj):
+                raise PermissionDenied
+            self.act(request, obj)
+            return HttpResponseRedirect(request.path)
+        return self.render_page(request, obj)
+
+    def page_context(self, request: HttpRequest, obj: Any, title: str) -> dict[str, Any]:
+        return {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "opts": self.model._meta,
+            "original": obj,
+            "may_change": self.has_change_permission(request, obj),
+        }
+
+    def render_page(self, request: HttpRequest, obj: Any) -> HttpResponse:
+        raise NotImplementedError
+
+    def act(self, request: HttpRequest, obj: Any) -> None:
+        raise NotImplementedError
+
+
 class VariantInline(admin.TabularInline):
     model = Variant
     extra = 0
@@ -30,7 +70,8 @@ class VariantInline(admin.TabularInline):
 
 
 @admin.register(Experiment)
-class ExperimentAdmin(AuditedModelAdmin):
+class ExperimentAdmin(ObjectPage):
+    page_slug = "results"
     list_display = ["name", "route", "status", "metric", "started_at", "stopped_at", "results"]
     list_filter = ["status", "route"]
     search_fields = ["name"]
@@ -52,44 +93,23 @@ class ExperimentAdmin(AuditedModelAdmin):
         url = reverse("admin:routing_experiment_results", args=[experiment.pk])
         return format_html('<a href="{}">Results</a>', url)
 
-    def get_urls(self) -> list[URLPattern]:
-        view = self.admin_site.admin_view(self.results_view)
-        return [
-            path("<path:object_id>/results/", view, name="routing_experiment_results"),
-            *super().get_urls(),
-        ]
-
-    def results_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        experiment = self.get_object(request, object_id)
-        if experiment is None:
-            raise Http404("No such experiment.")
-        if not self.has_view_permission(request, experiment):
-            raise PermissionDenied
-        if request.method == "POST":
-            if not self.has_change_permission(request, experiment):
-                raise PermissionDenied
-            self._act(request, experiment)
-            return HttpResponseRedirect(request.path)
+    def render_page(self, request: HttpRequest, experiment: Experiment) -> HttpResponse:
         results = stats.experiment_results(experiment)
         by_arm: dict[str, list[stats.Comparison]] = {}
         for comparison in results.comparisons:
             by_arm.setdefault(comparison.arm, []).append(comparison)
         headline = [c for c in results.comparisons if c.metric == experiment.metric]
         context = {
-            **self.admin_site.each_context(request),
-            "title": f"Experiment {experiment.name}",
-            "opts": self.model._meta,
-            "original": experiment,
+            **self.page_context(request, experiment, f"Experiment {experiment.name}"),
             "experiment": experiment,
             "variants": list(experiment.variants.all()),
             "results": results,
             "by_arm": by_arm,
             "headline": headline,
-            "may_change": self.has_change_permission(request, experiment),
         }
         return TemplateResponse(request, "routing/experiment_results.html", context)
 
-    def _act(self, request: HttpRequest, experiment: Experiment) -> None:
+    def act(self, request: HttpRequest, experiment: Experiment) -> None:
         action = request.POST.get("action")
         try:
             if action == "start":
@@ -131,7 +151,8 @@ class RolloutEventInline(admin.TabularInline):
 
 
 @admin.register(Rollout)
-class RolloutAdmin(AuditedModelAdmin):
+class RolloutAdmin(ObjectPage):
+    page_slug = "dashboard"
     list_display = ["route", "status", "percent", "phases", "baseline_p50_ms", "dashboard"]
     list_filter = ["status"]
     fields = [
@@ -181,24 +202,7 @@ class RolloutAdmin(AuditedModelAdmin):
         url = reverse("admin:routing_rollout_dashboard", args=[rollout.pk])
         return format_html('<a href="{}">Side by side</a>', url)
 
-    def get_urls(self) -> list[URLPattern]:
-        view = self.admin_site.admin_view(self.dashboard_view)
-        return [
-            path("<path:object_id>/dashboard/", view, name="routing_rollout_dashboard"),
-            *super().get_urls(),
-        ]
-
-    def dashboard_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        rollout = self.get_object(request, object_id)
-        if rollout is None:
-            raise Http404("No such rollout.")
-        if not self.has_view_permission(request, rollout):
-            raise PermissionDenied
-        if request.method == "POST":
-            if not self.has_change_permission(request, rollout):
-                raise PermissionDenied
-            self._act(request, rollout)
-            return HttpResponseRedirect(request.path)
+    def render_page(self, request: HttpRequest, rollout: Rollout) -> HttpResponse:
         now = timezone.now()
         phase_start = rollout.phase_started_at or rollout.started_at or now
         window_start = max(phase_start, now - timedelta(seconds=actions.window_seconds()))
@@ -208,10 +212,7 @@ class RolloutAdmin(AuditedModelAdmin):
             records = triggers.arm_records(rollout, phase_start, now).filter(rollout_arm=name)
             arm.satisfaction = stats.satisfaction(stats.counted(records))
         context = {
-            **self.admin_site.each_context(request),
-            "title": f"Rollout of {rollout.route.name}",
-            "opts": self.model._meta,
-            "original": rollout,
+            **self.page_context(request, rollout, f"Rollout of {rollout.route.name}"),
             "rollout": rollout,
             "arms": [phase.arm("legacy"), phase.arm("new")],
             "phase": phase,
@@ -222,11 +223,10 @@ class RolloutAdmin(AuditedModelAdmin):
             "legacy_labels": rollout.legacy_labels(),
             "new_labels": rollout.new_labels(),
             "events": rollout.events.select_related("actor")[:20],
-            "may_change": self.has_change_permission(request, rollout),
         }
         return TemplateResponse(request, "routing/rollout_dashboard.html", context)
 
-    def _act(self, request: HttpRequest, rollout: Rollout) -> None:
+    def act(self, request: HttpRequest, rollout: Rollout) -> None:
         action = request.POST.get("action")
         user = request.user if request.user.is_authenticated else None
         try:
