@@ -79,6 +79,8 @@ NOT_SPEAKERS = frozenset(
         "task",
     }
 )
+# Labelled lines a text needs before its labels are counted as speakers.
+MIN_TURNS = 2
 # How much of a conversation detection reads: beyond this, more text changes nothing.
 DETECTION_CHARS = 4000
 # Of which the meeting-type classifier reads the first 2,000 characters (20 to 30 lines:
@@ -283,10 +285,16 @@ def transcript_text(messages: Iterable[Mapping[str, Any]]) -> str:
 
 
 def count_speakers(text: str) -> int:
-    """Distinct speaker labels at the start of lines; 0 when the text is no transcript."""
+    """Distinct speaker labels at the start of lines; 0 when the text is no transcript.
+
+    A transcript has turns: one labelled line alone ("Summarise: ...") is an
+    instruction, not a meeting of one.
+    """
     names = set()
+    turns = 0
     for match in SPEAKER.finditer(text):
         name = match.group("name").strip().lower()
         if name not in NOT_SPEAKERS:
             names.add(name)
-    return len(names)
+            turns += 1
+    return len(names) if turns >= MIN_TURNS else 0

@@ -116,3 +116,9 @@ def test_the_context_detected_from_a_transcript_is_on_its_usage_record(
         "language": "detected",
         "participants": "detected",
     }
+
+
+def test_one_labelled_instruction_is_no_transcript() -> None:
+    context = build(request("Summarise: we agreed to ship on Friday."))
+    assert context.participants is None
+    assert count_speakers("Alice: hi\nBob: hello") == 2
