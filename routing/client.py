@@ -27,7 +27,7 @@ import orjson
 from django.conf import settings
 
 from project.errors import ApiError
-from project.redis import async_client, close_async_client
+from project.redis import close_async_client, close_gateway_client, gateway_client
 from routing.breaker import Policy
 from routing.engine import Answer, Caller, Engine, EngineSettings, StreamAnswer
 from routing.http import close_upstream_client, upstream_client
@@ -45,7 +45,7 @@ def current_engine() -> Engine:
     engine = _engines.get(loop)
     if engine is None:
         engine = Engine(
-            redis=async_client(),
+            redis=gateway_client(),
             http=upstream_client(),
             tables=TableCache(settings.SWITCHBOARD["TABLE_CHECK_SECONDS"]),
             settings=EngineSettings.from_settings(),
@@ -59,6 +59,7 @@ async def close_engine() -> None:
     """Close the running loop's engine and its pools (server shutdown, end of asyncio.run)."""
     _engines.pop(asyncio.get_running_loop(), None)
     await close_upstream_client()
+    await close_gateway_client()
     await close_async_client()
 
 
