@@ -32,6 +32,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--bare", action="store_true")
     parser.add_argument("--redis-url", default=bench.MACHINE_REDIS)
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="set up, print each gateway's URL and pid, and serve until interrupted "
+        "(for profiling: wrk and py-spy against a standing gateway)",
+    )
     args = parser.parse_args()
     variants = [tuple(v.split("=", 1)) for v in args.variants]
     run_dir = Path(f"/tmp/switchboard-bench/ab-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
@@ -95,6 +101,12 @@ def main() -> int:
             bench.check_gateway(target, simulator, redis, not args.bare)
             if not target.correct:
                 raise RuntimeError(f"{target.name} failed the correctness gate: {target.checks}")
+        if args.serve:
+            print(f"simulator pid {sim.pid}; wrk script {bench.LUA}", flush=True)
+            for target in targets:
+                print(f"{target.name} {target.url} pid {target.pid} {target.headers}", flush=True)
+            while True:
+                time.sleep(3600)
         for target in targets:
             bench.run_wrk(target, 16, 2, False, run_dir / "raw" / "warm", sim.pid)
         for r in range(args.rounds):

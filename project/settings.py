@@ -11,7 +11,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from project.logs import logging_config
+from project.logs import logging_config, uvicorn_access_log_wanted
 from project.redis import resolve_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -180,6 +180,7 @@ LOGGING = logging_config(
     SWITCHBOARD_LOG_FORMAT,
     env.str("LOG_LEVEL", default="INFO"),
     request_log=env.bool("SWITCHBOARD_REQUEST_LOG", default=False),
+    access_log=uvicorn_access_log_wanted(),
 )
 
 # /metrics (routing/metrics.py): open to these addresses or networks, and to any

@@ -87,8 +87,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_gateway_processes(count: int, env: dict[str, str]) -> list[tuple[str, Any]]:
-    """``count`` separate uvicorn processes of the gateway; returns (url, process) pairs."""
+def start_gateway_processes(
+    count: int,
+    env: dict[str, str],
+    flags: tuple[str, ...] = ("--log-level", "warning"),
+    output: Any = None,
+) -> list[tuple[str, Any]]:
+    """``count`` separate uvicorn processes of the gateway; returns (url, process) pairs.
+
+    ``flags`` go to uvicorn; ``output``, an open file, takes what the processes print."""
     started = []
     for _ in range(count):
         port = free_port()
@@ -101,10 +108,11 @@ def start_gateway_processes(count: int, env: dict[str, str]) -> list[tuple[str, 
             "127.0.0.1",
             "--port",
             str(port),
-            "--log-level",
-            "warning",
+            *flags,
         ]
-        process = subprocess.Popen(command, cwd=ROOT, env=env)
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT if output else None
+        )
         started.append((f"http://127.0.0.1:{port}", process))
     for url, process in started:
         wait_until_serving(url, process)

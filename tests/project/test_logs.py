@@ -172,3 +172,43 @@ def test_a_line_logged_in_an_rq_job_carries_the_job_id(captured: Captured) -> No
 
     [line] = [line for line in captured.lines() if line["logger"] == "tests.jobs"]
     assert line["request_id"] == job.id
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("flags", "access_lines"),
+    [(("--log-level", "info"), 1), (("--log-level", "info", "--no-access-log"), 0)],
+    ids=["default", "no-access-log"],
+)
+def test_uvicorn_writes_an_access_line_per_request_unless_started_with_no_access_log(
+    tmp_path, flags: tuple[str, ...], access_lines: int
+) -> None:
+    """Django's logging is configured after uvicorn's: it must not switch the flag off."""
+    import os
+    import urllib.error
+    import urllib.request
+
+    from django.conf import settings
+
+    from tests.conftest import database_url
+    from tests.servers import start_gateway_processes
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+    }
+    log_path = tmp_path / "gateway.log"
+    with log_path.open("wb") as output:
+        [(url, process)] = start_gateway_processes(1, env, flags=flags, output=output)
+        try:
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"{url}/v1/models", timeout=5)
+            refused.value.close()
+            assert refused.value.code == 401
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+    printed = log_path.read_text()
+    assert printed.count("GET /v1/models HTTP/1.1") == access_lines, printed
