@@ -14,6 +14,7 @@ their spend). `spend()` reads a budget's current-period spend at any moment.
 from __future__ import annotations
 
 import calendar
+import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -52,7 +53,7 @@ class BudgetInfo:
     degrade_at_pct: int | None = None  # from here on the cheapest candidate goes first
 
     def period_key(self, now: datetime) -> str:
-        return now.strftime("%Y-%m" if self.period == "monthly" else "%Y-%m-%d")
+        return _period_key(self.period, now.year, now.month, now.day)
 
     def period_start(self, now: datetime) -> datetime:
         if self.period == "daily":
@@ -60,10 +61,7 @@ class BudgetInfo:
         return datetime(now.year, now.month, 1, tzinfo=UTC)
 
     def period_end(self, now: datetime) -> datetime:
-        if self.period == "daily":
-            return datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
-        last = calendar.monthrange(now.year, now.month)[1]
-        return datetime(now.year, now.month, last, tzinfo=UTC) + timedelta(days=1)
+        return _period_end(self.period, now.year, now.month, now.day)
 
     def key(self, now: datetime) -> str:
         return KEY.format(id=self.id, period=self.period_key(now))
@@ -76,6 +74,20 @@ class BudgetInfo:
         if self.scope == "route":
             return self.scope_ref == route
         return provider is not None and self.scope_ref == provider
+
+
+# Every request asks these of every budget that applies; a period has one answer (perf).
+@functools.lru_cache(maxsize=64)
+def _period_key(period: str, year: int, month: int, day: int) -> str:
+    return f"{year:04d}-{month:02d}" if period == "monthly" else f"{year:04d}-{month:02d}-{day:02d}"
+
+
+@functools.lru_cache(maxsize=64)
+def _period_end(period: str, year: int, month: int, day: int) -> datetime:
+    if period == "daily":
+        return datetime(year, month, day, tzinfo=UTC) + timedelta(days=1)
+    last = calendar.monthrange(year, month)[1]
+    return datetime(year, month, last, tzinfo=UTC) + timedelta(days=1)
 
 
 # KEYS: one budget hash per budget. ARGV: request id, now, lease expiry, key TTL,

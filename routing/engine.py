@@ -402,19 +402,25 @@ class Engine:
             arms=arms,
             estimated_tokens=limits.estimate_tokens(request),
         )
-        run.resolution, run.decision["ranking"] = await selection.select(
-            self, request, run.resolution, found.client_key, run.started_at
+        planned = selection.plan(
+            await self.table(), run.resolution, found.client_key, run.started_at
         )
-        if preview:
-            return run
+        if preview or caller.key is None:
+            reply = None
+            if planned.read_args is not None:
+                reply = await self.breakers.evalsha(*planned.read_args)
+            await self._rank(run, planned, reply)
+            if preview:
+                return run
         # Health information is never kept, not even for a cache's while.
         shared = self.settings.cache.enabled or self.settings.cache.single_flight
         if shared and not needs.baa and cache.wanted(request):
             scope = cache.scope_of(caller.key.id if caller.key else None, caller.environment)
             run.cache_key = CacheKey.of(scope, resolution.route, request)
         if caller.key is not None:
-            # perf (issue 9): a request that no cache can answer reserves its budgets in
-            # the admission's round trip; `_reserve` then reads the reply.
+            # perf (issue 9): one round trip reads the ranking's live numbers, checks the
+            # key's rate limits and, for a request that no cache can answer, reserves its
+            # budgets (the worst case over every candidate: the order does not matter).
             early = await self._budget_reservation(run) if run.cache_key is None else None
             try:
                 run.admission = await self.limits.admit_key(
@@ -422,15 +428,23 @@ class Engine:
                     caller.request_id,
                     run.estimated_tokens,
                     also=None if early is None else (early[1], early[0].settle_args(Decimal(0))),
+                    before=planned.read_args,
                 )
             except RateLimited as refused:
+                run.decision["ranking"] = {"skipped": "the key's rate limit refused the request"}
                 entry = self._entry(run)
                 entry.status, entry.http_status, entry.error_code = "rejected", 429, refused.code
                 await self._commit(entry, None)
                 raise
+            await self._rank(run, planned, run.admission.before)
             if early is not None:
                 run.early_reservation = (early[0], int(run.admission.also))
         return run
+
+    async def _rank(self, run: Run, planned: selection.Plan, reply: Any) -> None:
+        run.resolution, run.decision["ranking"] = await selection.finish(
+            self, planned, reply, run.request
+        )
 
     async def _arms(
         self, request: ChatRequest, caller: Caller, resolution: Resolution

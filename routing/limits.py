@@ -230,12 +230,14 @@ class Lease:
 class Admission:
     """A key's admission: its lease (None when the key has no limits) and the headers to send.
 
-    ``also``: the reply of the script that rode in the admission's round trip, if any.
+    ``also`` and ``before``: the replies of the scripts that rode in the admission's
+    round trip, if any (`Limiter.admit_key`).
     """
 
     lease: Lease | None = None
     verdict: Verdict | None = None
     also: Any = None
+    before: Any = None
 
     def headers(self) -> dict[str, str]:
         return self.verdict.headers() if self.verdict is not None else {}
@@ -297,44 +299,57 @@ class Limiter:
         request_id: str,
         tokens: int,
         also: tuple[list[Any], list[Any]] | None = None,
+        before: list[Any] | None = None,
     ) -> Admission:
         """Take from the key's buckets and a slot, or raise a 429 naming the limit.
 
-        ``also`` is (EVALSHA arguments, the EVALSHA arguments that undo them): another
-        script, the budget reservation, run in the same round trip right after the
-        check; its reply is ``Admission.also``. If the key is refused, a reservation
-        the script took is handed back before the 429 is raised (for that moment a
-        concurrent request sees the budget a little fuller than it is).
+        Other scripts ride in the same round trip (perf, issue 9). ``before``: EVALSHA
+        arguments run first, a read (the ranking's live numbers); its reply is
+        ``Admission.before``. ``also`` is (EVALSHA arguments, the EVALSHA arguments that
+        undo them): the budget reservation, run right after the check; its reply is
+        ``Admission.also``. If the key is refused, a reservation the script took is
+        handed back before the 429 is raised (for that moment a concurrent request sees
+        the budget a little fuller than it is).
         """
-        if not (key.rpm or key.tpm or key.max_concurrent):
-            return Admission(also=None if also is None else await self.evalsha(*also[0]))
-        requests_key, tokens_key, slots_key = key_buckets(key)
-        check = self._check_args(
-            (requests_key, tokens_key, slots_key),
-            key.rpm,
-            key.burst if key.rpm else 0,
-            key.tpm,
-            tokens,
-            key.max_concurrent,
-            request_id,
-        )
-        extra: Any = None
-        if also is None:
-            reply = await self.evalsha(*check)
+        limited = bool(key.rpm or key.tpm or key.max_concurrent)
+        commands = [] if before is None else [before]
+        if limited:
+            requests_key, tokens_key, slots_key = key_buckets(key)
+            commands.append(
+                self._check_args(
+                    (requests_key, tokens_key, slots_key),
+                    key.rpm,
+                    key.burst if key.rpm else 0,
+                    key.tpm,
+                    tokens,
+                    key.max_concurrent,
+                    request_id,
+                )
+            )
+        if also is not None:
+            commands.append(also[0])
+        if not commands:
+            return Admission()
+        if len(commands) == 1:
+            replies = [await self.evalsha(*commands[0])]
         else:
 
             def build(pipe: Any) -> None:
-                pipe.execute_command("EVALSHA", *check)
-                pipe.execute_command("EVALSHA", *also[0])
+                for args in commands:
+                    pipe.execute_command("EVALSHA", *args)
 
-            reply, extra = await self.run_pipeline(build)
-        verdict = Verdict.read(reply, key.rpm + (key.burst if key.rpm else 0), key.tpm)
+            replies = await self.run_pipeline(build)
+        read = replies.pop(0) if before is not None else None
+        extra = replies[-1] if also is not None else None
+        if not limited:
+            return Admission(also=extra, before=read)
+        verdict = Verdict.read(replies[0], key.rpm + (key.burst if key.rpm else 0), key.tpm)
         if verdict.refused:
             if also is not None and int(extra) == 0:
                 await self.evalsha(*also[1])
             raise refusal(verdict, key)
         lease = Lease(request_id, tokens_key, slots_key, key.tpm, tokens)
-        return Admission(lease, verdict, extra)
+        return Admission(lease, verdict, extra, read)
 
     async def admit_deployment(
         self, deployment: DeploymentInfo, request_id: str, tokens: int

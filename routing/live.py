@@ -136,20 +136,36 @@ async def read(
 ) -> Snapshot:
     """Live numbers of ``chain`` and the spend of ``budget_keys`` ((redis key, amount,
     label, degrade %)), in one round trip. ``evalsha`` is `Breakers.evalsha`."""
-    from billing.budgets import from_units
+    return parse(await evalsha(*read_args(chain, budget_keys)), chain, budget_keys)
 
+
+def read_args(
+    chain: Sequence[DeploymentInfo],
+    budget_keys: Sequence[tuple[str, Decimal, str, int | None]] = (),
+) -> list[Any]:
+    """The EVALSHA arguments of `read`, for a caller that sends them in its own round trip."""
     keys = [QUALITY_KEY]
     for deployment in chain:
         keys += [KEY.format(deployment.id), deployment_buckets(deployment)[2]]
     keys += [key for key, _, _, _ in budget_keys]
-    reply = await evalsha(
+    return [
         READ_SHA,
         len(keys),
         *keys,
         int(time.time() * 1000),
         len(chain),
         *(d.id for d in chain),
-    )
+    ]
+
+
+def parse(
+    reply: Any,
+    chain: Sequence[DeploymentInfo],
+    budget_keys: Sequence[tuple[str, Decimal, str, int | None]] = (),
+) -> Snapshot:
+    """The Snapshot in the READ script's reply to `read_args`."""
+    from billing.budgets import from_units
+
     parts = (reply.decode() if isinstance(reply, bytes) else str(reply)).split(";")
     found: dict[int, Live] = {}
     for deployment, row in zip(chain, parts, strict=False):

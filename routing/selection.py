@@ -222,18 +222,19 @@ def _reason(
     return f"position {c.position + 1} in the route"
 
 
-async def select(
-    engine: Any,
-    request: ChatRequest,
-    resolution: Resolution,
-    key_name: str,
-    started_at: datetime,
-) -> tuple[Resolution, dict[str, Any]]:
-    """Rank ``resolution``'s chain for this request: one Redis round trip for the live
-    numbers and budget spend, and the breakers (cached for a moment, read in one)."""
-    table = await engine.table()
+@dataclass(frozen=True)
+class Plan:
+    """What ranking a request needs: its route's policy, and the live read's arguments
+    (None when the order does not depend on live numbers)."""
+
+    resolution: Resolution
+    policy: RoutePolicy
+    budgets: list[tuple[str, Decimal, str, int | None]]
+    read_args: list[Any] | None
+
+
+def plan(table: Any, resolution: Resolution, key_name: str, started_at: datetime) -> Plan:
     policy = table.policies.get(resolution.route, RoutePolicy())
-    chain = resolution.chain
     budgets = [
         (b.key(started_at), b.amount_usd, b.label, b.degrade_at_pct)
         for b in table.budgets
@@ -243,19 +244,45 @@ async def select(
         policy.strategy != "ordered"
         or policy.quality_floor is not None
         or budgets
-        or any(d.max_concurrency for d in chain)
+        or any(d.max_concurrency for d in resolution.chain)
     )
     # An ordered route without a floor, caps or budgets ranks the same without them:
-    # no round trip.
-    snapshot = await live.read(engine.breakers.evalsha, chain, budgets) if needs_live else None
+    # no Redis read.
+    read_args = live.read_args(resolution.chain, budgets) if needs_live else None
+    return Plan(resolution, policy, budgets, read_args)
+
+
+async def finish(
+    engine: Any, planned: Plan, reply: Any, request: ChatRequest
+) -> tuple[Resolution, dict[str, Any]]:
+    """Rank with the live read's ``reply`` (None when the plan has no read) and the
+    breakers (cached for a moment, read in one)."""
+    chain = planned.resolution.chain
+    snapshot = None if reply is None else live.parse(reply, chain, planned.budgets)
     readings = await engine.breakers.read([d.id for d in chain])
     ordered, explanation = rank(
         chain,
-        policy,
+        planned.policy,
         snapshot or live.Snapshot({}),
         readings,
         request,
         engine.breakers.policy.cooldown_seconds,
     )
     explanation["live_read"] = snapshot is not None
-    return Resolution(resolution.route, ordered), explanation
+    return Resolution(planned.resolution.route, ordered), explanation
+
+
+async def select(
+    engine: Any,
+    request: ChatRequest,
+    resolution: Resolution,
+    key_name: str,
+    started_at: datetime,
+) -> tuple[Resolution, dict[str, Any]]:
+    """Rank ``resolution``'s chain for this request: one Redis round trip for the live
+    numbers and budget spend (the engine sends it with the key's admission instead)."""
+    planned = plan(await engine.table(), resolution, key_name, started_at)
+    reply = None
+    if planned.read_args is not None:
+        reply = await engine.breakers.evalsha(*planned.read_args)
+    return await finish(engine, planned, reply, request)
