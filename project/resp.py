@@ -68,6 +68,13 @@ class _Protocol(asyncio.Protocol):
         self.lost: BaseException | None = None
         self.closed = asyncio.get_running_loop().create_future()
         self._watched: object = None  # the head of `pending` at the watchdog's last look
+        # Commands sent during one turn of the event loop go out in one write at its end.
+        self.outgoing: list[bytes] = []
+
+    def flush(self) -> None:
+        data, self.outgoing = self.outgoing, []
+        if self.transport is not None:
+            self.transport.write(b"".join(data))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  (uvloop's is not a subclass)
@@ -247,8 +254,11 @@ class RespClient(Commands):
         self, protocol: _Protocol, data: bytes, waiter: asyncio.Future[Any] | _Batch
     ) -> None:
         protocol.pending.append(waiter)
-        assert protocol.transport is not None
-        protocol.transport.write(data)
+        if protocol.outgoing:
+            protocol.outgoing.append(data)
+        else:
+            protocol.outgoing = [data]
+            asyncio.get_running_loop().call_soon(protocol.flush)
 
     async def _connect(self) -> _Protocol:
         if self._connecting is None:
