@@ -233,7 +233,7 @@ SWITCHBOARD = {
     # How long a gateway process trusts its last reading of a breaker (0 = ask Redis every time).
     "BREAKER_READ_CACHE_SECONDS": env.float("SWITCHBOARD_BREAKER_READ_CACHE_SECONDS", default=0.5),
     # Which HTTP transport the upstream client uses: "aiohttp" or "httpx" (see bench/RESULTS.md).
-    "UPSTREAM_TRANSPORT": env.str("SWITCHBOARD_UPSTREAM_TRANSPORT", default="aiohttp"),
+    "UPSTREAM_TRANSPORT": env.str("SWITCHBOARD_UPSTREAM_TRANSPORT", default="httptools"),
     # The key audit calls a client key older than this overdue for rotation (0: never).
     "CLIENT_KEY_ROTATION_DAYS": env.int("SWITCHBOARD_CLIENT_KEY_ROTATION_DAYS", default=90),
     # Content samples (billing/README.md): the share of answered requests whose prompt and

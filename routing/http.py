@@ -5,6 +5,7 @@ turns every transport failure into a TRANSIENT `ProviderError`, so that the
 engine only ever sees our own errors. Nothing else imports httpx.
 
 Interchangeable transports, chosen by ``SWITCHBOARD["UPSTREAM_TRANSPORT"]``:
+``httptools`` (the project's own lean HTTP/1.1 client, `routing.upstream`),
 ``aiohttp`` (aiohttp's ClientSession used directly, no cookie jar), and three
 behind httpx's API: ``httpx`` (httpcore), ``httpx2`` and ``httpx-aiohttp``
 (httpx over aiohttp's pool). `bench/RESULTS.md` compares them; the default is
@@ -30,7 +31,7 @@ import httpx
 
 from routing.providers.base import FailureKind, ProviderError, UpstreamRequest
 
-TRANSPORTS = ("aiohttp", "httpx", "httpx2", "httpx-aiohttp", "aiohttp-nopool")
+TRANSPORTS = ("httptools", "aiohttp", "httpx", "httpx2", "httpx-aiohttp", "aiohttp-nopool")
 POOL_LIMITS = {"max_connections": 512, "max_keepalive_connections": 128}
 
 
@@ -248,6 +249,69 @@ class AiohttpUpstreamClient(UpstreamClient):
         await self._session.close()
 
 
+class _LeanBody:
+    """What UpstreamStream needs of a response (aiter_raw, aread), over routing.upstream."""
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+
+    def aiter_raw(self) -> AsyncIterator[bytes]:
+        return self._response.iter_chunks()  # type: ignore[no-any-return]
+
+    async def aread(self) -> bytes:
+        return bytes(await self._response.read())
+
+
+class LeanUpstreamClient(UpstreamClient):
+    """routing.upstream's client: the default (bench/RESULTS.md has why)."""
+
+    def __init__(self) -> None:
+        # No super().__init__(): there is no httpx client to make.
+        from routing import upstream
+
+        self.transport = "httptools"
+        self._client = upstream.Client(limit_per_origin=POOL_LIMITS["max_connections"])
+
+    async def _call(
+        self, method: str, url: str, headers: dict[str, str], body: bytes, timeouts: Timeouts
+    ) -> UpstreamResponse:
+        try:
+            connection, response = await self._client.request(
+                method, url, headers, body, timeouts.connect, timeouts.read
+            )
+            try:
+                content = await response.read()
+            finally:
+                self._client.done(connection)
+        except Exception as exc:
+            raise transport_error(exc) from None
+        return UpstreamResponse(response.status, response.headers, content)
+
+    async def post(self, request: UpstreamRequest, timeouts: Timeouts) -> UpstreamResponse:
+        return await self._call("POST", request.url, request.headers, request.body, timeouts)
+
+    @asynccontextmanager
+    async def stream(
+        self, request: UpstreamRequest, timeouts: Timeouts
+    ) -> AsyncIterator[UpstreamStream]:
+        try:
+            connection, response = await self._client.request(
+                "POST", request.url, request.headers, request.body, timeouts.connect, timeouts.read
+            )
+        except Exception as exc:
+            raise transport_error(exc) from None
+        try:
+            yield UpstreamStream(response.status, response.headers, _LeanBody(response))
+        finally:
+            self._client.done(connection)  # reused if read to the end, else closed
+
+    async def get(self, url: str, headers: dict[str, str], timeouts: Timeouts) -> UpstreamResponse:
+        return await self._call("GET", url, headers, b"", timeouts)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
 # Keyed by the loop itself, weakly: a finished loop takes its entry with it, and a
 # new loop can never be handed a dead one's pool because it reused an id().
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, UpstreamClient] = (
@@ -262,7 +326,9 @@ def upstream_client() -> UpstreamClient:
     client = _clients.get(loop)
     if client is None:
         transport = settings.SWITCHBOARD["UPSTREAM_TRANSPORT"]
-        if transport in ("aiohttp", "aiohttp-nopool"):
+        if transport == "httptools":
+            client = LeanUpstreamClient()
+        elif transport in ("aiohttp", "aiohttp-nopool"):
             client = AiohttpUpstreamClient(pooled=transport == "aiohttp")
         else:
             client = UpstreamClient(transport)
