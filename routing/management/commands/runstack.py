@@ -87,7 +87,7 @@ class Command(BaseCommand):
                     "--loop",
                     "uvloop",
                     "--http",
-                    "httptools",
+                    "project.server:GatewayHttpProtocol",
                     "--no-access-log",
                 ],
             )
