@@ -718,7 +718,15 @@ def start_gateway(
     port = free_port()
     cmd = [
         *(PY, "-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1"),
-        *("--port", str(port), "--loop", "uvloop", "--http", "project.server:GatewayHttpProtocol", "--no-access-log"),
+        *(
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "project.server:GatewayHttpProtocol",
+            "--no-access-log",
+        ),
     ]
     if workers > 1:
         cmd += ["--workers", str(workers)]

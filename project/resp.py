@@ -31,9 +31,10 @@ import asyncio
 import ssl
 from collections import deque
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import hiredis
+import redis.asyncio
 from redis._parsers.base import BaseParser
 from redis.connection import SSLConnection, parse_url
 from redis.exceptions import ConnectionError, ResponseError
@@ -77,7 +78,8 @@ class _Protocol(asyncio.Protocol):
             self.transport.write(b"".join(data))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  (uvloop's is not a subclass)
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         reader, pending = self.reader, self.pending
@@ -250,9 +252,7 @@ class RespClient(Commands):
         self._send(protocol, b"".join(packed), _Batch(future, len(packed)))
         return list(await future)
 
-    def _send(
-        self, protocol: _Protocol, data: bytes, waiter: asyncio.Future[Any] | _Batch
-    ) -> None:
+    def _send(self, protocol: _Protocol, data: bytes, waiter: asyncio.Future[Any] | _Batch) -> None:
         protocol.pending.append(waiter)
         if protocol.outgoing:
             protocol.outgoing.append(data)
@@ -284,7 +284,10 @@ class RespClient(Commands):
                         else None
                     )
                     _, protocol = await loop.create_connection(
-                        _Protocol, options.get("host", "localhost"), options.get("port", 6379), ssl=tls
+                        _Protocol,
+                        options.get("host", "localhost"),
+                        options.get("port", 6379),
+                        ssl=tls,
                     )
         except (OSError, TimeoutError) as exc:
             raise ConnectionError(f"could not connect to Redis ({type(exc).__name__})") from None
@@ -292,15 +295,22 @@ class RespClient(Commands):
         hello: list[tuple[Any, ...]] = []
         if options.get("password"):
             user = options.get("username")
-            hello.append(("AUTH", user, options["password"]) if user else ("AUTH", options["password"]))
+            hello.append(
+                ("AUTH", user, options["password"]) if user else ("AUTH", options["password"])
+            )
         if options.get("db"):
             hello.append(("SELECT", options["db"]))
         if hello:
             future = loop.create_future()
-            self._send(protocol, b"".join(hiredis.pack_command(c) for c in hello), _Batch(future, len(hello)))
+            self._send(
+                protocol,
+                b"".join(hiredis.pack_command(c) for c in hello),
+                _Batch(future, len(hello)),
+            )
             for reply in await future:
                 if isinstance(reply, ResponseError):
-                    protocol.transport.close()
+                    if protocol.transport is not None:
+                        protocol.transport.close()
                     raise reply
         self._protocol = protocol
         return protocol
@@ -310,3 +320,8 @@ class RespClient(Commands):
         if protocol is not None and protocol.transport is not None:
             protocol.transport.close()
             await protocol.closed
+
+
+# What the engine's parts accept: the gateway's client, or redis-py's asyncio client
+# (health probes in workers, tests).
+AsyncRedis = RespClient | redis.asyncio.Redis

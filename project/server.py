@@ -27,7 +27,7 @@ class CoalescingTransport:
     what is waiting first.
     """
 
-    __slots__ = ("_transport", "_pending", "_loop")
+    __slots__ = ("_loop", "_pending", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport

@@ -22,8 +22,9 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
+
+from project.resp import AsyncRedis as Redis
 
 KEY = "sb:breaker:{}"
 TRANSITIONS_KEY = "sb:breaker:transitions"

@@ -29,7 +29,6 @@ from typing import Any
 
 import orjson
 from django.utils import timezone
-from redis.asyncio import Redis
 
 from billing import samples
 from billing.budgets import SCRIPTS as BUDGET_SCRIPTS
@@ -37,6 +36,7 @@ from billing.budgets import BudgetInfo, Reservation, from_units, reserve_args
 from billing.ledger import LEDGER_KEY, UsageEntry
 from billing.money import PER_MTOK, quantize
 from project.errors import ApiError
+from project.resp import RespClient
 from routing import (
     assignment,
     cache,
@@ -285,7 +285,7 @@ def response_headers(
 class Engine:
     def __init__(
         self,
-        redis: Redis,
+        redis: RespClient,
         http: UpstreamClient,
         tables: TableCache,
         settings: EngineSettings,

@@ -30,9 +30,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
-
 from project.errors import ApiError
+from project.resp import AsyncRedis as Redis
 from routing.providers.base import Quota
 from routing.schema import ChatRequest
 from routing.table import DeploymentInfo, KeyInfo
@@ -340,7 +339,7 @@ class Limiter:
 
             replies = await self.run_pipeline(build)
         read = replies.pop(0) if before is not None else None
-        extra = replies[-1] if also is not None else None
+        extra: Any = replies[-1] if also is not None else None
         if not limited:
             return Admission(also=extra, before=read)
         verdict = Verdict.read(replies[0], key.rpm + (key.burst if key.rpm else 0), key.tpm)

@@ -27,9 +27,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
-
 from project.errors import ApiError
+from project.resp import AsyncRedis as Redis
 from routing.cache import INDEX_KEY, CacheKey, CacheSettings, Stored, decode_outcome
 
 LOCK = "sb:flight:{scope}:{digest}"

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from redis import Redis as SyncRedis
-from redis.asyncio import Redis
 
 from billing.budgets import BudgetInfo
 from billing.money import token_cost
 from billing.plans import PlanInfo
+from project.resp import AsyncRedis as Redis
 from project.secrets import SecretUnreadable
 from routing.experiments import snapshot
 from routing.experiments.snapshot import ArmSet

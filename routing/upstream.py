@@ -167,11 +167,11 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def wait(self, timeout: float) -> None:
-        """Until something arrives (or the connection fails), at most ``timeout`` seconds."""
+    async def wait(self, seconds: float) -> None:
+        """Until something arrives (or the connection fails), at most ``seconds``."""
         loop = asyncio.get_running_loop()
         waiter = self.waiter = loop.create_future()
-        timer = loop.call_later(timeout, self._timed_out, waiter)
+        timer = loop.call_later(seconds, self._timed_out, waiter)
         try:
             await waiter
         finally:
@@ -230,11 +230,11 @@ class _Pool:
             self._next()
             raise
 
-    async def _connect(self, timeout: float) -> _Connection:
+    async def _connect(self, seconds: float) -> _Connection:
         _, host, port = self.origin
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(seconds):
                 _, connection = await loop.create_connection(
                     lambda: _Connection(self),
                     host,
@@ -245,7 +245,9 @@ class _Pool:
         except TimeoutError:
             raise
         except (OSError, ssl.SSLError) as exc:
-            raise ConnectFailed(f"could not connect to the provider ({type(exc).__name__})") from None
+            raise ConnectFailed(
+                f"could not connect to the provider ({type(exc).__name__})"
+            ) from None
         return connection
 
     def release(self, connection: _Connection) -> None:

@@ -38,7 +38,9 @@ class Server:
         return body
 
 
-async def serving(handler: Handler, server: Server, tls: ssl.SSLContext | None = None) -> tuple[asyncio.Server, str]:
+async def serving(
+    handler: Handler, server: Server, tls: ssl.SSLContext | None = None
+) -> tuple[asyncio.Server, str]:
     async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         server.connections += 1
         try:
@@ -73,7 +75,9 @@ def answering(server: Server, body: bytes = b'{"ok": true}', close: bool = False
     return handle
 
 
-async def call(client: upstream.Client, url: str, read_timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+async def call(
+    client: upstream.Client, url: str, read_timeout: float = 5.0
+) -> tuple[int, dict[str, str], bytes]:
     connection, response = await client.request(
         "POST", url, {"Content-Type": "application/json"}, b'{"q": 1}', 2.0, read_timeout
     )
@@ -123,7 +127,10 @@ def test_response_headers_are_lower_case_and_repeated_ones_are_joined() -> None:
 def test_a_chunked_body_arrives_without_its_framing_piece_by_piece() -> None:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await server.read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
         for event in (b"data: 1\n\n", b"data: 2\n\n", b"data: [DONE]\n\n"):
             writer.write(b"%x\r\n%s\r\n" % (len(event), event))
             await writer.drain()
@@ -203,10 +210,12 @@ def test_a_refused_connection_is_a_connect_failure() -> None:
     asyncio.run(scenario())
 
 
-def test_a_provider_that_hangs_up_mid_body_is_a_disconnection_and_the_connection_is_dropped() -> None:
+def test_a_provider_that_hangs_up_mid_body_is_a_disconnection_and_the_connection_is_dropped() -> (
+    None
+):
     async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await server.read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"partial\":")
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"partial":')
         await writer.drain()
 
     async def scenario() -> None:
