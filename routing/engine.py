@@ -65,7 +65,6 @@ from routing.providers.base import (
 )
 from routing.providers.sse import SSEDecoder
 from routing.quality.answers import assess
-from routing.quality.config import QualityConfig
 from routing.quality.judge import maybe_judge
 from routing.quality.scoring import CUT
 from routing.schema import END_USER_KEYS, ChatRequest
@@ -161,6 +160,7 @@ class Run:
 
     request: ChatRequest
     caller: Caller
+    table: RoutingTable  # the routing table of the whole request, fetched once
     resolution: Resolution
     started: float
     deadline: float
@@ -332,14 +332,7 @@ class Engine:
     async def table(self) -> RoutingTable:
         return await self.tables.get(self.redis)
 
-    @property
-    def quality_config(self) -> QualityConfig:
-        """Quality's settings from the table this request resolved with: no Redis, no wait."""
-        table = self.tables.current
-        return table.quality if table is not None else QualityConfig()
-
-    async def resolve(self, model: str, environment: str = "prod") -> Resolution:
-        table = await self.table()
+    def resolve(self, table: RoutingTable, model: str, environment: str = "prod") -> Resolution:
         resolution = table.resolve(model, environment)
         if resolution is None and any(table.resolve(model, env) for env in table.environments):
             raise ApiError(
@@ -383,9 +376,11 @@ class Engine:
                 "model_not_allowed",
                 param="model",
             )
+        # One table for the whole request: a new version mid-request cannot mix two.
+        table = await self.table()
         found = context.build(request, caller.key)
-        resolution, ruled = await self._ruled(request, caller, found)
-        arms = await self._arms(request, caller, resolution)
+        resolution, ruled = self._ruled(table, request, caller, found)
+        arms = self._arms(table, request, caller, resolution)
         resolution = arms.resolution
         needs = Requirements.of(request.metadata, caller.key.industry if caller.key else "")
         if needs.restricts:
@@ -394,6 +389,7 @@ class Engine:
         run = Run(
             request=request,
             caller=caller,
+            table=table,
             resolution=resolution,
             started=started,
             deadline=started + self.settings.deadline_seconds,
@@ -402,9 +398,7 @@ class Engine:
             arms=arms,
             estimated_tokens=limits.estimate_tokens(request),
         )
-        planned = selection.plan(
-            await self.table(), run.resolution, found.client_key, run.started_at
-        )
+        planned = selection.plan(table, run.resolution, found.client_key, run.started_at)
         if preview or caller.key is None:
             reply = None
             if planned.read_args is not None:
@@ -421,7 +415,7 @@ class Engine:
             # perf (issue 9): one round trip reads the ranking's live numbers, checks the
             # key's rate limits and, for a request that no cache can answer, reserves its
             # budgets (the worst case over every candidate: the order does not matter).
-            early = await self._budget_reservation(run) if run.cache_key is None else None
+            early = self._budget_reservation(run) if run.cache_key is None else None
             try:
                 run.admission = await self.limits.admit_key(
                     caller.key,
@@ -446,26 +440,28 @@ class Engine:
             self, planned, reply, run.request
         )
 
-    async def _arms(
-        self, request: ChatRequest, caller: Caller, resolution: Resolution
+    def _arms(
+        self, table: RoutingTable, request: ChatRequest, caller: Caller, resolution: Resolution
     ) -> assignment.Choice:
         """The route's rollout arm, then its experiment arm, for the request's end user."""
-        table = await self.table()
         arms = assignment.choose(
             table.arms.get(caller.environment), resolution, request.end_user, caller.request_id
         )
         request.params.update(arms.parameters)
         return arms
 
-    async def _ruled(
-        self, request: ChatRequest, caller: Caller, found: context.RoutingContext
+    def _ruled(
+        self,
+        table: RoutingTable,
+        request: ChatRequest,
+        caller: Caller,
+        found: context.RoutingContext,
     ) -> tuple[Resolution, dict[str, Any]]:
         """Resolve the request with the routing rules applied (routing.rules): the route
         they pick, their filters and order, and their parameters (set on the request)."""
-        table = await self.table()
         routes = table.environments.get(caller.environment)
         if routes is None or request.model not in routes.routes or not table.rules:
-            return await self.resolve(request.model, caller.environment), {}
+            return self.resolve(table, request.model, caller.environment), {}
         chosen, explained = rules.choose(table.rules, found, request.model)
         skipped = ""
         if chosen.route and table.resolve(chosen.route, caller.environment) is None:
@@ -482,7 +478,7 @@ class Engine:
                 }
             )
             chosen.route = ""
-        resolution = await self.resolve(chosen.route or request.model, caller.environment)
+        resolution = self.resolve(table, chosen.route or request.model, caller.environment)
         chain = rules.apply(chosen, resolution.chain, request, found, routes.models)
         return Resolution(resolution.route, chain), explained
 
@@ -726,12 +722,12 @@ class Engine:
                 usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
             )
 
-    async def _budget_reservation(self, run: Run) -> tuple[Reservation, list[Any]] | None:
+    def _budget_reservation(self, run: Run) -> tuple[Reservation, list[Any]] | None:
         """The reservation of the worst-case cost on every budget that applies, and the
         EVALSHA arguments that take it; None when no budget applies."""
         budgets = [
             b
-            for b in (await self.table()).budgets
+            for b in run.table.budgets
             if b.applies_to(run.caller.key.name if run.caller.key else "", run.resolution.route)
         ]
         if not budgets:
@@ -745,7 +741,7 @@ class Engine:
             reservation, refused = run.early_reservation
             run.early_reservation = None
         else:
-            planned = await self._budget_reservation(run)
+            planned = self._budget_reservation(run)
             if planned is None:
                 return
             reservation, args = planned
@@ -794,7 +790,7 @@ class Engine:
         """Reserve on the budgets of this candidate's provider; the exhausted one, if any."""
         budgets = [
             b
-            for b in (await self.table()).budgets
+            for b in run.table.budgets
             if b.scope == "provider" and b.scope_ref == deployment.provider
         ]
         if not budgets:
@@ -908,8 +904,15 @@ class Engine:
             raise
         entry = self._entry(run)
         fill_usage(entry, deployment, usage, cost)
-        quality = self.quality_config
-        assess(entry, request, run.context, completion.text, completion.finish_reason, quality)
+        assess(
+            entry,
+            request,
+            run.context,
+            completion.text,
+            completion.finish_reason,
+            run.table.quality,
+            run.table.latency_target(run.resolution.route),
+        )
         await self._commit(
             entry,
             deployment,
@@ -1057,7 +1060,15 @@ class Engine:
                 entry.status, entry.error_code = "partial", "client_closed"
             if finished or error is not None:  # a client that left is not the answer's fault
                 finish = translator.finish_reason if error is None else CUT
-                assess(entry, request, run.context, translator.text, finish, self.quality_config)
+                assess(
+                    entry,
+                    request,
+                    run.context,
+                    translator.text,
+                    finish,
+                    run.table.quality,
+                    run.table.latency_target(run.resolution.route),
+                )
             # Committed before the client hears of a cut, so an in-process
             # caller that stops at the error still finds the usage recorded.
             outcome = breaker_outcome(error) if error else "ok"

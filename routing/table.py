@@ -144,6 +144,8 @@ class RoutePolicy:
 
     strategy: str = "ordered"
     quality_floor: int | None = None
+    # An answer slower than this is scored down by the quality rule "slow" (routing.quality).
+    latency_target_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -178,13 +180,17 @@ class RoutingTable:
     budgets: tuple[BudgetInfo, ...] = ()
     # Running rollouts and experiments, per environment (routing.assignment applies them).
     arms: dict[str, ArmSet] = field(default_factory=dict)
-    quality: QualityConfig = field(default_factory=QualityConfig)  # rule weights, latency targets
+    quality: QualityConfig = field(default_factory=QualityConfig)  # the quality rules' weights
     # Route name -> its strategy and quality floor; routing rules, by priority.
     policies: dict[str, RoutePolicy] = field(default_factory=dict)
     rules: tuple[RuleInfo, ...] = ()
 
     def resolve(self, name: str, environment: str) -> Resolution | None:
         return self.environments.get(environment, EMPTY).resolve(name)
+
+    def latency_target(self, route: str) -> int | None:
+        policy = self.policies.get(route)
+        return policy.latency_target_ms if policy is not None else None
 
     def model_ids(self, environment: str) -> list[str]:
         return self.environments.get(environment, EMPTY).model_ids()
@@ -265,8 +271,11 @@ def _build_table(version: int) -> RoutingTable:
         keys=keys,
         budgets=tuple(b.info() for b in Budget.objects.all()),
         arms=snapshot.build(environments),
-        quality=quality_config.load(route_rows),
-        policies={r.name: RoutePolicy(r.strategy, r.quality_floor) for r in route_rows},
+        quality=quality_config.load(),
+        policies={
+            r.name: RoutePolicy(r.strategy, r.quality_floor, r.latency_target_ms or None)
+            for r in route_rows
+        },
         rules=tuple(RuleInfo.of(r) for r in RoutingRule.objects.filter(enabled=True)),
     )
 

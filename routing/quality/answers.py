@@ -29,13 +29,15 @@ def assess(
     text: str,
     finish_reason: str | None,
     config: QualityConfig,
+    target_ms: int | None = None,
 ) -> Scored | None:
     """Score the answer onto ``entry``: `quality_score`, and `decision["quality"]`.
 
+    ``target_ms``: the route's latency target (`RoutePolicy.latency_target_ms`), if any.
     A score is never worth the usage record it rides with: a failure is logged, not raised.
     """
     try:
-        return _assess(entry, request, context, text, finish_reason, config)
+        return _assess(entry, request, context, text, finish_reason, config, target_ms)
     except Exception:
         log.exception("quality scoring of %s failed; recorded without a score", entry.request_id)
         return None
@@ -48,6 +50,7 @@ def _assess(
     text: str,
     finish_reason: str | None,
     config: QualityConfig,
+    target_ms: int | None,
 ) -> Scored:
     # Only a language the client stated is a requirement; a detected one is a guess.
     asked = context.language if context.sources.get("language") == "metadata" else ""
@@ -57,7 +60,7 @@ def _assess(
         wants_json=request.wants_json,
         language_asked=asked,
         latency_ms=entry.latency_ms,
-        target_ms=config.latency_targets.get(entry.route),
+        target_ms=target_ms,
         weights=config.weights,
     )
     entry.quality_score = scored.score
