@@ -85,7 +85,7 @@ def main() -> int:
                 [
                     *(bench.PY, "-m", "uvicorn", "project.asgi:application"),
                     *("--host", "127.0.0.1", "--port", str(gateway_port), "--loop", "uvloop"),
-                    *("--http", http_protocol(directory), "--no-access-log"),
+                    *("--http", "httptools", "--no-access-log"),
                 ],
                 cwd=directory,
                 env=env,
@@ -134,13 +134,6 @@ def main() -> int:
     finally:
         procs.stop_all()
         redis.cleanup()
-
-
-def http_protocol(directory: str) -> str:
-    """The gateway's own uvicorn protocol, for a variant old enough to lack it: httptools."""
-    if (Path(directory) / "project" / "server.py").exists():
-        return "project.server:GatewayHttpProtocol"
-    return "httptools"
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ serve() {  # dir  (run by the harness as OURS_CMD, with OURS_PORT and BENCH_UPST
   set -a; . "$dir/env"; set +a
   cd "$ROOT"
   exec "$PY" -m uvicorn project.asgi:application --host 127.0.0.1 --port "$OURS_PORT" \
-    --loop uvloop --http project.server:GatewayHttpProtocol --no-access-log
+    --loop uvloop --http httptools --no-access-log
 }
 
 cleanup_redis() {  # dir

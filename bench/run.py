@@ -724,7 +724,7 @@ def start_gateway(
             "--loop",
             "uvloop",
             "--http",
-            "project.server:GatewayHttpProtocol",
+            "httptools",
             "--no-access-log",
         ),
     ]

@@ -87,7 +87,7 @@ class Command(BaseCommand):
                     "--loop",
                     "uvloop",
                     "--http",
-                    "project.server:GatewayHttpProtocol",
+                    "httptools",
                     "--no-access-log",
                 ],
             )
