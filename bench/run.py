@@ -66,6 +66,9 @@ from typing import Any
 
 from provenance import git_revision, machine, replace_section
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from routing.simulator.tls import self_signed
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 LUA = BENCH / "chat.lua"
@@ -637,46 +640,7 @@ def versions() -> dict[str, str]:
 def default_transport() -> str:
     text = (ROOT / "project" / "settings.py").read_text()
     found = re.search(r'UPSTREAM_TRANSPORT",\s*default="(\w+)"', text)
-    return found.group(1) if found else "aiohttp"
-
-
-def self_signed_certificate(run_dir: Path) -> tuple[Path, Path]:
-    """A key and a certificate for 127.0.0.1, valid for a day (--tls)."""
-    from datetime import UTC, datetime, timedelta
-    from ipaddress import ip_address
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    key_file, cert_file = run_dir / "upstream-key.pem", run_dir / "upstream-cert.pem"
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    return key_file, cert_file
+    return found.group(1) if found else DEFAULT_TRANSPORT
 
 
 def setup_gateway_db(
@@ -873,7 +837,7 @@ def main(argv: list[str] | None = None) -> int:
         simulator = f"http://127.0.0.1:{sim_port}"
         sim_command = [PY, "-m", "routing.simulator", "--port", str(sim_port)]
         if args.tls:
-            key_file, cert_file = self_signed_certificate(run_dir)
+            key_file, cert_file = self_signed(run_dir)
             # Trusted by this process (urllib, http.client) and the gateways (aiohttp),
             # through OpenSSL's default verify paths; wrk does not verify.
             os.environ["SSL_CERT_FILE"] = base_env["SSL_CERT_FILE"] = str(cert_file)

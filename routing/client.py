@@ -19,7 +19,6 @@ import atexit
 import hashlib
 import threading
 import time
-import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator
 from typing import Any
 
@@ -27,6 +26,7 @@ import orjson
 from django.conf import settings
 
 from project.errors import ApiError
+from project.loops import PerLoop
 from project.redis import close_async_client, close_gateway_client, gateway_client
 from routing.breaker import Policy
 from routing.engine import Answer, Caller, Engine, EngineSettings, StreamAnswer
@@ -34,30 +34,28 @@ from routing.http import close_upstream_client, upstream_client
 from routing.schema import ChatRequest, validate_chat_body
 from routing.table import KeyInfo, TableCache
 
-# Keyed by the loop itself, weakly: a finished loop takes its entry with it, and a
-# new loop can never be handed a dead one's pool because it reused an id().
-_engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Engine] = weakref.WeakKeyDictionary()
+
+def _make_engine() -> Engine:
+    return Engine(
+        redis=gateway_client(),
+        http=upstream_client(),
+        tables=TableCache(settings.SWITCHBOARD["TABLE_CHECK_SECONDS"]),
+        settings=EngineSettings.from_settings(),
+        policy=Policy.from_settings(),
+    )
+
+
+_engines = PerLoop(_make_engine)
 
 
 def current_engine() -> Engine:
     """The engine of the running event loop (Redis and HTTP pools are loop-bound)."""
-    loop = asyncio.get_running_loop()
-    engine = _engines.get(loop)
-    if engine is None:
-        engine = Engine(
-            redis=gateway_client(),
-            http=upstream_client(),
-            tables=TableCache(settings.SWITCHBOARD["TABLE_CHECK_SECONDS"]),
-            settings=EngineSettings.from_settings(),
-            policy=Policy.from_settings(),
-        )
-        _engines[loop] = engine
-    return engine
+    return _engines.get()
 
 
 async def close_engine() -> None:
     """Close the running loop's engine and its pools (server shutdown, end of asyncio.run)."""
-    _engines.pop(asyncio.get_running_loop(), None)
+    _engines.pop()
     await close_upstream_client()
     await close_gateway_client()
     await close_async_client()
@@ -65,7 +63,7 @@ async def close_engine() -> None:
 
 def forget_cached_state() -> None:
     """Make every engine of this process re-read its routing table and breaker states."""
-    for engine in list(_engines.values()):
+    for engine in _engines.values():
         engine.tables.invalidate()
         engine.breakers.forget()
         engine.limits.forget()

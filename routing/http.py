@@ -21,7 +21,6 @@ not cut for being long, only for going quiet.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from project.loops import PerLoop
 from routing.providers.base import FailureKind, ProviderError, UpstreamRequest
 
 TRANSPORTS = ("httptools", "aiohttp", "httpx", "httpx2", "httpx-aiohttp", "aiohttp-nopool")
@@ -312,33 +312,27 @@ class LeanUpstreamClient(UpstreamClient):
         await self._client.aclose()
 
 
-# Keyed by the loop itself, weakly: a finished loop takes its entry with it, and a
-# new loop can never be handed a dead one's pool because it reused an id().
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, UpstreamClient] = (
-    weakref.WeakKeyDictionary()
-)
+def _make_upstream_client() -> UpstreamClient:
+    from django.conf import settings
+
+    transport = settings.SWITCHBOARD["UPSTREAM_TRANSPORT"]
+    if transport == "httptools":
+        return LeanUpstreamClient()
+    if transport in ("aiohttp", "aiohttp-nopool"):
+        return AiohttpUpstreamClient(pooled=transport == "aiohttp")
+    return UpstreamClient(transport)
+
+
+_clients = PerLoop(_make_upstream_client)
 
 
 def upstream_client() -> UpstreamClient:
-    from django.conf import settings
-
-    loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None:
-        transport = settings.SWITCHBOARD["UPSTREAM_TRANSPORT"]
-        if transport == "httptools":
-            client = LeanUpstreamClient()
-        elif transport in ("aiohttp", "aiohttp-nopool"):
-            client = AiohttpUpstreamClient(pooled=transport == "aiohttp")
-        else:
-            client = UpstreamClient(transport)
-        _clients[loop] = client
-    return client
+    """The running event loop's upstream client (its pools are bound to the loop)."""
+    return _clients.get()
 
 
 async def close_upstream_client() -> None:
-    loop = asyncio.get_running_loop()
-    client = _clients.pop(loop, None)
+    client = _clients.pop()
     if client is not None:
         await client.aclose()
 

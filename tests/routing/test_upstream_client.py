@@ -9,15 +9,16 @@ covered by the rest of the suite, which runs on this client by default.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from routing import upstream
 from routing.http import transport_error
+from routing.simulator.tls import self_signed
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -38,9 +39,13 @@ class Server:
         return body
 
 
-async def serving(
-    handler: Handler, server: Server, tls: ssl.SSLContext | None = None
-) -> tuple[asyncio.Server, str]:
+@asynccontextmanager
+async def provider(
+    handler: Handler, server: Server, tls: ssl.SSLContext | None = None, limit: int = 512
+) -> AsyncIterator[tuple[str, upstream.Client]]:
+    """A provider on loopback answering with ``handler``, and a client to call it; both
+    closed at the end."""
+
     async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         server.connections += 1
         try:
@@ -53,7 +58,12 @@ async def serving(
     listening = await asyncio.start_server(connected, "127.0.0.1", 0, ssl=tls)
     port = listening.sockets[0].getsockname()[1]
     scheme = "https" if tls else "http"
-    return listening, f"{scheme}://127.0.0.1:{port}/v1/chat/completions"
+    client = upstream.Client(limit_per_origin=limit)
+    try:
+        yield f"{scheme}://127.0.0.1:{port}/v1/chat/completions", client
+    finally:
+        await client.aclose()
+        listening.close()
 
 
 def answering(server: Server, body: bytes = b'{"ok": true}', close: bool = False) -> Handler:
@@ -88,43 +98,37 @@ async def call(
 
 
 def test_calls_to_one_origin_reuse_one_kept_alive_connection() -> None:
-    async def scenario() -> None:
-        server = Server()
-        listening, url = await serving(answering(server), server)
-        client = upstream.Client()
-        try:
-            answers = [await call(client, url) for _ in range(5)]
-        finally:
-            await client.aclose()
-            listening.close()
-        assert [a[0] for a in answers] == [200] * 5
-        assert answers[0][2] == b'{"ok": true}'
-        assert server.connections == 1
-        head = server.requests[0].decode()
-        assert head.startswith("POST /v1/chat/completions HTTP/1.1\r\n")
-        assert f"Host: 127.0.0.1:{url.split(':')[2].split('/')[0]}" in head
-        assert "Content-Length: 8" in head and server.requests[0].endswith(b'{"q": 1}')
+    server = Server()
 
-    asyncio.run(scenario())
+    async def scenario() -> tuple[str, list[tuple[int, dict[str, str], bytes]]]:
+        async with provider(answering(server), server) as (url, client):
+            return url, [await call(client, url) for _ in range(5)]
+
+    url, answers = asyncio.run(scenario())
+    assert [a[0] for a in answers] == [200] * 5
+    assert answers[0][2] == b'{"ok": true}'
+    assert server.connections == 1
+    head = server.requests[0].decode()
+    assert head.startswith("POST /v1/chat/completions HTTP/1.1\r\n")
+    assert f"Host: 127.0.0.1:{url.split(':')[2].split('/')[0]}" in head
+    assert "Content-Length: 8" in head and server.requests[0].endswith(b'{"q": 1}')
 
 
 def test_response_headers_are_lower_case_and_repeated_ones_are_joined() -> None:
-    async def scenario() -> None:
-        server = Server()
-        listening, url = await serving(answering(server), server)
-        client = upstream.Client()
-        try:
-            _, headers, _ = await call(client, url)
-        finally:
-            await client.aclose()
-            listening.close()
-        assert headers["x-ratelimit-remaining-requests"] == "9"
-        assert headers["set-cookie"] == "a=1, b=2"
+    server = Server()
 
-    asyncio.run(scenario())
+    async def scenario() -> dict[str, str]:
+        async with provider(answering(server), server) as (url, client):
+            return (await call(client, url))[1]
+
+    headers = asyncio.run(scenario())
+    assert headers["x-ratelimit-remaining-requests"] == "9"
+    assert headers["set-cookie"] == "a=1, b=2"
 
 
 def test_a_chunked_body_arrives_without_its_framing_piece_by_piece() -> None:
+    server = Server()
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await server.read_request(reader)
         writer.write(
@@ -140,68 +144,51 @@ def test_a_chunked_body_arrives_without_its_framing_piece_by_piece() -> None:
         await server.read_request(reader)  # the connection stays usable
 
     async def scenario() -> list[bytes]:
-        listening, url = await serving(handle, server)
-        client = upstream.Client()
-        try:
+        async with provider(handle, server) as (url, client):
             connection, response = await client.request("POST", url, {}, b"{}", 2.0, 5.0)
             pieces = [piece async for piece in response.iter_chunks()]
             client.done(connection)
             assert connection in connection.pool.idle
-        finally:
-            await client.aclose()
-            listening.close()
-        return pieces
+            return pieces
 
-    server = Server()
     pieces = asyncio.run(scenario())
     assert b"".join(pieces) == b"data: 1\n\ndata: 2\n\ndata: [DONE]\n\n"
     assert len(pieces) == 3  # each as it came, not buffered to the end
 
 
 def test_a_provider_that_closes_after_answering_gets_a_new_connection_next_time() -> None:
-    async def scenario() -> None:
-        server = Server()
-        listening, url = await serving(answering(server, close=True), server)
-        client = upstream.Client()
-        try:
-            assert (await call(client, url))[0] == 200
-            assert (await call(client, url))[0] == 200
-        finally:
-            await client.aclose()
-            listening.close()
-        assert server.connections == 2
+    server = Server()
 
-    asyncio.run(scenario())
+    async def scenario() -> list[int]:
+        async with provider(answering(server, close=True), server) as (url, client):
+            return [(await call(client, url))[0] for _ in range(2)]
+
+    assert asyncio.run(scenario()) == [200, 200]
+    assert server.connections == 2
 
 
 def test_a_provider_that_goes_quiet_times_out_after_the_read_timeout() -> None:
+    server = Server()
+
     async def quiet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await server.read_request(reader)
         await asyncio.sleep(5)
 
     async def scenario() -> float:
-        listening, url = await serving(quiet, server)
-        client = upstream.Client()
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        try:
+        async with provider(quiet, server) as (url, client):
+            started = asyncio.get_running_loop().time()
             with pytest.raises(TimeoutError) as raised:
                 await call(client, url, read_timeout=0.3)
             assert transport_error(raised.value).code == "timeout"
-        finally:
-            await client.aclose()
-            listening.close()
-        return loop.time() - started
+            return asyncio.get_running_loop().time() - started
 
-    server = Server()
     assert 0.3 <= asyncio.run(scenario()) < 1.5
 
 
 def test_a_refused_connection_is_a_connect_failure() -> None:
     async def scenario() -> None:
-        listening, url = await serving(answering(Server()), Server())
-        listening.close()
-        await listening.wait_closed()
+        async with provider(answering(Server()), Server()) as (url, _):
+            pass  # the provider is gone: nothing listens on its port now
         client = upstream.Client()
         with pytest.raises(upstream.ConnectFailed) as raised:
             await call(client, url)
@@ -213,123 +200,68 @@ def test_a_refused_connection_is_a_connect_failure() -> None:
 def test_a_provider_that_hangs_up_mid_body_is_a_disconnection_and_the_connection_is_dropped() -> (
     None
 ):
+    server = Server()
+
     async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await server.read_request(reader)
         writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"partial":')
         await writer.drain()
 
     async def scenario() -> None:
-        listening, url = await serving(cut, server)
-        client = upstream.Client()
-        try:
+        async with provider(cut, server) as (url, client):
             with pytest.raises(upstream.Disconnected) as raised:
                 await call(client, url)
             assert transport_error(raised.value).code == "connection"
             pool = next(iter(client._pools.values()))
             assert pool.idle == [] and pool.open == 0
-        finally:
-            await client.aclose()
-            listening.close()
 
-    server = Server()
     asyncio.run(scenario())
 
 
 def test_a_body_left_unread_closes_its_connection_instead_of_reusing_it() -> None:
-    async def scenario() -> None:
-        server = Server()
-        listening, url = await serving(answering(server, body=b"x" * 200_000), server)
-        client = upstream.Client()
-        try:
+    server = Server()
+
+    async def scenario() -> bytes:
+        async with provider(answering(server, body=b"x" * 200_000), server) as (url, client):
             connection, _ = await client.request("POST", url, {}, b"{}", 2.0, 5.0)
             client.done(connection)  # the caller gave up on the body
-            assert (await call(client, url))[2] == b"x" * 200_000
-        finally:
-            await client.aclose()
-            listening.close()
-        assert server.connections == 2
+            return (await call(client, url))[2]
 
-    asyncio.run(scenario())
+    assert asyncio.run(scenario()) == b"x" * 200_000
+    assert server.connections == 2
 
 
 def test_at_its_cap_a_call_waits_for_a_connection_to_come_back() -> None:
-    async def scenario() -> None:
-        server = Server()
-        listening, url = await serving(answering(server), server)
-        client = upstream.Client(limit_per_origin=1)
-        try:
+    server = Server()
+
+    async def scenario() -> list[int]:
+        async with provider(answering(server), server, limit=1) as (url, client):
             answers = await asyncio.gather(*(call(client, url) for _ in range(4)))
-        finally:
-            await client.aclose()
-            listening.close()
-        assert [a[0] for a in answers] == [200] * 4
-        assert server.connections == 1
+            return [answer[0] for answer in answers]
 
-    asyncio.run(scenario())
-
-
-def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    import ipaddress
-
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
+    assert asyncio.run(scenario()) == [200] * 4
+    assert server.connections == 1
 
 
 @pytest.mark.parametrize("trusted", [True, False], ids=["trusted", "untrusted"])
 def test_https_verifies_the_providers_certificate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trusted: bool
 ) -> None:
-    cert_file, key_file = self_signed(tmp_path)
+    key_file, cert_file = self_signed(tmp_path)
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(cert_file, key_file)
     if trusted:
         monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
+    server = Server()
 
     async def scenario() -> None:
-        server = Server()
-        listening, url = await serving(answering(server), server, tls=tls)
-        client = upstream.Client()
-        try:
+        async with provider(answering(server), server, tls=tls) as (url, client):
             if trusted:
-                assert (await call(client, url))[0] == 200
-                assert (await call(client, url))[0] == 200
-                assert server.connections == 1
+                assert [(await call(client, url))[0] for _ in range(2)] == [200, 200]
             else:
                 with pytest.raises(upstream.ConnectFailed):
                     await call(client, url)
-        finally:
-            await client.aclose()
-            listening.close()
 
     asyncio.run(scenario())
+    if trusted:
+        assert server.connections == 1  # the TLS connection is kept alive too
