@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from billing import samples
 from billing.budgets import SCRIPTS as BUDGET_SCRIPTS
-from billing.budgets import BudgetInfo, Reservation, from_units, reserve_args
+from billing.budgets import BudgetInfo, Reservation, reserve_args
 from billing.ledger import LEDGER_KEY, UsageEntry
 from billing.money import PER_MTOK, quantize
 from project.errors import ApiError
@@ -436,9 +436,11 @@ class Engine:
         return run
 
     async def _rank(self, run: Run, planned: selection.Plan, reply: Any) -> None:
-        run.resolution, run.decision["ranking"] = await selection.finish(
-            self, planned, reply, run.request
-        )
+        run.resolution, ranking = await selection.finish(self, planned, reply, run.request)
+        run.decision["ranking"] = ranking
+        degraded = ranking.get("budget", {}).get("degraded_by")
+        if degraded:  # the usage record says which budget sent the cheapest first
+            run.request.metadata.setdefault("degraded_by", degraded)
 
     def _arms(
         self, table: RoutingTable, request: ChatRequest, caller: Caller, resolution: Resolution
@@ -749,8 +751,9 @@ class Engine:
         budgets = list(reservation.budgets)
         now = run.started_at
         if not refused:
+            # Past a budget's degrade point the ranking already put the cheapest first
+            # (routing.selection), after open breakers, caps and the quality floor.
             run.reservations.append(reservation)
-            await self._degrade_if_over(run, budgets, now)
             return
         worst = worst_case_cost(run.request, run.resolution.chain)
         budget = budgets[refused - 1]
@@ -767,22 +770,6 @@ class Engine:
         entry.status, entry.http_status, entry.error_code = "rejected", 429, "budget_exceeded"
         await self._commit(entry, None)
         raise error
-
-    async def _degrade_if_over(self, run: Run, budgets: list[BudgetInfo], now: datetime) -> None:
-        """Past a budget's degrade point, the route's cheapest candidate goes first."""
-        watched = [b for b in budgets if b.degrade_at_pct]
-        if not watched:
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        for budget in watched:
-            pipe.hget(budget.key(now), "spent")
-        for budget, spent in zip(watched, await pipe.execute(), strict=True):
-            assert budget.degrade_at_pct is not None
-            if from_units(int(spent or 0)) * 100 >= budget.amount_usd * budget.degrade_at_pct:
-                chain = sorted(run.resolution.chain, key=price_per_mtok)
-                run.resolution = Resolution(run.resolution.route, tuple(chain))
-                run.request.metadata.setdefault("degraded_by", budget.label)
-                return
 
     async def _reserve_for_provider(
         self, run: Run, deployment: DeploymentInfo
@@ -1325,13 +1312,6 @@ def worst_case_cost(request: ChatRequest, chain: tuple[DeploymentInfo, ...]) -> 
             cost = deployment.cost(prompt, output)
         worst = max(worst, cost)
     return worst
-
-
-def price_per_mtok(deployment: DeploymentInfo) -> Decimal:
-    """A deployment's price for a million tokens each way, as budget-aware routing ranks it."""
-    if deployment.plan is not None:
-        return 2 * deployment.plan.highest_rate_per_mtok()
-    return deployment.cost(1_000_000, 1_000_000)
 
 
 # A candidate passed over because it is at its own rate limit (routing.limits).

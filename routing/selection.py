@@ -23,8 +23,9 @@ Whatever the strategy, in this order of precedence:
 3. a deployment whose quality score is below the route's quality floor goes
    after those above it (no score: neutral, never demoted);
 4. when an applicable budget is past its degrade point, or any is at least
-   ``PRESSURE_CHEAPEST`` spent, price decides the order (the engine's degrade
-   rule, applied here so that the ranking says so).
+   ``PRESSURE_CHEAPEST`` spent, price decides the order; this is the only place
+   the degrade rule applies, so it never undoes 1-3 (the usage record's context
+   names the budget: ``degraded_by``).
 
 Ties keep the chain's order. Every candidate's entry in the explanation has its
 rank, its score parts, the reason for its place and its estimated cost; it goes
@@ -63,7 +64,7 @@ def estimated_cost(request: ChatRequest, deployment: DeploymentInfo) -> Decimal:
 
 
 def price_per_mtok(deployment: DeploymentInfo) -> Decimal:
-    """As the engine's budget degrade ranks: a million tokens each way."""
+    """A deployment's price for a million tokens each way: the order under budget pressure."""
     if deployment.plan is not None:
         return 2 * deployment.plan.highest_rate_per_mtok()
     return deployment.cost(1_000_000, 1_000_000)
@@ -152,12 +153,14 @@ def rank(
         "quality_floor": policy.quality_floor,
         "candidates": entries,
     }
-    if snapshot.pressing_budget:
+    if snapshot.pressing_budget or snapshot.degraded_by:
         explanation["budget"] = {
             "label": snapshot.pressing_budget,
             "spent_share": round(snapshot.budget_pressure, 3),
             "cheapest_first": by_price,
         }
+        if snapshot.degraded_by:
+            explanation["budget"]["degraded_by"] = snapshot.degraded_by
     return tuple(c.deployment for c in ordered), explanation
 
 

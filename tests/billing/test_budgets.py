@@ -181,6 +181,36 @@ def test_past_its_degrade_point_a_budget_sends_the_cheapest_candidate_first(
     assert UsageRecord.objects.latest("created").context["degraded_by"] == "route premium monthly"
 
 
+def test_a_degrading_budget_puts_price_first_without_undoing_the_quality_floor(
+    openai_client: openai.OpenAI, redis: Redis
+) -> None:
+    from routing.live import QUALITY_KEY
+    from routing.models import Deployment, Route
+
+    premium_route()
+    Route.objects.filter(name="premium").update(quality_floor=80)
+    Route.objects.get(name="premium").save()  # a new table version
+    budget = Budget.objects.create(
+        scope="route", scope_ref="premium", amount_usd=Decimal("10"), hard=True, degrade_at_pct=50
+    )
+    redis.hincrby(budget.info().key(datetime.now(UTC)), "spent", to_units(Decimal("6")))
+    google = Deployment.objects.get(provider__name="google")  # the cheapest, but poor lately
+    redis.hset(QUALITY_KEY, str(google.id), "50")
+
+    raw = openai_client.chat.completions.with_raw_response.create(
+        model="premium", messages=MESSAGES
+    )
+
+    # Price first among those above the floor; google, under it, goes after them.
+    assert raw.headers["x-switchboard-provider"] != "google"
+    drain_ledger()
+    record = UsageRecord.objects.latest("created")
+    ranked = [c["deployment"] for c in record.decision["ranking"]["candidates"]]
+    assert ranked[0].startswith(raw.headers["x-switchboard-provider"] + "/")  # as tried
+    assert ranked[-1].startswith("google/")
+    assert record.context["degraded_by"] == "route premium monthly"
+
+
 def test_an_exhausted_provider_budget_skips_that_provider_without_calling_it(
     openai_client: openai.OpenAI, demo: SimulatorHandle, redis: Redis
 ) -> None:
