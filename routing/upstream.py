@@ -303,13 +303,18 @@ class Client:
         if pool is None:
             tls = self._tls if origin[0] == "https" else None
             pool = self._pools[origin] = _Pool(origin, self.limit, tls)
-        connection = await pool.acquire(connect_timeout)
+        # The head is made before a connection is taken: a header that cannot be sent
+        # (not latin-1, or a CR/LF that would start a header or request of its own)
+        # fails here, with no connection to give back. The message names no value.
         lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method.encode(), target, host)]
         for name, value in headers.items():
+            if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
+                raise ValueError(f"a line break in the request header {name!r}")
             lines.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
         if not any(name.lower() == "user-agent" for name in headers):
             lines.append(b"User-Agent: %s\r\n" % USER_AGENT)
         lines.append(b"Content-Length: %d\r\n\r\n" % len(body))
+        connection = await pool.acquire(connect_timeout)
         try:
             response = connection.start(b"".join(lines), body, read_timeout)
             while not connection.headers_done:

@@ -265,3 +265,18 @@ def test_https_verifies_the_providers_certificate(
     asyncio.run(scenario())
     if trusted:
         assert server.connections == 1  # the TLS connection is kept alive too
+
+
+def test_a_header_that_cannot_be_sent_fails_before_taking_a_connection() -> None:
+    server = Server()
+
+    async def scenario() -> int:
+        async with provider(answering(server), server, limit=1) as (url, client):
+            for value in ("sk-\u20ac", "sk-1\r\nX-Injected: 1", "sk-1\n"):
+                with pytest.raises(ValueError):
+                    await client.request("POST", url, {"Authorization": value}, b"{}", 2.0, 5.0)
+            # The pool's one slot was not kept by the failed calls.
+            return (await asyncio.wait_for(call(client, url), 1.0))[0]
+
+    assert asyncio.run(scenario()) == 200
+    assert not any(b"X-Injected" in request for request in server.requests)
