@@ -216,8 +216,13 @@ class _Pool:
         while self.open >= self.limit:
             waiter = asyncio.get_running_loop().create_future()
             self.queue.append(waiter)
-            async with asyncio.timeout(connect_timeout):
-                await waiter
+            try:
+                async with asyncio.timeout(connect_timeout):
+                    await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._next()  # woken, but gone before its turn: wake the next one instead
+                raise
             while self.idle:
                 connection = self.idle.pop()
                 if connection.transport is not None and not connection.transport.is_closing():

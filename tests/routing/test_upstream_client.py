@@ -280,3 +280,20 @@ def test_a_header_that_cannot_be_sent_fails_before_taking_a_connection() -> None
 
     assert asyncio.run(scenario()) == 200
     assert not any(b"X-Injected" in request for request in server.requests)
+
+
+def test_a_woken_waiter_that_gives_up_passes_the_connection_on() -> None:
+    server = Server()
+
+    async def scenario() -> int:
+        async with provider(answering(server), server, limit=1) as (url, client):
+            connection, response = await client.request("POST", url, {}, b"{}", 2.0, 5.0)
+            await response.read()
+            first = asyncio.create_task(call(client, url))
+            second = asyncio.create_task(call(client, url))
+            await asyncio.sleep(0.05)  # both wait for the one connection
+            client.done(connection)  # wakes the first...
+            first.cancel()  # ...whose caller gives up before it runs
+            return (await asyncio.wait_for(second, 1.0))[0]
+
+    assert asyncio.run(scenario()) == 200
