@@ -115,7 +115,7 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._fail(Disconnected(f"the provider's response could not be parsed ({exc})"))
             self.close()
             return
@@ -141,7 +141,11 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         assert self.response is not None
-        self.response.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if status < 200:  # an interim response (100 Continue, 103 Early Hints): the final follows
+            self.response.headers.clear()
+            return
+        self.response.status = status
         self.headers_done = True
         if not self.parser.should_keep_alive():
             self.reusable = False
@@ -152,7 +156,8 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         assert self.response is not None
-        self.response.complete = True
+        if self.headers_done:  # not the end of an interim response
+            self.response.complete = True
 
     # -- the request's side ------------------------------------------------------------
 

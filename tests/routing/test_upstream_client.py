@@ -297,3 +297,25 @@ def test_a_woken_waiter_that_gives_up_passes_the_connection_on() -> None:
             return (await asyncio.wait_for(second, 1.0))[0]
 
     assert asyncio.run(scenario()) == 200
+
+
+def test_an_interim_response_is_skipped_for_the_final_one() -> None:
+    server = Server()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for body in (b"first", b"second"):
+            await server.read_request(reader)
+            writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+        await asyncio.sleep(1)
+
+    async def scenario() -> list[tuple[int, dict[str, str], bytes]]:
+        async with provider(handle, server) as (url, client):
+            return [await call(client, url) for _ in range(2)]
+
+    answers = asyncio.run(scenario())
+    assert [(status, body) for status, _, body in answers] == [(200, b"first"), (200, b"second")]
+    assert "link" not in answers[0][1]
