@@ -127,6 +127,17 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self.transport = None
         self.reusable = False
+        response = self.response
+        if (
+            exc is None
+            and response is not None
+            and self.headers_done
+            and response.error is None
+            and "content-length" not in response.headers
+            and "chunked" not in response.headers.get("transfer-encoding", "").lower()
+        ):
+            response.complete = True  # a body without framing ends when the provider closes
+            self._wake()
         self._fail(Disconnected("the provider closed the connection"))
         self.pool.forget(self)
 

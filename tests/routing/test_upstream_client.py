@@ -319,3 +319,21 @@ def test_an_interim_response_is_skipped_for_the_final_one() -> None:
     answers = asyncio.run(scenario())
     assert [(status, body) for status, _, body in answers] == [(200, b"first"), (200, b"second")]
     assert "link" not in answers[0][1]
+
+
+def test_a_body_that_ends_when_the_provider_closes_is_whole() -> None:
+    server = Server()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(b'HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{"ok":')
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b" true}")
+        await writer.drain()
+
+    async def scenario() -> bytes:
+        async with provider(handle, server) as (url, client):
+            return (await call(client, url))[2]
+
+    assert asyncio.run(scenario()) == b'{"ok": true}'
