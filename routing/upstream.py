@@ -52,9 +52,9 @@ def _origin(url: str) -> tuple[tuple[str, str, int], bytes, bytes]:
     default = 443 if parts.scheme == "https" else 80
     port = parts.port or default
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    host = parts.hostname if port == default else f"{parts.hostname}:{port}"
-    if ":" in parts.hostname and port == default:  # an IPv6 literal keeps its brackets
-        host = f"[{parts.hostname}]"
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # IPv6 literal
+    if port != default:
+        host = f"{host}:{port}"
     return (parts.scheme, parts.hostname, port), target.encode(), host.encode("idna")
 
 

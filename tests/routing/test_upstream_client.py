@@ -337,3 +337,8 @@ def test_a_body_that_ends_when_the_provider_closes_is_whole() -> None:
             return (await call(client, url))[2]
 
     assert asyncio.run(scenario()) == b'{"ok": true}'
+
+
+def test_an_ipv6_origin_keeps_its_brackets_in_the_host_header() -> None:
+    assert upstream._origin("http://[::1]:8080/v1")[2] == b"[::1]:8080"
+    assert upstream._origin("https://[::1]/v1")[2] == b"[::1]"
