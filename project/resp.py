@@ -253,6 +253,9 @@ class RespClient(Commands):
         return list(await future)
 
     def _send(self, protocol: _Protocol, data: bytes, waiter: asyncio.Future[Any] | _Batch) -> None:
+        if protocol.transport is None:
+            # Lost between its opening and this caller's turn: nothing would answer.
+            raise ConnectionError("the connection to Redis was lost")
         protocol.pending.append(waiter)
         if protocol.outgoing:
             protocol.outgoing.append(data)
@@ -261,14 +264,12 @@ class RespClient(Commands):
             asyncio.get_running_loop().call_soon(protocol.flush)
 
     async def _connect(self) -> _Protocol:
-        if self._connecting is None:
-            self._connecting = asyncio.ensure_future(self._open())
+        # A finished attempt is never reused: its callers may all have been cancelled
+        # before they could forget it, and its connection may be gone since.
         connecting = self._connecting
-        try:
-            return await asyncio.shield(connecting)
-        finally:
-            if connecting.done():
-                self._connecting = None
+        if connecting is None or connecting.done():
+            connecting = self._connecting = asyncio.ensure_future(self._open())
+        return await asyncio.shield(connecting)
 
     async def _open(self) -> _Protocol:
         loop = asyncio.get_running_loop()

@@ -52,9 +52,9 @@ def _origin(url: str) -> tuple[tuple[str, str, int], bytes, bytes]:
     default = 443 if parts.scheme == "https" else 80
     port = parts.port or default
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    host = parts.hostname if port == default else f"{parts.hostname}:{port}"
-    if ":" in parts.hostname and port == default:  # an IPv6 literal keeps its brackets
-        host = f"[{parts.hostname}]"
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # IPv6 literal
+    if port != default:
+        host = f"{host}:{port}"
     return (parts.scheme, parts.hostname, port), target.encode(), host.encode("idna")
 
 
@@ -115,7 +115,7 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._fail(Disconnected(f"the provider's response could not be parsed ({exc})"))
             self.close()
             return
@@ -127,6 +127,17 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self.transport = None
         self.reusable = False
+        response = self.response
+        if (
+            exc is None
+            and response is not None
+            and self.headers_done
+            and response.error is None
+            and "content-length" not in response.headers
+            and "chunked" not in response.headers.get("transfer-encoding", "").lower()
+        ):
+            response.complete = True  # a body without framing ends when the provider closes
+            self._wake()
         self._fail(Disconnected("the provider closed the connection"))
         self.pool.forget(self)
 
@@ -141,7 +152,11 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         assert self.response is not None
-        self.response.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if status < 200:  # an interim response (100 Continue, 103 Early Hints): the final follows
+            self.response.headers.clear()
+            return
+        self.response.status = status
         self.headers_done = True
         if not self.parser.should_keep_alive():
             self.reusable = False
@@ -152,7 +167,8 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         assert self.response is not None
-        self.response.complete = True
+        if self.headers_done:  # not the end of an interim response
+            self.response.complete = True
 
     # -- the request's side ------------------------------------------------------------
 
@@ -216,8 +232,13 @@ class _Pool:
         while self.open >= self.limit:
             waiter = asyncio.get_running_loop().create_future()
             self.queue.append(waiter)
-            async with asyncio.timeout(connect_timeout):
-                await waiter
+            try:
+                async with asyncio.timeout(connect_timeout):
+                    await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._next()  # woken, but gone before its turn: wake the next one instead
+                raise
             while self.idle:
                 connection = self.idle.pop()
                 if connection.transport is not None and not connection.transport.is_closing():
@@ -303,13 +324,18 @@ class Client:
         if pool is None:
             tls = self._tls if origin[0] == "https" else None
             pool = self._pools[origin] = _Pool(origin, self.limit, tls)
-        connection = await pool.acquire(connect_timeout)
+        # The head is made before a connection is taken: a header that cannot be sent
+        # (not latin-1, or a CR/LF that would start a header or request of its own)
+        # fails here, with no connection to give back. The message names no value.
         lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method.encode(), target, host)]
         for name, value in headers.items():
+            if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
+                raise ValueError(f"a line break in the request header {name!r}")
             lines.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
         if not any(name.lower() == "user-agent" for name in headers):
             lines.append(b"User-Agent: %s\r\n" % USER_AGENT)
         lines.append(b"Content-Length: %d\r\n\r\n" % len(body))
+        connection = await pool.acquire(connect_timeout)
         try:
             response = connection.start(b"".join(lines), body, read_timeout)
             while not connection.headers_done:

@@ -173,3 +173,47 @@ def test_the_url_picks_the_database() -> None:
     mine, elsewhere = run(scenario)
     assert mine == b"13"
     assert elsewhere is None
+
+
+def test_a_caller_cancelled_while_connecting_does_not_leave_a_dead_connection_behind() -> None:
+    async def scenario() -> Any:
+        client, killer = RespClient(settings.REDIS_URL), RespClient(settings.REDIS_URL)
+        try:
+            # The only caller gives up while the connection is being opened (a request's
+            # deadline); the connection opens anyway.
+            first = asyncio.ensure_future(client.execute_command("PING"))
+            await asyncio.sleep(0)
+            first.cancel()
+            await asyncio.sleep(0.1)
+            first_id = await client.execute_command("CLIENT", "ID")
+            assert await killer.execute_command("CLIENT", "KILL", "ID", first_id) == 1
+            await asyncio.sleep(0.05)  # the close reaches the client
+            # The next command reconnects instead of waiting on the dead connection forever.
+            return await asyncio.wait_for(client.execute_command("PING"), 2)
+        finally:
+            await client.aclose()
+            await killer.aclose()
+
+    assert run(scenario) == b"PONG"
+
+
+def test_a_connection_lost_right_after_it_opened_fails_the_command_instead_of_hanging() -> None:
+    async def scenario() -> None:
+        async def select_then_hang_up(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            await reader.read(1 << 16)  # SELECT
+            writer.write(b"+OK\r\n")
+            writer.close()
+
+        server = await asyncio.start_server(select_then_hang_up, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = RespClient(f"redis://127.0.0.1:{port}/1")
+        try:
+            with pytest.raises(ConnectionError):
+                await asyncio.wait_for(client.execute_command("PING"), 2)
+        finally:
+            await client.aclose()
+            server.close()
+
+    run(scenario)

@@ -265,3 +265,80 @@ def test_https_verifies_the_providers_certificate(
     asyncio.run(scenario())
     if trusted:
         assert server.connections == 1  # the TLS connection is kept alive too
+
+
+def test_a_header_that_cannot_be_sent_fails_before_taking_a_connection() -> None:
+    server = Server()
+
+    async def scenario() -> int:
+        async with provider(answering(server), server, limit=1) as (url, client):
+            for value in ("sk-\u20ac", "sk-1\r\nX-Injected: 1", "sk-1\n"):
+                with pytest.raises(ValueError):
+                    await client.request("POST", url, {"Authorization": value}, b"{}", 2.0, 5.0)
+            # The pool's one slot was not kept by the failed calls.
+            return (await asyncio.wait_for(call(client, url), 1.0))[0]
+
+    assert asyncio.run(scenario()) == 200
+    assert not any(b"X-Injected" in request for request in server.requests)
+
+
+def test_a_woken_waiter_that_gives_up_passes_the_connection_on() -> None:
+    server = Server()
+
+    async def scenario() -> int:
+        async with provider(answering(server), server, limit=1) as (url, client):
+            connection, response = await client.request("POST", url, {}, b"{}", 2.0, 5.0)
+            await response.read()
+            first = asyncio.create_task(call(client, url))
+            second = asyncio.create_task(call(client, url))
+            await asyncio.sleep(0.05)  # both wait for the one connection
+            client.done(connection)  # wakes the first...
+            first.cancel()  # ...whose caller gives up before it runs
+            return (await asyncio.wait_for(second, 1.0))[0]
+
+    assert asyncio.run(scenario()) == 200
+
+
+def test_an_interim_response_is_skipped_for_the_final_one() -> None:
+    server = Server()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for body in (b"first", b"second"):
+            await server.read_request(reader)
+            writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+        await asyncio.sleep(1)
+
+    async def scenario() -> list[tuple[int, dict[str, str], bytes]]:
+        async with provider(handle, server) as (url, client):
+            return [await call(client, url) for _ in range(2)]
+
+    answers = asyncio.run(scenario())
+    assert [(status, body) for status, _, body in answers] == [(200, b"first"), (200, b"second")]
+    assert "link" not in answers[0][1]
+
+
+def test_a_body_that_ends_when_the_provider_closes_is_whole() -> None:
+    server = Server()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.read_request(reader)
+        writer.write(b'HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{"ok":')
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b" true}")
+        await writer.drain()
+
+    async def scenario() -> bytes:
+        async with provider(handle, server) as (url, client):
+            return (await call(client, url))[2]
+
+    assert asyncio.run(scenario()) == b'{"ok": true}'
+
+
+def test_an_ipv6_origin_keeps_its_brackets_in_the_host_header() -> None:
+    assert upstream._origin("http://[::1]:8080/v1")[2] == b"[::1]:8080"
+    assert upstream._origin("https://[::1]/v1")[2] == b"[::1]"
