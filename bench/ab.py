@@ -82,11 +82,7 @@ def main() -> int:
             gateway_port = bench.free_port()
             log = (run_dir / "logs" / f"{name}.log").open("wb")
             proc = subprocess.Popen(
-                [
-                    *(bench.PY, "-m", "uvicorn", "project.asgi:application"),
-                    *("--host", "127.0.0.1", "--port", str(gateway_port), "--loop", "uvloop"),
-                    *("--http", "httptools", "--no-access-log"),
-                ],
+                bench.uvicorn_command(str(bench.PY), gateway_port),
                 cwd=directory,
                 env=env,
                 stdout=log,

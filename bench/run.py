@@ -67,6 +67,7 @@ from typing import Any
 from provenance import git_revision, machine, replace_section
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from project.serving import uvicorn_command
 from routing.simulator.tls import self_signed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -680,18 +681,7 @@ def start_gateway(
 ) -> tuple[subprocess.Popen[bytes], int]:
     """One uvicorn gateway (``workers`` > 1: a supervisor and that many worker processes)."""
     port = free_port()
-    cmd = [
-        *(PY, "-m", "uvicorn", "project.asgi:application", "--host", "127.0.0.1"),
-        *(
-            "--port",
-            str(port),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--no-access-log",
-        ),
-    ]
+    cmd = uvicorn_command(str(PY), port)
     if workers > 1:
         cmd += ["--workers", str(workers)]
     proc = procs.start(name, cmd, env, run_dir / "logs" / f"{name}.log")

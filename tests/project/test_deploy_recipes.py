@@ -19,6 +19,8 @@ import pytest
 import yaml
 from django.core.management import get_commands
 
+from project import serving
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
@@ -83,7 +85,10 @@ def test_every_gateway_command_serves_the_asgi_app_with_options_uvicorn_knows() 
 
     assert len(gateways) >= 2  # the systemd unit and the image
     for command in gateways:
-        assert command[2] == "project.asgi:application"
+        assert command[2] == serving.APP
+        # The options the hot path is measured with (project/serving.py), in order.
+        at = command.index(serving.OPTIONS[0])
+        assert tuple(command[at : at + len(serving.OPTIONS)]) == serving.OPTIONS
         for option in (a for a in command[3:] if a.startswith("--")):
             assert re.search(rf"{re.escape(option)}\b", help_text), option
 

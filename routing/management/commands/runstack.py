@@ -23,6 +23,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from project.serving import uvicorn_command
+
 
 class Command(BaseCommand):
     help = "Run the web server, a worker, the scheduler and the provider simulator together."
@@ -73,24 +75,7 @@ class Command(BaseCommand):
             wait_for(f"{simulator}/healthz", children)
             set_demo_outage(simulator)
             call_command("load_demo", simulator=simulator)
-            start(
-                "web",
-                [
-                    python,
-                    "-m",
-                    "uvicorn",
-                    "project.asgi:application",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--loop",
-                    "uvloop",
-                    "--http",
-                    "httptools",
-                    "--no-access-log",
-                ],
-            )
+            start("web", uvicorn_command(python, port))
             start("worker", [python, "manage.py", "rqworker", "default", "--with-scheduler"])
             # Batches have a worker of their own: a long batch never delays the periodic jobs.
             start("batch worker", [python, "manage.py", "rqworker", "batch"])
