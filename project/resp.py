@@ -49,6 +49,27 @@ def _error(reply: hiredis.ReplyError) -> ResponseError:
     return error if isinstance(error, ResponseError) else ResponseError(str(reply))
 
 
+def tls_context(options: dict[str, Any]) -> ssl.SSLContext | None:
+    """For a ``rediss://`` URL, the TLS its query asks for, as redis-py reads it:
+    ``ssl_ca_certs`` (a private CA), ``ssl_cert_reqs`` (``none``/``optional``/``required``)
+    and ``ssl_check_hostname``; by default the system's CAs and the host name are checked."""
+    if options.get("connection_class") is not SSLConnection:
+        return None
+    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+    check_hostname = options.get("ssl_check_hostname")
+    requirement = str(options.get("ssl_cert_reqs") or "required").lower()
+    if requirement not in ("none", "optional", "required"):
+        raise ValueError(f"ssl_cert_reqs must be none, optional or required, not {requirement!r}")
+    if requirement == "none" or check_hostname is False:
+        context.check_hostname = False
+    context.verify_mode = {
+        "none": ssl.CERT_NONE,
+        "optional": ssl.CERT_OPTIONAL,
+        "required": ssl.CERT_REQUIRED,
+    }[requirement]
+    return context
+
+
 class _Batch:
     """The replies of one pipeline, collected until the last arrives."""
 
@@ -279,16 +300,11 @@ class RespClient(Commands):
                 if "path" in options:
                     _, protocol = await loop.create_unix_connection(_Protocol, options["path"])
                 else:
-                    tls = (
-                        ssl.create_default_context()
-                        if options.get("connection_class") is SSLConnection
-                        else None
-                    )
                     _, protocol = await loop.create_connection(
                         _Protocol,
                         options.get("host", "localhost"),
                         options.get("port", 6379),
-                        ssl=tls,
+                        ssl=tls_context(options),
                     )
         except (OSError, TimeoutError) as exc:
             raise ConnectionError(f"could not connect to Redis ({type(exc).__name__})") from None

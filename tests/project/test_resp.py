@@ -217,3 +217,25 @@ def test_a_connection_lost_right_after_it_opened_fails_the_command_instead_of_ha
             server.close()
 
     run(scenario)
+
+
+def test_a_rediss_url_verifies_by_default_and_takes_redis_pys_tls_options(tmp_path) -> None:
+    import ssl
+
+    from redis.connection import parse_url
+
+    from project.resp import tls_context
+    from routing.simulator.tls import self_signed
+
+    _, ca = self_signed(tmp_path)
+    assert tls_context(parse_url("redis://127.0.0.1:6379/0")) is None
+    default = tls_context(parse_url("rediss://cache.internal:6380/0"))
+    assert default is not None
+    assert default.verify_mode is ssl.CERT_REQUIRED and default.check_hostname
+    private = tls_context(parse_url(f"rediss://cache.internal:6380/0?ssl_ca_certs={ca}"))
+    assert private is not None and private.cert_store_stats()["x509_ca"] == 1
+    lax = tls_context(parse_url("rediss://cache.internal:6380/0?ssl_cert_reqs=none"))
+    assert lax is not None
+    assert lax.verify_mode is ssl.CERT_NONE and not lax.check_hostname
+    with pytest.raises(ValueError):
+        tls_context(parse_url("rediss://cache.internal:6380/0?ssl_cert_reqs=maybe"))
