@@ -6,8 +6,8 @@ of a gateway process's CPU (request and response objects, a stream reader, a tim
 per read, multidict headers; bench/RESULTS.md). This client does only that: it writes
 the request in one `write`, feeds what arrives to httptools' C parser (the one uvicorn
 uses), and hands the body over as it comes. Connections are kept alive and reused per
-origin (scheme, host, port), LIFO, up to ``limit`` open per origin; TLS verifies the
-provider's certificate and host name.
+origin (scheme, host, port), LIFO, up to ``limit`` open per origin, and closed after
+``IDLE_SECONDS`` unused; TLS verifies the provider's certificate and host name.
 
 Timeouts are the provider's: ``connect`` for opening a connection (TLS included), and
 ``read`` for each wait on the provider (the head, each piece of the body), so a slow
@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
@@ -33,6 +34,10 @@ from urllib.parse import urlsplit
 import httptools
 
 USER_AGENT = b"switchboard"
+# A kept-alive connection idle longer than this is closed rather than reused: providers
+# and their load balancers drop idle connections (often after 30-60 s), and a call sent
+# on one they dropped fails, costing a retry and a breaker failure. aiohttp uses 15 s.
+IDLE_SECONDS = 15.0
 
 
 class ConnectFailed(OSError):
@@ -101,6 +106,7 @@ class _Connection(asyncio.Protocol):
         self.read_timeout = 60.0
         self.headers_done = False
         self.reusable = True
+        self.idle_since = 0.0  # monotonic time it went back to the pool
         self._header_name = b""
 
     # -- asyncio.Protocol ---------------------------------------------------------
@@ -224,11 +230,24 @@ class _Pool:
         self.open = 0
         self.queue: deque[asyncio.Future[None]] = deque()
 
-    async def acquire(self, connect_timeout: float) -> _Connection:
+    def _take_idle(self) -> _Connection | None:
+        """The most recently used live connection, if one has been idle less than
+        ``IDLE_SECONDS`` (older ones are closed: the provider may have dropped them)."""
+        now = time.monotonic()
         while self.idle:
             connection = self.idle.pop()
-            if connection.transport is not None and not connection.transport.is_closing():
-                return connection
+            if connection.transport is None or connection.transport.is_closing():
+                continue
+            if now - connection.idle_since > IDLE_SECONDS:
+                connection.close()
+                continue
+            return connection
+        return None
+
+    async def acquire(self, connect_timeout: float) -> _Connection:
+        connection = self._take_idle()
+        if connection is not None:
+            return connection
         while self.open >= self.limit:
             waiter = asyncio.get_running_loop().create_future()
             self.queue.append(waiter)
@@ -239,10 +258,9 @@ class _Pool:
                 if waiter.done() and not waiter.cancelled():
                     self._next()  # woken, but gone before its turn: wake the next one instead
                 raise
-            while self.idle:
-                connection = self.idle.pop()
-                if connection.transport is not None and not connection.transport.is_closing():
-                    return connection
+            connection = self._take_idle()
+            if connection is not None:
+                return connection
         self.open += 1
         try:
             return await self._connect(connect_timeout)
@@ -281,7 +299,13 @@ class _Pool:
             and connection.transport is not None
             and not connection.transport.is_closing()
         ):
+            connection.idle_since = time.monotonic()
             self.idle.append(connection)
+            # The least recently used ones, if they have idled too long, go now.
+            while len(self.idle) > 1 and (
+                connection.idle_since - self.idle[0].idle_since > IDLE_SECONDS
+            ):
+                self.idle.pop(0).close()
             self._next()
         else:
             connection.close()  # connection_lost forgets it

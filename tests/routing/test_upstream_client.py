@@ -342,3 +342,23 @@ def test_a_body_that_ends_when_the_provider_closes_is_whole() -> None:
 def test_an_ipv6_origin_keeps_its_brackets_in_the_host_header() -> None:
     assert upstream._origin("http://[::1]:8080/v1")[2] == b"[::1]:8080"
     assert upstream._origin("https://[::1]/v1")[2] == b"[::1]"
+
+
+def test_a_connection_idle_too_long_is_closed_rather_than_reused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(upstream, "IDLE_SECONDS", 0.2)
+    server = Server()
+
+    async def scenario() -> list[int]:
+        async with provider(answering(server), server) as (url, client):
+            statuses = [(await call(client, url))[0], (await call(client, url))[0]]
+            await asyncio.sleep(0.3)  # longer than a provider is trusted to keep it
+            statuses.append((await call(client, url))[0])
+            pool = next(iter(client._pools.values()))
+            await asyncio.sleep(0.05)  # the closed one's connection_lost
+            assert pool.open == 1 and len(pool.idle) == 1
+            return statuses
+
+    assert asyncio.run(scenario()) == [200, 200, 200]
+    assert server.connections == 2  # one for the first two calls, a new one after the pause
