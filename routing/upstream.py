@@ -107,7 +107,6 @@ class _Connection(asyncio.Protocol):
         self.headers_done = False
         self.reusable = True
         self.idle_since = 0.0  # monotonic time it went back to the pool
-        self._header_name = b""
 
     # -- asyncio.Protocol ---------------------------------------------------------
 
