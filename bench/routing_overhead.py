@@ -5,8 +5,9 @@ Measures, against a real Redis (``REDIS_URL``, default redis://127.0.0.1:6379/14
 on a route of four candidates with three rules in the table:
 
 * ``rules``: `rules.choose` + `rules.apply` (pure CPU: match, filter, reorder, params);
-* ``select``: `selection.select` (the one pipelined Redis read of the live numbers,
-  quality and budget spend, the breakers' cached reading, the ranking), per strategy;
+* ``select``: `selection.plan`, `selection.read` and `selection.finish` (the one Redis
+  read of the live numbers, quality and budget spend, the breakers' cached reading, the
+  ranking), per strategy;
 * ``rank``: `selection.rank` alone (CPU, the numbers given);
 * ``commit+live``: the ledger pipeline's extra EVALSHA of `live.queue`, as the
   difference between a pipeline with and without it.
@@ -111,9 +112,6 @@ async def run(n: int) -> None:
                 rules=rule_set,
             )
 
-        async def table(self) -> RoutingTable:
-            return self.table_
-
     for d in chain:  # some live numbers to read
         await redis.execute_command("EVAL", live.RECORD, 1, live.KEY.format(d.id), 120, 0, 0.2, 60)
     messages = [{"role": "user", "content": "Alice: hi\nBob: hello\n" * 20}]
@@ -134,7 +132,7 @@ async def run(n: int) -> None:
     now = datetime.now(UTC)
     engines = {strategy: Engine(strategy) for strategy in selection.STRATEGIES}
     await engines["ordered"].breakers.load_scripts()
-    snapshot = await live.read(engines["ordered"].breakers.evalsha, chain)
+    snapshot = live.parse(await engines["ordered"].breakers.evalsha(*live.read_args(chain)), chain)
     readings = await engines["ordered"].breakers.read([d.id for d in chain])
     request = ChatRequest(model="summary", messages=messages)
     for _ in range(n):
@@ -143,7 +141,8 @@ async def run(n: int) -> None:
         timed("baseline: one Redis round trip (PING)", time.perf_counter() - started)
         for strategy, engine in engines.items():
             started = time.perf_counter()
-            await selection.select(engine, request, Resolution("summary", chain), "k", now)
+            planned = selection.plan(engine.table_, Resolution("summary", chain), "k", now)
+            await selection.finish(engine, planned, await selection.read(engine, planned), request)
             timed(f"select, {strategy} (1 script call + rank)", time.perf_counter() - started)
             started = time.perf_counter()
             selection.rank(chain, RoutePolicy(strategy), snapshot, readings, request, 30.0)

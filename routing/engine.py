@@ -400,10 +400,7 @@ class Engine:
         )
         planned = selection.plan(table, run.resolution, found.client_key, run.started_at)
         if preview or caller.key is None:
-            reply = None
-            if planned.read_args is not None:
-                reply = await self.breakers.evalsha(*planned.read_args)
-            await self._rank(run, planned, reply)
+            await self._rank(run, planned, await selection.read(self, planned))
             if preview:
                 return run
         # Health information is never kept, not even for a cache's while.

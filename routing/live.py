@@ -129,21 +129,12 @@ class Snapshot:
     degraded_by: str = ""  # a budget past its degrade point, if any
 
 
-async def read(
-    evalsha: Any,
-    chain: Sequence[DeploymentInfo],
-    budget_keys: Sequence[tuple[str, Decimal, str, int | None]] = (),
-) -> Snapshot:
-    """Live numbers of ``chain`` and the spend of ``budget_keys`` ((redis key, amount,
-    label, degrade %)), in one round trip. ``evalsha`` is `Breakers.evalsha`."""
-    return parse(await evalsha(*read_args(chain, budget_keys)), chain, budget_keys)
-
-
 def read_args(
     chain: Sequence[DeploymentInfo],
     budget_keys: Sequence[tuple[str, Decimal, str, int | None]] = (),
 ) -> list[Any]:
-    """The EVALSHA arguments of `read`, for a caller that sends them in its own round trip."""
+    """The EVALSHA arguments of the READ script: live numbers of ``chain`` and the spend of
+    ``budget_keys`` ((redis key, amount, label, degrade %)); `parse` reads the reply."""
     keys = [QUALITY_KEY]
     for deployment in chain:
         keys += [KEY.format(deployment.id), deployment_buckets(deployment)[2]]

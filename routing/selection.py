@@ -275,17 +275,9 @@ async def finish(
     return Resolution(planned.resolution.route, ordered), explanation
 
 
-async def select(
-    engine: Any,
-    request: ChatRequest,
-    resolution: Resolution,
-    key_name: str,
-    started_at: datetime,
-) -> tuple[Resolution, dict[str, Any]]:
-    """Rank ``resolution``'s chain for this request: one Redis round trip for the live
-    numbers and budget spend (the engine sends it with the key's admission instead)."""
-    planned = plan(await engine.table(), resolution, key_name, started_at)
-    reply = None
-    if planned.read_args is not None:
-        reply = await engine.breakers.evalsha(*planned.read_args)
-    return await finish(engine, planned, reply, request)
+async def read(engine: Any, planned: Plan) -> Any:
+    """The live read's reply, in a round trip of its own (None when the plan has none).
+    A keyed request sends ``planned.read_args`` with its admission instead."""
+    if planned.read_args is None:
+        return None
+    return await engine.breakers.evalsha(*planned.read_args)
