@@ -139,15 +139,7 @@ class RolloutEventInline(admin.TabularInline):
     max_num = 0
     can_delete = False
     fields = ["created", "kind", "from_percent", "to_percent", "automatic", "actor", "text"]
-    readonly_fields = [
-        "created",
-        "kind",
-        "from_percent",
-        "to_percent",
-        "automatic",
-        "actor",
-        "text",
-    ]
+    readonly_fields = fields  # the timeline is read, never edited
 
 
 @admin.register(Rollout)
