@@ -138,7 +138,15 @@ class RolloutEventInline(admin.TabularInline):
     extra = 0
     max_num = 0
     can_delete = False
-    fields = ["created", "kind", "from_percent", "to_percent", "automatic", "actor", "text"]
+    fields: list[str] = [
+        "created",
+        "kind",
+        "from_percent",
+        "to_percent",
+        "automatic",
+        "actor",
+        "text",
+    ]
     readonly_fields = fields  # the timeline is read, never edited
 
 
