@@ -133,21 +133,17 @@ class ExperimentAdmin(ObjectPage):
             messages.error(request, str(refused))
 
 
+# A rollout's timeline, as its page shows it: read, never edited.
+TIMELINE_FIELDS = ("created", "kind", "from_percent", "to_percent", "automatic", "actor", "text")
+
+
 class RolloutEventInline(admin.TabularInline):
     model = RolloutEvent
     extra = 0
     max_num = 0
     can_delete = False
-    fields: list[str] = [
-        "created",
-        "kind",
-        "from_percent",
-        "to_percent",
-        "automatic",
-        "actor",
-        "text",
-    ]
-    readonly_fields = fields  # the timeline is read, never edited
+    fields = TIMELINE_FIELDS
+    readonly_fields = TIMELINE_FIELDS  # the timeline is read, never edited
 
 
 @admin.register(Rollout)
