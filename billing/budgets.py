@@ -147,9 +147,96 @@ end
 return 0
 """
 
+# A gateway process's allowance on one budget (routing.allowances): headroom reserved
+# under the allowance's id, like a request's reservation, and topped up by each grant.
+# A grant is at most 1/`headroom` of what the budget has left: the amount asked for,
+# scaled down as far as needed, and refused when that is less than the fewest worth it.
+# KEYS: the budget hash. ARGV: allowance id, now, its expiry, key TTL, limit units,
+# amount units, headroom, the fewest units worth granting. Returns the units granted
+# (0: refused, nothing taken).
+GRANT = """
+local id, now, expiry, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local limit, amount, room = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local fewest, key = tonumber(ARGV[8]), KEYS[1]
+local expired = redis.call('ZRANGEBYSCORE', key .. ':leases', '-inf', now)
+for _, gone in ipairs(expired) do
+  local held = tonumber(redis.call('HGET', key .. ':held', gone) or '0')
+  if held > 0 then redis.call('HINCRBY', key, 'reserved', -held) end
+  redis.call('HDEL', key .. ':held', gone)
+  redis.call('ZREM', key .. ':leases', gone)
+end
+local spent = tonumber(redis.call('HGET', key, 'spent') or '0')
+local reserved = tonumber(redis.call('HGET', key, 'reserved') or '0')
+amount = math.min(amount, math.floor((limit - spent - reserved) / room))
+if amount < fewest or amount <= 0 then return 0 end
+redis.call('HINCRBY', key, 'reserved', amount)
+redis.call('HINCRBY', key .. ':held', id, amount)
+redis.call('ZADD', key .. ':leases', expiry, id)
+redis.call('EXPIRE', key, ttl)
+redis.call('EXPIRE', key .. ':held', ttl)
+redis.call('EXPIRE', key .. ':leases', ttl)
+return amount
+"""
+
+# Settle a request admitted from allowances. KEYS: the budget hashes that apply.
+# ARGV: actual cost units, key TTL, then per key: the allowance id ('' for a soft budget,
+# which holds nothing) and the units the request took from it (its worst case). The
+# request's worst case leaves the allowance's hold (and `reserved`); its cost goes to
+# `spent`. An allowance that expired meanwhile holds nothing: the cost is still added.
+SETTLE_ALLOWANCE = """
+local actual, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i, key in ipairs(KEYS) do
+  local id, took = ARGV[1 + i * 2], tonumber(ARGV[2 + i * 2])
+  if id ~= '' then
+    local held = tonumber(redis.call('HGET', key .. ':held', id) or '0')
+    local back = math.min(held, took)
+    if back > 0 then
+      redis.call('HINCRBY', key, 'reserved', -back)
+      if held - back > 0 then
+        redis.call('HINCRBY', key .. ':held', id, -back)
+      else
+        redis.call('HDEL', key .. ':held', id)
+        redis.call('ZREM', key .. ':leases', id)
+      end
+    end
+  end
+  redis.call('HINCRBY', key, 'spent', actual)
+  redis.call('EXPIRE', key, ttl)
+  redis.call('EXPIRE', key .. ':held', ttl)
+  redis.call('EXPIRE', key .. ':leases', ttl)
+end
+return 0
+"""
+
+# Hand back what an allowance did not use. KEYS: the budget hash. ARGV: allowance id,
+# units. What its requests in flight took stays held until they settle.
+GIVE_BACK = """
+local key, id = KEYS[1], ARGV[1]
+local held = tonumber(redis.call('HGET', key .. ':held', id) or '0')
+local back = math.min(held, tonumber(ARGV[2]))
+if back <= 0 then return 0 end
+redis.call('HINCRBY', key, 'reserved', -back)
+if held - back > 0 then
+  redis.call('HINCRBY', key .. ':held', id, -back)
+else
+  redis.call('HDEL', key .. ':held', id)
+  redis.call('ZREM', key .. ':leases', id)
+end
+return back
+"""
+
 RESERVE_SHA = hashlib.sha1(RESERVE.encode()).hexdigest()
 SETTLE_SHA = hashlib.sha1(SETTLE.encode()).hexdigest()
-SCRIPTS = {RESERVE_SHA: RESERVE, SETTLE_SHA: SETTLE}
+GRANT_SHA = hashlib.sha1(GRANT.encode()).hexdigest()
+SETTLE_ALLOWANCE_SHA = hashlib.sha1(SETTLE_ALLOWANCE.encode()).hexdigest()
+GIVE_BACK_SHA = hashlib.sha1(GIVE_BACK.encode()).hexdigest()
+SCRIPTS = {
+    RESERVE_SHA: RESERVE,
+    SETTLE_SHA: SETTLE,
+    GRANT_SHA: GRANT,
+    SETTLE_ALLOWANCE_SHA: SETTLE_ALLOWANCE,
+    GIVE_BACK_SHA: GIVE_BACK,
+}
 
 
 @dataclass(frozen=True)
@@ -162,6 +249,26 @@ class Reservation:
     def settle_args(self, actual: Decimal) -> list[Any]:
         units = to_units(actual)
         return [SETTLE_SHA, len(self.keys), *self.keys, self.request_id, units, self.ttl_seconds]
+
+
+@dataclass(frozen=True)
+class AllowanceReservation(Reservation):
+    """A reservation taken from this process's allowances (routing.allowances), not from
+    Redis: ``taken`` is, per budget key, the allowance id ('' for a soft budget) and the
+    units taken from it. Settling releases them and adds the cost, as `SETTLE` does."""
+
+    taken: tuple[tuple[str, int], ...] = ()
+
+    def settle_args(self, actual: Decimal) -> list[Any]:
+        pairs = [value for pair in self.taken for value in pair]
+        return [
+            SETTLE_ALLOWANCE_SHA,
+            len(self.keys),
+            *self.keys,
+            to_units(actual),
+            self.ttl_seconds,
+            *pairs,
+        ]
 
 
 def reserve_args(
@@ -194,3 +301,22 @@ def current_spend(redis: Any, budget: BudgetInfo, now: datetime) -> tuple[Decima
     """(spent, reserved) in the budget's current period, as every gateway sees it now."""
     raw = redis.hgetall(budget.key(now))
     return from_units(int(raw.get(b"spent", 0))), from_units(int(raw.get(b"reserved", 0)))
+
+
+# A gateway process's allowance holds its headroom under an id with this prefix; a request
+# holds its reservation under its request id.
+ALLOWANCE_ID_PREFIX = "a:"
+
+
+def reserved_split(redis: Any, budget: BudgetInfo, now: datetime) -> tuple[Decimal, Decimal]:
+    """What the budget's `reserved` is made of: (held by requests in flight, held by the
+    gateways' allowances, unused or taken by requests in flight)."""
+    held = redis.hgetall(f"{budget.key(now)}:held")
+    by_requests = by_allowances = 0
+    for holder, units in held.items():
+        name = holder.decode() if isinstance(holder, bytes) else holder
+        if name.startswith(ALLOWANCE_ID_PREFIX):
+            by_allowances += int(units)
+        else:
+            by_requests += int(units)
+    return from_units(by_requests), from_units(by_allowances)

@@ -259,6 +259,12 @@ SWITCHBOARD = {
         "SWITCHBOARD_RATE_LIMIT_SLOT_LEASE_SECONDS", default=120.0
     ),
     "UPSTREAM_QUOTA_RESERVE": env.float("SWITCHBOARD_UPSTREAM_QUOTA_RESERVE", default=0.05),
+    # Allowances (routing/allowances.py, docs/allowances.md): each gateway process admits
+    # from slices of the keys' limits and the hard budgets, taken ahead for this many
+    # seconds (0: every request is admitted in Redis), and only while a limit has
+    # HEADROOM times the slice left; nearer the limit, each request is admitted exactly.
+    "ALLOWANCE_SECONDS": env.float("SWITCHBOARD_ALLOWANCE_SECONDS", default=1.0),
+    "ALLOWANCE_HEADROOM": env.int("SWITCHBOARD_ALLOWANCE_HEADROOM", default=20),
     # The response cache and single-flight (routing/cache.py, routing/singleflight.py).
     "CACHE_ENABLED": env.bool("SWITCHBOARD_CACHE_ENABLED", default=True),
     "CACHE_TTL_SECONDS": env.float("SWITCHBOARD_CACHE_TTL_SECONDS", default=3600.0),
@@ -280,6 +286,11 @@ SWITCHBOARD = {
         "SWITCHBOARD_MEETING_TYPE_MIN_CONFIDENCE", default=0.5
     ),
 }
+if SWITCHBOARD["ALLOWANCE_SECONDS"] < 0 or SWITCHBOARD["ALLOWANCE_HEADROOM"] < 2:
+    raise ImproperlyConfigured(
+        "SWITCHBOARD_ALLOWANCE_SECONDS must be at least 0 and SWITCHBOARD_ALLOWANCE_HEADROOM "
+        "at least 2."
+    )
 if not 0.0 <= SWITCHBOARD["SAMPLE_RATE"] <= 1.0:
     raise ImproperlyConfigured("SWITCHBOARD_SAMPLE_RATE must be between 0 and 1.")
 if SWITCHBOARD["SAMPLE_RETENTION_DAYS"] < 1:

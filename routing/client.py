@@ -55,18 +55,29 @@ def current_engine() -> Engine:
 
 async def close_engine() -> None:
     """Close the running loop's engine and its pools (server shutdown, end of asyncio.run)."""
-    _engines.pop()
+    engine = _engines.pop()
+    if engine is not None:
+        await engine.allowances.close()
     await close_upstream_client()
     await close_gateway_client()
     await close_async_client()
 
 
 def forget_cached_state() -> None:
-    """Make every engine of this process re-read its routing table and breaker states."""
+    """Make every engine of this process re-read its routing table, breaker states and
+    live numbers."""
     for engine in _engines.values():
         engine.tables.invalidate()
         engine.breakers.forget()
         engine.limits.forget()
+        engine.readings.forget()
+
+
+def drop_allowances() -> None:
+    """Make every engine of this process drop its allowances without handing them back:
+    Redis was emptied (the test suite's fixture)."""
+    for engine in _engines.values():
+        engine.allowances.forget()
         engine.stamps.clear()
 
 

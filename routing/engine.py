@@ -48,6 +48,7 @@ from routing import (
     selection,
     singleflight,
 )
+from routing.allowances import Allowances, AllowanceSettings
 from routing.breaker import Breakers, Policy, State
 from routing.cache import CacheKey, CacheSettings, Stored
 from routing.http import Timeouts, UpstreamClient
@@ -97,6 +98,7 @@ class EngineSettings:
     # A provider quota with less than this share left sends its deployment last.
     quota_reserve: float = 0.05
     cache: CacheSettings = field(default_factory=CacheSettings)
+    allowances: AllowanceSettings = field(default_factory=AllowanceSettings)
 
     @classmethod
     def from_settings(cls) -> EngineSettings:
@@ -113,6 +115,11 @@ class EngineSettings:
             slot_lease_seconds=conf.get("RATE_LIMIT_SLOT_LEASE_SECONDS", 120.0),
             quota_reserve=conf.get("UPSTREAM_QUOTA_RESERVE", 0.05),
             cache=CacheSettings.from_settings(),
+            allowances=AllowanceSettings(
+                seconds=conf.get("ALLOWANCE_SECONDS", 1.0),
+                headroom=conf.get("ALLOWANCE_HEADROOM", 20),
+                ticket_seconds=conf.get("RATE_LIMIT_SLOT_LEASE_SECONDS", 120.0),
+            ),
         )
 
 
@@ -307,6 +314,8 @@ class Engine:
             redis, policy, extra_scripts=tuple(s for group in scripts for s in group.values())
         )
         self.limits = Limiter(redis, self.breakers.evalsha, run_pipeline=self.breakers.run)
+        self.allowances = Allowances(self.breakers.evalsha, settings.allowances)
+        self.readings = selection.Readings(self.breakers.evalsha)
         self.stamps = SecondStamps()
         self.flights = singleflight.SingleFlight(redis, self.breakers.evalsha, settings.cache)
         self._configure(settings)
@@ -327,6 +336,8 @@ class Engine:
         self.limits.slot_lease_seconds = settings.slot_lease_seconds
         self.limits.quota_reserve = settings.quota_reserve
         self.limits.read_cache_seconds = self.breakers.policy.read_cache_seconds
+        self.readings.seconds = self.breakers.policy.read_cache_seconds
+        self.allowances.settings = settings.allowances
         self.flights.settings = settings.cache
 
     async def table(self) -> RoutingTable:
@@ -409,28 +420,58 @@ class Engine:
             scope = cache.scope_of(caller.key.id if caller.key else None, caller.environment)
             run.cache_key = CacheKey.of(scope, resolution.route, request)
         if caller.key is not None:
-            # perf (issue 9): one round trip reads the ranking's live numbers, checks the
-            # key's rate limits and, for a request that no cache can answer, reserves its
-            # budgets (the worst case over every candidate: the order does not matter).
-            early = self._budget_reservation(run) if run.cache_key is None else None
-            try:
-                run.admission = await self.limits.admit_key(
-                    caller.key,
-                    caller.request_id,
-                    run.estimated_tokens,
-                    also=None if early is None else (early[1], early[0].settle_args(Decimal(0))),
-                    before=planned.read_args,
-                )
-            except RateLimited as refused:
-                run.decision["ranking"] = {"skipped": "the key's rate limit refused the request"}
-                entry = self._entry(run)
-                entry.status, entry.http_status, entry.error_code = "rejected", 429, refused.code
-                await self._commit(entry, None)
-                raise
-            await self._rank(run, planned, run.admission.before)
-            if early is not None:
-                run.early_reservation = (early[0], int(run.admission.also))
+            await self._admit(run, caller.key, planned)
         return run
+
+    async def _admit(self, run: Run, key: KeyInfo, planned: selection.Plan) -> None:
+        """Admit the request under its key's rate limits and, when no cache can answer it,
+        reserve its budgets (the worst case over every candidate: the order does not
+        matter); then rank its candidates.
+
+        perf (issue 9): from this process's allowances (routing.allowances) when they cover
+        it, with no round trip (the ranking reads the live numbers kept for a moment);
+        else in one round trip that also reads the ranking's live numbers.
+        """
+        early = self._budget_reservation(run) if run.cache_key is None else None
+        admitted = self.allowances.admit_key(key, run.caller.request_id, run.estimated_tokens)
+        reserved = None
+        if early is not None:
+            reserved = self.allowances.reserve(early[0], early[2])
+        if admitted is not None and (early is None or reserved is not None):
+            run.admission = admitted
+            if reserved is not None:
+                run.early_reservation = (reserved, 0)
+            if admitted.lease is not None or reserved is not None:
+                run.decision["admitted"] = "allowance"  # on the usage record
+            await self._rank(run, planned, await self.readings.get(planned))
+            return
+        try:
+            run.admission = await self.limits.admit_key(
+                key,
+                run.caller.request_id,
+                run.estimated_tokens,
+                also=(
+                    None
+                    if early is None or reserved is not None
+                    else (early[1], early[0].settle_args(Decimal(0)))
+                ),
+                before=planned.read_args,
+                admitted=admitted,
+            )
+        except RateLimited as refused:
+            if reserved is not None:
+                await self.breakers.evalsha(*reserved.settle_args(Decimal(0)))
+            run.decision["ranking"] = {"skipped": "the key's rate limit refused the request"}
+            entry = self._entry(run)
+            entry.status, entry.http_status, entry.error_code = "rejected", 429, refused.code
+            await self._commit(entry, None)
+            raise
+        snapshot = self.readings.put(planned, run.admission.before)
+        await self._rank(run, planned, snapshot)
+        if reserved is not None:
+            run.early_reservation = (reserved, 0)
+        elif early is not None:
+            run.early_reservation = (early[0], int(run.admission.also))
 
     async def _rank(self, run: Run, planned: selection.Plan, reply: Any) -> None:
         run.resolution, ranking = await selection.finish(self, planned, reply, run.request)
@@ -589,6 +630,8 @@ class Engine:
         lease = run.admission.lease
         if lease is not None:
             commands.append(lease.settle_args(used_tokens))
+            if lease.on_end is not None:
+                lease.on_end()
             run.admission = Admission(None, run.admission.verdict)
         for deployment_id, held in run.leases.items():
             if answered is not None and deployment_id == answered.id:
@@ -721,9 +764,9 @@ class Engine:
                 usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
             )
 
-    def _budget_reservation(self, run: Run) -> tuple[Reservation, list[Any]] | None:
-        """The reservation of the worst-case cost on every budget that applies, and the
-        EVALSHA arguments that take it; None when no budget applies."""
+    def _budget_reservation(self, run: Run) -> tuple[Reservation, list[Any], Decimal] | None:
+        """The reservation of the worst-case cost on every budget that applies, the
+        EVALSHA arguments that take it, and that cost; None when no budget applies."""
         budgets = [
             b
             for b in run.table.budgets
@@ -732,7 +775,7 @@ class Engine:
         if not budgets:
             return None
         worst = worst_case_cost(run.request, run.resolution.chain)
-        return reserve_args(budgets, run.caller.request_id, worst, run.started_at)
+        return (*reserve_args(budgets, run.caller.request_id, worst, run.started_at), worst)
 
     async def _reserve(self, run: Run) -> None:
         """Reserve the worst-case cost on every budget that applies, or refuse with 429."""
@@ -743,8 +786,11 @@ class Engine:
             planned = self._budget_reservation(run)
             if planned is None:
                 return
-            reservation, args = planned
-            refused = int(await self.breakers.evalsha(*args))
+            exact, args, worst = planned
+            reservation = self.allowances.reserve(exact, worst) or exact
+            refused = 0
+            if reservation is exact:
+                refused = int(await self.breakers.evalsha(*args))
         budgets = list(reservation.budgets)
         now = run.started_at
         if not refused:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,9 +119,104 @@ redis.call('PEXPIRE', KEYS[1], full + 1000)
 return 0
 """
 
+# A gateway process's allowance (routing.allowances): a slice of a key's limits taken at
+# once. A slice is at most 1/`headroom` of what each limit has left: the slice asked for,
+# scaled down as far as needed, and refused when that is less than one request (and the
+# tokens of one); new slots are granted only while `headroom` times as many are free.
+# KEYS: the requests bucket, the tokens bucket, the concurrency slots.
+# ARGV: rpm, burst, tpm, max concurrent, requests asked for, tokens asked for, slots the
+# allowance holds after this call, slots it holds now, headroom, allowance id, slot
+# lease ms, slots key ms, the fewest tokens worth granting.
+# Returns {1 granted or 0 refused (nothing taken), requests left, ms until the requests
+# bucket is full, tokens left, ms until the tokens bucket is full, requests granted,
+# tokens granted}.
+GRANT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rpm, burst, tpm = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local slots, n, tok = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local want, have, room = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local fewest = tonumber(ARGV[13])
+local function level(key, capacity, per_ms)
+  local v = redis.call('HMGET', key, 'level', 'at')
+  if not v[1] then return capacity end
+  return math.min(capacity, tonumber(v[1]) + math.max(0, now - tonumber(v[2])) * per_ms)
+end
+local function full_in(lvl, capacity, per_ms)
+  if per_ms <= 0 or lvl >= capacity then return 0 end
+  return math.ceil((capacity - lvl) / per_ms)
+end
+local function store(key, lvl, capacity, per_ms)
+  redis.call('HSET', key, 'level', lvl, 'at', now)
+  redis.call('PEXPIRE', key, full_in(lvl, capacity, per_ms) + 1000)
+end
+local rcap, rrate, trate = rpm + burst, rpm / 60000, tpm / 60000
+local rlevel = rpm > 0 and level(KEYS[1], rcap, rrate) or 0
+local tlevel = tpm > 0 and level(KEYS[2], tpm, trate) or 0
+local scale = 1
+if rpm > 0 and n > 0 then scale = math.min(scale, rlevel / (room * n)) end
+if tpm > 0 and tok > 0 then scale = math.min(scale, tlevel / (room * tok)) end
+n, tok = math.floor(n * scale), math.floor(tok * scale)
+local granted = 1
+if rpm > 0 and ARGV[5] ~= '0' and n < 1 then granted = 0 end
+if tpm > 0 and ARGV[6] ~= '0' and tok < fewest then granted = 0 end
+if slots > 0 and want > have then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  if slots - redis.call('ZCARD', KEYS[3]) < room * (want - have) then granted = 0 end
+end
+if granted == 1 then
+  if rpm > 0 and n > 0 then
+    rlevel = rlevel - n
+    store(KEYS[1], rlevel, rcap, rrate)
+  end
+  if tpm > 0 and tok > 0 then
+    tlevel = tlevel - tok
+    store(KEYS[2], tlevel, tpm, trate)
+  end
+  if slots > 0 and want > 0 then
+    -- One member per slot held, all scored by the allowance's expiry: renewing moves it.
+    local members = {}
+    for i = 1, want do
+      members[#members + 1] = now + tonumber(ARGV[11])
+      members[#members + 1] = ARGV[10] .. ':' .. i
+    end
+    redis.call('ZADD', KEYS[3], unpack(members))
+    redis.call('PEXPIRE', KEYS[3], math.max(redis.call('PTTL', KEYS[3]), tonumber(ARGV[12])))
+  end
+end
+if granted == 0 then n, tok = 0, 0 end
+return {granted, math.floor(rlevel), full_in(rlevel, rcap, rrate),
+  math.floor(tlevel), full_in(tlevel, tpm, trate), n, tok}
+"""
+
+# Hand back what an allowance did not use. KEYS: the three keys of GRANT. ARGV: rpm,
+# burst, tpm, requests, tokens, allowance id, slots held (all are freed).
+GIVE_BACK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rpm, burst, tpm = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local function give(key, amount, capacity, per_ms)
+  if amount <= 0 or per_ms <= 0 then return end
+  local v = redis.call('HMGET', key, 'level', 'at')
+  if not v[1] then return end  -- full already
+  local lvl = math.min(capacity, tonumber(v[1]) + math.max(0, now - tonumber(v[2])) * per_ms)
+  lvl = math.min(capacity, lvl + amount)
+  redis.call('HSET', key, 'level', lvl, 'at', now)
+  local full = 0
+  if lvl < capacity then full = math.ceil((capacity - lvl) / per_ms) end
+  redis.call('PEXPIRE', key, full + 1000)
+end
+give(KEYS[1], tonumber(ARGV[4]), rpm + burst, rpm / 60000)
+give(KEYS[2], tonumber(ARGV[5]), tpm, tpm / 60000)
+for i = 1, tonumber(ARGV[7]) do redis.call('ZREM', KEYS[3], ARGV[6] .. ':' .. i) end
+return 0
+"""
+
 CHECK_SHA = hashlib.sha1(CHECK.encode()).hexdigest()
 SETTLE_SHA = hashlib.sha1(SETTLE.encode()).hexdigest()
-SCRIPTS = {CHECK_SHA: CHECK, SETTLE_SHA: SETTLE}
+GRANT_SHA = hashlib.sha1(GRANT.encode()).hexdigest()
+GIVE_BACK_SHA = hashlib.sha1(GIVE_BACK.encode()).hexdigest()
+SCRIPTS = {CHECK_SHA: CHECK, SETTLE_SHA: SETTLE, GRANT_SHA: GRANT, GIVE_BACK_SHA: GIVE_BACK}
 
 # Output tokens assumed for a request that sets no max_tokens; its end corrects it.
 ESTIMATED_OUTPUT_TOKENS = 256
@@ -215,6 +311,9 @@ class Lease:
     slots_key: str
     tpm: int
     estimated_tokens: int
+    # Admitted from this process's allowance (routing.allowances): its end frees the
+    # allowance's slot in memory; in Redis, the slot is the allowance's.
+    on_end: Callable[[], Any] | None = None
 
     def settle_args(self, used_tokens: int) -> list[Any]:
         back = self.estimated_tokens - used_tokens if self.tpm else 0
@@ -243,8 +342,12 @@ class Admission:
 
 
 def key_buckets(key: KeyInfo) -> tuple[str, str, str]:
+    return key_buckets_of(key.id)
+
+
+def key_buckets_of(key_id: int) -> tuple[str, str, str]:
     # One hash tag per key: its three keys live on one Redis Cluster slot.
-    tag = f"sb:rl:{{k{key.id}}}"
+    tag = f"sb:rl:{{k{key_id}}}"
     return f"{tag}:requests", f"{tag}:tokens", f"{tag}:slots"
 
 
@@ -299,6 +402,7 @@ class Limiter:
         tokens: int,
         also: tuple[list[Any], list[Any]] | None = None,
         before: list[Any] | None = None,
+        admitted: Admission | None = None,
     ) -> Admission:
         """Take from the key's buckets and a slot, or raise a 429 naming the limit.
 
@@ -308,9 +412,10 @@ class Limiter:
         undo them): the budget reservation, run right after the check; its reply is
         ``Admission.also``. If the key is refused, a reservation the script took is
         handed back before the 429 is raised (for that moment a concurrent request sees
-        the budget a little fuller than it is).
+        the budget a little fuller than it is). ``admitted``: the key's admission, already
+        taken from this process's allowance (routing.allowances): no check is made.
         """
-        limited = bool(key.rpm or key.tpm or key.max_concurrent)
+        limited = bool(key.rpm or key.tpm or key.max_concurrent) and admitted is None
         commands = [] if before is None else [before]
         if limited:
             requests_key, tokens_key, slots_key = key_buckets(key)
@@ -328,7 +433,7 @@ class Limiter:
         if also is not None:
             commands.append(also[0])
         if not commands:
-            return Admission()
+            return admitted or Admission()
         if len(commands) == 1:
             replies = [await self.evalsha(*commands[0])]
         else:
@@ -341,6 +446,8 @@ class Limiter:
         read = replies.pop(0) if before is not None else None
         extra: Any = replies[-1] if also is not None else None
         if not limited:
+            if admitted is not None:
+                return Admission(admitted.lease, admitted.verdict, extra, read)
             return Admission(also=extra, before=read)
         verdict = Verdict.read(replies[0], key.rpm + (key.burst if key.rpm else 0), key.tpm)
         if verdict.refused:

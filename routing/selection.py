@@ -34,6 +34,8 @@ to the usage record (``decision["ranking"]``) and the route preview.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import statistics
 import time
 from dataclasses import dataclass
@@ -47,6 +49,8 @@ from routing.breaker import Reading, State
 from routing.limits import ESTIMATED_OUTPUT_TOKENS, TOKENS_PER_MESSAGE
 from routing.schema import ChatRequest
 from routing.table import DeploymentInfo, Resolution, RoutePolicy
+
+log = logging.getLogger(__name__)
 
 STRATEGIES = ("ordered", "cheapest", "fastest", "balanced")
 WEIGHTS = {"latency": 0.30, "cost": 0.30, "errors": 0.20, "quality": 0.10, "load": 0.10}
@@ -258,10 +262,14 @@ def plan(table: Any, resolution: Resolution, key_name: str, started_at: datetime
 async def finish(
     engine: Any, planned: Plan, reply: Any, request: ChatRequest
 ) -> tuple[Resolution, dict[str, Any]]:
-    """Rank with the live read's ``reply`` (None when the plan has no read) and the
-    breakers (cached for a moment, read in one)."""
+    """Rank with the live read's ``reply`` (None when the plan has no read; a Snapshot
+    when it was parsed already, `Readings`) and the breakers (cached for a moment, read
+    in one)."""
     chain = planned.resolution.chain
-    snapshot = None if reply is None else live.parse(reply, chain, planned.budgets)
+    if reply is None or isinstance(reply, live.Snapshot):
+        snapshot = reply
+    else:
+        snapshot = live.parse(reply, chain, planned.budgets)
     readings = await engine.breakers.read([d.id for d in chain])
     ordered, explanation = rank(
         chain,
@@ -281,3 +289,60 @@ async def read(engine: Any, planned: Plan) -> Any:
     if planned.read_args is None:
         return None
     return await engine.breakers.evalsha(*planned.read_args)
+
+
+class Readings:
+    """The live read's latest replies, kept for a moment (``seconds``, the breakers' read
+    cache): a request admitted from an allowance makes no round trip before its provider
+    call (routing.allowances), so its ranking reads these. A stale reply is still used
+    while a fresh one is read in the background: the ranking only orders the candidates.
+    A chain with a concurrency cap is read afresh every time, so that a deployment at its
+    cap goes last at once (its own admission is a round trip anyway).
+    """
+
+    def __init__(self, evalsha: Any, seconds: float = 0.5) -> None:
+        self.evalsha = evalsha
+        self.seconds = seconds
+        # the read's keys -> (when read, monotonic; the reply, parsed)
+        self._replies: dict[tuple[Any, ...], tuple[float, live.Snapshot]] = {}
+        self._reading: set[tuple[Any, ...]] = set()
+
+    async def get(self, planned: Plan) -> live.Snapshot | None:
+        if planned.read_args is None:
+            return None
+        key = _read_key(planned.read_args)
+        found = self._replies.get(key)
+        if found is None or any(d.max_concurrency for d in planned.resolution.chain):
+            return self._keep(key, planned, await self.evalsha(*planned.read_args))
+        if time.monotonic() - found[0] > self.seconds and key not in self._reading:
+            self._reading.add(key)
+            asyncio.get_running_loop().create_task(self._refresh(key, planned))
+        return found[1]
+
+    def put(self, planned: Plan, reply: Any) -> live.Snapshot | None:
+        """A reply read with an exact admission, parsed: fresh, for the requests after it."""
+        if planned.read_args is None or reply is None:
+            return None
+        return self._keep(_read_key(planned.read_args), planned, reply)
+
+    def _keep(self, key: tuple[Any, ...], planned: Plan, reply: Any) -> live.Snapshot:
+        snapshot = live.parse(reply, planned.resolution.chain, planned.budgets)
+        self._replies[key] = (time.monotonic(), snapshot)
+        return snapshot
+
+    async def _refresh(self, key: tuple[Any, ...], planned: Plan) -> None:
+        try:
+            args = live.read_args(planned.resolution.chain, planned.budgets)
+            self._keep(key, planned, await self.evalsha(*args))
+        except Exception:  # the stale reply serves until the next try
+            log.warning("could not refresh the live numbers", exc_info=True)
+        finally:
+            self._reading.discard(key)
+
+    def forget(self) -> None:
+        self._replies, self._reading = {}, set()
+
+
+def _read_key(args: list[Any]) -> tuple[Any, ...]:
+    """The keys a read touches name it (the arguments after them hold the time)."""
+    return tuple(args[2 : 2 + int(args[1])])

@@ -29,13 +29,15 @@ from tests.servers import (  # noqa: E402
 def redis() -> Iterator[object]:
     """A clean Redis for every test, and gateways that forget what they cached."""
     from project.redis import sync_client
-    from routing.client import forget_cached_state
+    from routing.client import drop_allowances, forget_cached_state
 
     client = sync_client()
     client.flushdb()
     forget_cached_state()
+    drop_allowances()
     yield client
     forget_cached_state()
+    drop_allowances()
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,10 @@ import openai
 import pytest
 from redis import Redis
 
-from billing.budgets import BudgetInfo, current_spend, reserve_args, to_units
+from billing.budgets import BudgetInfo, current_spend, reserve_args, reserved_split, to_units
 from billing.models import Budget, UsageRecord
 from routing.models import ClientKey
+from routing.client import forget_cached_state
 from tests.factories import drain_ledger
 from tests.servers import SimulatorHandle
 
@@ -20,7 +21,13 @@ MESSAGES = [{"role": "user", "content": "Summarise: we agreed to ship on Friday.
 
 
 def spent(redis: Redis, budget: Budget) -> tuple[Decimal, Decimal]:
-    return current_spend(redis, budget.info(), datetime.now(UTC))
+    """(spent, reserved by requests in flight). The gateways' allowances (their slices of
+    the headroom, routing.allowances) are reserved too, apart, and add up with them."""
+    now = datetime.now(UTC)
+    total, reserved = current_spend(redis, budget.info(), now)
+    by_requests, by_allowances = reserved_split(redis, budget.info(), now)
+    assert reserved == by_requests + by_allowances
+    return total, by_requests
 
 
 def key_budget(amount: Decimal) -> Budget:
@@ -175,6 +182,7 @@ def test_past_its_degrade_point_a_budget_sends_the_cheapest_candidate_first(
 
     assert answered_by() == "anthropic"
     redis.hincrby(budget.info().key(datetime.now(UTC)), "spent", to_units(Decimal("6")))
+    forget_cached_state()  # the gateway's live numbers are a moment old: read them now
 
     assert answered_by() == "google"  # $0.10/$0.40 per million, the cheapest of the three
     drain_ledger()

@@ -1,0 +1,332 @@
+"""Allowances: a gateway process admits from slices of the shared limits, never past them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import openai
+import pytest
+from redis import Redis
+
+from billing import budgets
+from billing.budgets import BudgetInfo, current_spend, reserve_args, reserved_split, to_units
+from billing.models import Budget, UsageRecord
+from routing import limits
+from routing.allowances import SLOT_LIVES, Allowances, AllowanceSettings
+from routing.models import ClientKey
+from routing.table import KeyInfo
+from tests.factories import drain_ledger
+from tests.servers import SimulatorHandle
+
+MESSAGES = [{"role": "user", "content": "Summarise: we agreed to ship on Friday."}]
+KEY = KeyInfo(7, "team", frozenset({"chat"}), "prod", rpm=600, tpm=60_000, max_concurrent=100)
+
+
+def run_script(redis: Redis, scripts: dict[str, str], sha: str, *args: Any) -> Any:
+    return redis.execute_command("EVAL", scripts[sha], *args)
+
+
+def grant(
+    redis: Redis, requests: int, tokens: int, slots: int, held: int = 0, lives_ms: int = 3000
+) -> list[Any]:
+    return run_script(
+        redis,
+        limits.SCRIPTS,
+        limits.GRANT_SHA,
+        3,
+        *limits.key_buckets(KEY),
+        KEY.rpm,
+        0,
+        KEY.tpm,
+        KEY.max_concurrent,
+        requests,
+        tokens,
+        slots,
+        held,
+        20,
+        "a:test:k7:1",
+        lives_ms,
+        120_000,
+        1,
+    )
+
+
+def level(redis: Redis, bucket: str) -> float:
+    return float(redis.hget(bucket, "level") or 0)
+
+
+# -- the scripts, against the real Redis ------------------------------------------------
+
+
+def test_a_grant_takes_a_slice_of_every_limit_of_the_key_at_once(redis: Redis) -> None:
+    requests_key, tokens_key, slots_key = limits.key_buckets(KEY)
+
+    reply = grant(redis, requests=10, tokens=1_000, slots=2)
+
+    assert reply[0] == 1
+    assert reply[1] == 590 and reply[3] == 59_000  # what is left for everyone else
+    assert level(redis, requests_key) == pytest.approx(590, abs=1)
+    assert level(redis, tokens_key) == pytest.approx(59_000, abs=20)
+    assert redis.zcard(slots_key) == 2
+
+
+def test_a_slice_is_at_most_a_twentieth_of_what_each_limit_has_left(redis: Redis) -> None:
+    requests_key, _, slots_key = limits.key_buckets(KEY)
+
+    assert grant(redis, requests=100, tokens=0, slots=0)[5] == 30  # 600 / 20
+    assert grant(redis, requests=100, tokens=0, slots=0)[5] == 28  # 570 / 20, rounded down
+    assert grant(redis, requests=0, tokens=0, slots=5)[0] == 1, "100 free slots hold 20 of 5"
+    assert grant(redis, requests=0, tokens=0, slots=6, held=5)[0] == 1
+    assert grant(redis, requests=0, tokens=0, slots=11, held=6)[0] == 0, "89 do not hold 100"
+
+    assert level(redis, requests_key) == pytest.approx(542, abs=1)
+    assert redis.zcard(slots_key) == 6
+
+
+def test_near_the_limit_a_grant_is_refused_and_takes_nothing(redis: Redis) -> None:
+    requests_key, _, _ = limits.key_buckets(KEY)
+    redis.hset(requests_key, mapping={"level": 19, "at": int(time.time() * 1000)})
+
+    refused = grant(redis, requests=8, tokens=0, slots=0)
+
+    assert refused[0] == 0 and refused[5] == 0
+    assert level(redis, requests_key) == pytest.approx(19, abs=1)
+
+
+def test_an_allowances_slots_expire_unless_renewed_so_a_dead_process_frees_them(
+    redis: Redis,
+) -> None:
+    _, _, slots_key = limits.key_buckets(KEY)
+
+    assert grant(redis, requests=0, tokens=0, slots=3, lives_ms=3000)[0] == 1
+
+    now_ms = time.time() * 1000
+    scores = [score for _, score in redis.zrange(slots_key, 0, -1, withscores=True)]
+    assert len(scores) == 3
+    lives_ms = SLOT_LIVES * AllowanceSettings().seconds * 1000
+    assert all(now_ms < float(score) <= now_ms + lives_ms + 50 for score in scores)
+
+
+def test_giving_back_returns_the_unused_requests_and_tokens_and_frees_the_slots(
+    redis: Redis,
+) -> None:
+    requests_key, tokens_key, slots_key = limits.key_buckets(KEY)
+    grant(redis, requests=10, tokens=1_000, slots=2)
+
+    run_script(
+        redis,
+        limits.SCRIPTS,
+        limits.GIVE_BACK_SHA,
+        3,
+        requests_key,
+        tokens_key,
+        slots_key,
+        KEY.rpm,
+        0,
+        KEY.tpm,
+        4,
+        400,
+        "a:test:k7:1",
+        2,
+    )
+
+    assert level(redis, requests_key) == pytest.approx(594, abs=1)
+    assert level(redis, tokens_key) == pytest.approx(59_400, abs=20)
+    assert redis.zcard(slots_key) == 0
+
+
+BUDGET = BudgetInfo(3, "global monthly", "global", "", "monthly", Decimal("10"), hard=True)
+
+
+def budget_grant(
+    redis: Redis, amount: Decimal, fewest: Decimal = Decimal("0.01"), holder: str = "a:test:b3:1"
+) -> int:
+    now = time.time()
+    return int(
+        run_script(
+            redis,
+            budgets.SCRIPTS,
+            budgets.GRANT_SHA,
+            1,
+            BUDGET.key(datetime.now(UTC)),
+            holder,
+            now,
+            now + budgets.LEASE_SECONDS,
+            86400,
+            to_units(BUDGET.amount_usd),
+            to_units(amount),
+            20,
+            to_units(fewest),
+        )
+    )
+
+
+def test_a_budget_allowance_is_held_like_a_reservation_and_shrinks_near_the_limit(
+    redis: Redis,
+) -> None:
+    now = datetime.now(UTC)
+
+    assert budget_grant(redis, Decimal("0.6")) == to_units(Decimal("0.5"))  # $10 / 20
+    assert budget_grant(redis, Decimal("0.6")) == to_units(Decimal("0.475"))  # $9.50 / 20
+    assert budget_grant(redis, Decimal("0.6"), fewest=Decimal("0.46")) == 0
+
+    assert current_spend(redis, BUDGET, now) == (Decimal(0), Decimal("0.975"))
+    assert reserved_split(redis, BUDGET, now) == (Decimal(0), Decimal("0.975"))
+
+
+def test_settling_a_request_from_an_allowance_releases_its_worst_case_and_adds_its_cost(
+    redis: Redis,
+) -> None:
+    now = datetime.now(UTC)
+    budget_grant(redis, Decimal("0.4"))
+    planned, _ = reserve_args([BUDGET], "request-1", Decimal("0.1"), now)
+    taken = budgets.AllowanceReservation(
+        planned.request_id,
+        planned.keys,
+        planned.budgets,
+        planned.ttl_seconds,
+        (("a:test:b3:1", to_units(Decimal("0.1"))),),
+    )
+
+    redis.execute_command("EVAL", budgets.SETTLE_ALLOWANCE, *taken.settle_args(Decimal("0.03"))[1:])
+
+    assert current_spend(redis, BUDGET, now) == (Decimal("0.03"), Decimal("0.3"))
+    run_script(
+        redis,
+        budgets.SCRIPTS,
+        budgets.GIVE_BACK_SHA,
+        1,
+        BUDGET.key(now),
+        "a:test:b3:1",
+        to_units(Decimal("0.3")),
+    )
+    assert current_spend(redis, BUDGET, now) == (Decimal("0.03"), Decimal(0))
+    assert redis.hlen(f"{BUDGET.key(now)}:held") == 0
+
+
+# -- one process's allowances ------------------------------------------------------------
+
+
+def test_after_a_grant_requests_are_admitted_from_memory_until_the_slice_is_used(
+    redis: Redis,
+) -> None:
+    from routing.client import close_engine, current_engine
+
+    async def admit_many() -> list[limits.Admission | None]:
+        try:
+            engine = current_engine()
+            allowances = Allowances(engine.breakers.evalsha, AllowanceSettings(min_requests=8))
+            first = allowances.admit_key(KEY, "r0", 50)  # none yet: asks for one
+            await allowances.granted()
+            rest = []
+            for i in range(1, 40):  # one after the other: each ends before the next
+                rest.append(admission := allowances.admit_key(KEY, f"r{i}", 50))
+                if admission is not None and admission.lease and admission.lease.on_end:
+                    admission.lease.on_end()
+            await allowances.close()
+            return [first, *rest]
+        finally:
+            await close_engine()
+
+    admissions = asyncio.run(admit_many())
+
+    assert admissions[0] is None, "the first request is admitted exactly"
+    granted = next(i for i, a in enumerate(admissions[1:], 1) if a is None) - 1
+    assert granted >= 8, "at least the smallest slice"
+    assert all(a is not None and a.lease and a.lease.on_end for a in admissions[1 : granted + 1])
+    requests_key, _, slots_key = limits.key_buckets(KEY)
+    # Handed back at close: Redis has only what the exact and the admitted requests took.
+    assert level(redis, requests_key) == pytest.approx(600 - granted, abs=1)
+    assert redis.zcard(slots_key) == 0
+
+
+# -- through gateways ---------------------------------------------------------------------
+
+
+def limit_key(**limits_: int) -> None:
+    ClientKey.objects.update(**limits_)
+
+
+def answered(results: list[object]) -> list[object]:
+    return [r for r in results if not isinstance(r, Exception)]
+
+
+async def burst(urls: list[str], key: str, count: int) -> list[object]:
+    """``count`` requests, 64 at a time, spread over the gateways at ``urls``."""
+    clients = [openai.AsyncOpenAI(base_url=f"{u}/v1", api_key=key, max_retries=0) for u in urls]
+    gate = asyncio.Semaphore(64)
+
+    async def one(client: openai.AsyncOpenAI) -> object:
+        async with gate:
+            return await client.chat.completions.create(
+                model="summary", messages=MESSAGES, max_tokens=40
+            )
+
+    try:
+        calls = [one(clients[i % len(clients)]) for i in range(count)]
+        return await asyncio.gather(*calls, return_exceptions=True)
+    finally:
+        for client in clients:
+            await client.close()
+
+
+@pytest.mark.slow
+def test_two_gateways_admitting_from_allowances_never_pass_the_keys_rate_limit(
+    two_gateways: list[str], client_key: str, demo: SimulatorHandle, redis: Redis
+) -> None:
+    limit_key(rpm=300, burst=0)
+    started = time.monotonic()
+
+    results = asyncio.run(burst(two_gateways, client_key, 420))
+    first_round = time.monotonic() - started
+    results += asyncio.run(burst(two_gateways, client_key, 60))
+    elapsed = time.monotonic() - started
+
+    refill = 300 / 60 * elapsed
+    assert len(answered(results)) <= 300 + refill
+    assert len(answered(results)) >= 300 - 20 * 8 * 2, "allowances only hold near the limit"
+    refused = {getattr(r, "code", r) for r in results if isinstance(r, Exception)}
+    assert refused == {"rate_limit_exceeded"}
+    drain_ledger()
+    from_allowances = UsageRecord.objects.filter(decision__admitted="allowance").count()
+    assert from_allowances > 0, f"the allowances served ({first_round:.1f} s burst)"
+
+
+@pytest.mark.slow
+def test_two_gateways_admitting_from_allowances_never_overspend_a_budget(
+    two_gateways: list[str], client_key: str, demo: SimulatorHandle, redis: Redis
+) -> None:
+    from tests.billing.test_budgets import one_cost
+
+    cost = one_cost(openai.OpenAI(base_url=f"{two_gateways[0]}/v1", api_key=client_key))
+    budget = Budget.objects.create(
+        scope="key",
+        scope_ref=ClientKey.objects.get().name,
+        period="monthly",
+        amount_usd=cost * 1000,
+        hard=True,
+    )
+
+    results = asyncio.run(burst(two_gateways, client_key, 1300))
+
+    now = datetime.now(UTC)
+    spent, _ = current_spend(redis, budget.info(), now)
+    assert len(answered(results)) <= 1000
+    assert spent <= budget.amount_usd
+    assert spent == cost * len(answered(results))
+    refused = {getattr(r, "code", r) for r in results if isinstance(r, Exception)}
+    assert refused <= {"budget_exceeded"}
+    assert reserved_split(redis, budget.info(), now)[0] == 0, "no request holds anything"
+    drain_ledger()
+    assert UsageRecord.objects.filter(decision__admitted="allowance").exists()
+    ledger = sum(r.cost_usd for r in UsageRecord.objects.filter(status="ok"))
+    assert ledger == spent + cost  # the first request came before the budget
+    # What the allowances did not use goes back once they lapse.
+    deadline = time.monotonic() + 5
+    while current_spend(redis, budget.info(), now)[1] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert current_spend(redis, budget.info(), now) == (spent, Decimal(0))
