@@ -298,9 +298,12 @@ def reserve_args(
 
 
 def current_spend(redis: Any, budget: BudgetInfo, now: datetime) -> tuple[Decimal, Decimal]:
-    """(spent, reserved) in the budget's current period, as every gateway sees it now."""
-    raw = redis.hgetall(budget.key(now))
-    return from_units(int(raw.get(b"spent", 0))), from_units(int(raw.get(b"reserved", 0)))
+    """(spent, reserved by requests in flight) in the budget's current period, as every
+    gateway sees it now. The headroom the gateways' allowances hold is neither: any
+    request may still use it (`reserved_split`)."""
+    spent = redis.hget(budget.key(now), "spent")
+    in_flight, _ = reserved_split(redis, budget, now)
+    return from_units(int(spent or 0)), in_flight
 
 
 # A gateway process's allowance holds its headroom under an id with this prefix; a request

@@ -174,8 +174,10 @@ def test_a_budget_allowance_is_held_like_a_reservation_and_shrinks_near_the_limi
     assert budget_grant(redis, Decimal("0.6")) == to_units(Decimal("0.475"))  # $9.50 / 20
     assert budget_grant(redis, Decimal("0.6"), fewest=Decimal("0.46")) == 0
 
-    assert current_spend(redis, BUDGET, now) == (Decimal(0), Decimal("0.975"))
     assert reserved_split(redis, BUDGET, now) == (Decimal(0), Decimal("0.975"))
+    assert redis.hget(BUDGET.key(now), "reserved") == str(to_units(Decimal("0.975"))).encode()
+    # Neither spent nor in flight: any request may still use it.
+    assert current_spend(redis, BUDGET, now) == (Decimal(0), Decimal(0))
 
 
 def test_settling_a_request_from_an_allowance_releases_its_worst_case_and_adds_its_cost(
@@ -194,7 +196,8 @@ def test_settling_a_request_from_an_allowance_releases_its_worst_case_and_adds_i
 
     redis.execute_command("EVAL", budgets.SETTLE_ALLOWANCE, *taken.settle_args(Decimal("0.03"))[1:])
 
-    assert current_spend(redis, BUDGET, now) == (Decimal("0.03"), Decimal("0.3"))
+    assert reserved_split(redis, BUDGET, now) == (Decimal(0), Decimal("0.3"))
+    assert current_spend(redis, BUDGET, now)[0] == Decimal("0.03")
     run_script(
         redis,
         budgets.SCRIPTS,
@@ -204,7 +207,7 @@ def test_settling_a_request_from_an_allowance_releases_its_worst_case_and_adds_i
         "a:test:b3:1",
         to_units(Decimal("0.3")),
     )
-    assert current_spend(redis, BUDGET, now) == (Decimal("0.03"), Decimal(0))
+    assert reserved_split(redis, BUDGET, now) == (Decimal(0), Decimal(0))
     assert redis.hlen(f"{BUDGET.key(now)}:held") == 0
 
 
@@ -314,19 +317,20 @@ def test_two_gateways_admitting_from_allowances_never_overspend_a_budget(
     results = asyncio.run(burst(two_gateways, client_key, 1300))
 
     now = datetime.now(UTC)
-    spent, _ = current_spend(redis, budget.info(), now)
+    spent, in_flight = current_spend(redis, budget.info(), now)
     assert len(answered(results)) <= 1000
     assert spent <= budget.amount_usd
     assert spent == cost * len(answered(results))
     refused = {getattr(r, "code", r) for r in results if isinstance(r, Exception)}
     assert refused <= {"budget_exceeded"}
-    assert reserved_split(redis, budget.info(), now)[0] == 0, "no request holds anything"
+    assert in_flight == 0, "no request holds anything"
     drain_ledger()
     assert UsageRecord.objects.filter(decision__admitted="allowance").exists()
     ledger = sum(r.cost_usd for r in UsageRecord.objects.filter(status="ok"))
     assert ledger == spent + cost  # the first request came before the budget
     # What the allowances did not use goes back once they lapse.
     deadline = time.monotonic() + 5
-    while current_spend(redis, budget.info(), now)[1] and time.monotonic() < deadline:
+    while reserved_split(redis, budget.info(), now)[1] and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert current_spend(redis, budget.info(), now) == (spent, Decimal(0))
+    assert reserved_split(redis, budget.info(), now) == (Decimal(0), Decimal(0))
+    assert redis.hget(budget.info().key(now), "reserved") in (None, b"0")
