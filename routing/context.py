@@ -173,10 +173,24 @@ class RoutingContext:
         }
 
 
-def build(request: ChatRequest, key: KeyInfo | None = None) -> RoutingContext:
+def build(
+    request: ChatRequest, key: KeyInfo | None = None, read_text: bool = True
+) -> RoutingContext:
     """The context of one request: what its client stated, its key's organisation, then
-    what its text shows."""
+    (``read_text``) what its text shows (`read_text_of`)."""
     context = from_metadata(request.metadata, key.name if key is not None else "")
+    if not context.industry and key is not None and key.industry:
+        context.industry = key.industry
+        context.sources["industry"] = "key"
+    if read_text:
+        read_text_of(context, request, key)
+    return context
+
+
+def read_text_of(context: RoutingContext, request: ChatRequest, key: KeyInfo | None) -> None:
+    """Fill in what the request's text shows: its size, its speakers, and its meeting type
+    and language unless the client stated them. The engine runs this while the provider
+    works on the request when no routing rule needs the context first (perf, issue 9)."""
     text = conversation_text(request.messages)
     context.transcript_chars = len(text)
     if context.participants is None:
@@ -184,13 +198,9 @@ def build(request: ChatRequest, key: KeyInfo | None = None) -> RoutingContext:
         if speakers:
             context.participants = speakers
             context.sources["participants"] = "detected"
-    if not context.industry and key is not None and key.industry:
-        context.industry = key.industry
-        context.sources["industry"] = "key"
     if not (context.meeting_type and context.language):
         served = key.languages if key is not None and key.languages else None
         detect(context, transcript_text(request.messages), served)
-    return context
 
 
 def detect(context: RoutingContext, text: str, served: Sequence[str] | None = None) -> None:

@@ -172,6 +172,7 @@ class Run:
     started: float
     deadline: float
     context: context.RoutingContext = field(default_factory=context.RoutingContext)
+    context_read: bool = True  # False until `Engine._read_context` has read the text
     # Why the candidates are in this order (context, rule, ranking): on the usage record.
     decision: dict[str, Any] = field(default_factory=dict)
     # The rollout arm and experiment arm the request landed in (routing.assignment).
@@ -389,7 +390,11 @@ class Engine:
             )
         # One table for the whole request: a new version mid-request cannot mix two.
         table = await self.table()
-        found = context.build(request, caller.key)
+        # perf (issue 9): what the text shows (speakers, meeting type, language: about a
+        # tenth of a millisecond) is read while the provider works, unless a routing rule
+        # (or the preview, which shows it) needs it first. `_read_context` fills it in.
+        read_now = bool(table.rules) or preview
+        found = context.build(request, caller.key, read_text=read_now)
         resolution, ruled = self._ruled(table, request, caller, found)
         arms = self._arms(table, request, caller, resolution)
         resolution = arms.resolution
@@ -405,7 +410,12 @@ class Engine:
             started=started,
             deadline=started + self.settings.deadline_seconds,
             context=found,
-            decision={"context": found.as_dict(), "rule": ruled, **arms.decision},
+            context_read=read_now,
+            decision={
+                "context": found.as_dict() if read_now else None,
+                "rule": ruled,
+                **arms.decision,
+            },
             arms=arms,
             estimated_tokens=limits.estimate_tokens(request),
         )
@@ -899,7 +909,7 @@ class Engine:
     async def complete(self, request: ChatRequest, caller: Caller) -> Answer:
         async def call(deployment: DeploymentInfo, adapter: Adapter, target: Target) -> Completion:
             upstream = adapter.chat_request(target, request)
-            response = await self.http.post(upstream, timeouts(deployment))
+            response = await self.http.post(upstream, timeouts(deployment), self._meanwhile(run))
             failed = response.status >= 300
             quota = adapter.quota(
                 response.status, response.headers, response.body if failed else b""
@@ -989,7 +999,7 @@ class Engine:
             try:
                 upstream = adapter.chat_request(target, request)
                 stream = await stack.enter_async_context(
-                    self.http.stream(upstream, timeouts(deployment))
+                    self.http.stream(upstream, timeouts(deployment), self._meanwhile(run))
                 )
                 if stream.status >= 300:
                     body = await stream.read()
@@ -1192,7 +1202,25 @@ class Engine:
 
             await self.breakers.run(build)
 
+    def _meanwhile(self, run: Run) -> Callable[[], None] | None:
+        """What to do while the provider works: read the context, if not read yet."""
+        return None if run.context_read else lambda: self._read_context(run)
+
+    def _read_context(self, run: Run) -> None:
+        """Fill the request's context with what its text shows, once. Called while the
+        provider works on the first attempt (`UpstreamClient.post`'s ``meanwhile``), or
+        by the first usage entry, whichever comes first."""
+        if run.context_read:
+            return
+        run.context_read = True
+        try:
+            context.read_text_of(run.context, run.request, run.caller.key)
+        except Exception:  # detection is for the record here: never worth the request
+            log.exception("reading the context of %s failed", run.caller.request_id)
+        run.decision["context"] = run.context.as_dict()
+
     def _entry(self, run: Run) -> UsageEntry:
+        self._read_context(run)
         caller, request = run.caller, run.request
         return UsageEntry(
             request_id=caller.request_id,

@@ -21,7 +21,7 @@ not cut for being long, only for going quiet.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -98,6 +98,11 @@ def _make_client(transport: str) -> Any:
     raise ValueError(f"unknown upstream transport {transport!r}; choose one of {TRANSPORTS}")
 
 
+# Work the caller does while the provider works on its request (the engine's context
+# detection): run once the request is on the wire, before its answer is awaited.
+Meanwhile = Callable[[], None] | None
+
+
 class UpstreamClient:
     """Pooled HTTP to providers. One instance per event loop (pools are loop-bound)."""
 
@@ -111,7 +116,13 @@ class UpstreamClient:
             connect=timeouts.connect, read=timeouts.read, write=timeouts.read, pool=timeouts.connect
         )
 
-    async def post(self, request: UpstreamRequest, timeouts: Timeouts) -> UpstreamResponse:
+    async def post(
+        self, request: UpstreamRequest, timeouts: Timeouts, meanwhile: Meanwhile = None
+    ) -> UpstreamResponse:
+        """Send ``request``; its answer, read whole. ``meanwhile``: work to do while the
+        provider works (here, before the request is sent: httpx has no hook between)."""
+        if meanwhile is not None:
+            meanwhile()
         try:
             response = await self._client.post(
                 request.url,
@@ -125,8 +136,10 @@ class UpstreamClient:
 
     @asynccontextmanager
     async def stream(
-        self, request: UpstreamRequest, timeouts: Timeouts
+        self, request: UpstreamRequest, timeouts: Timeouts, meanwhile: Meanwhile = None
     ) -> AsyncIterator[UpstreamStream]:
+        if meanwhile is not None:
+            meanwhile()
         try:
             context = self._client.stream(
                 "POST",
@@ -204,7 +217,11 @@ class AiohttpUpstreamClient(UpstreamClient):
             self._timeouts[timeouts] = timeout
         return timeout
 
-    async def post(self, request: UpstreamRequest, timeouts: Timeouts) -> UpstreamResponse:
+    async def post(
+        self, request: UpstreamRequest, timeouts: Timeouts, meanwhile: Meanwhile = None
+    ) -> UpstreamResponse:
+        if meanwhile is not None:
+            meanwhile()
         try:
             async with self._session.post(
                 request.url,
@@ -219,8 +236,10 @@ class AiohttpUpstreamClient(UpstreamClient):
 
     @asynccontextmanager
     async def stream(
-        self, request: UpstreamRequest, timeouts: Timeouts
+        self, request: UpstreamRequest, timeouts: Timeouts, meanwhile: Meanwhile = None
     ) -> AsyncIterator[UpstreamStream]:
+        if meanwhile is not None:
+            meanwhile()
         try:
             response = await self._session.post(
                 request.url,
@@ -273,11 +292,17 @@ class LeanUpstreamClient(UpstreamClient):
         self._client = upstream.Client(limit_per_origin=POOL_LIMITS["max_connections"])
 
     async def _call(
-        self, method: str, url: str, headers: dict[str, str], body: bytes, timeouts: Timeouts
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes,
+        timeouts: Timeouts,
+        meanwhile: Meanwhile = None,
     ) -> UpstreamResponse:
         try:
             connection, response = await self._client.request(
-                method, url, headers, body, timeouts.connect, timeouts.read
+                method, url, headers, body, timeouts.connect, timeouts.read, meanwhile
             )
             try:
                 content = await response.read()
@@ -287,16 +312,27 @@ class LeanUpstreamClient(UpstreamClient):
             raise transport_error(exc) from None
         return UpstreamResponse(response.status, response.headers, content)
 
-    async def post(self, request: UpstreamRequest, timeouts: Timeouts) -> UpstreamResponse:
-        return await self._call("POST", request.url, request.headers, request.body, timeouts)
+    async def post(
+        self, request: UpstreamRequest, timeouts: Timeouts, meanwhile: Meanwhile = None
+    ) -> UpstreamResponse:
+        """``meanwhile`` runs once the request is written, while the provider works."""
+        return await self._call(
+            "POST", request.url, request.headers, request.body, timeouts, meanwhile
+        )
 
     @asynccontextmanager
     async def stream(
-        self, request: UpstreamRequest, timeouts: Timeouts
+        self, request: UpstreamRequest, timeouts: Timeouts, meanwhile: Meanwhile = None
     ) -> AsyncIterator[UpstreamStream]:
         try:
             connection, response = await self._client.request(
-                "POST", request.url, request.headers, request.body, timeouts.connect, timeouts.read
+                "POST",
+                request.url,
+                request.headers,
+                request.body,
+                timeouts.connect,
+                timeouts.read,
+                meanwhile,
             )
         except Exception as exc:
             raise transport_error(exc) from None

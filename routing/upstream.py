@@ -28,7 +28,7 @@ import functools
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 import httptools
@@ -339,9 +339,11 @@ class Client:
         body: bytes,
         connect_timeout: float,
         read_timeout: float,
+        meanwhile: Callable[[], None] | None = None,
     ) -> tuple[_Connection, Response]:
         """Send the request and wait for the response's head. The caller reads the body
-        and then hands the connection back with `done` (in a finally)."""
+        and then hands the connection back with `done` (in a finally). ``meanwhile`` runs
+        once the request is written, before the wait; it must not raise."""
         origin, target, host = _origin(url)
         pool = self._pools.get(origin)
         if pool is None:
@@ -361,6 +363,8 @@ class Client:
         connection = await pool.acquire(connect_timeout)
         try:
             response = connection.start(b"".join(lines), body, read_timeout)
+            if meanwhile is not None:
+                meanwhile()
             while not connection.headers_done:
                 if response.error is not None:
                     raise response.error

@@ -122,3 +122,25 @@ def test_one_labelled_instruction_is_no_transcript() -> None:
     context = build(request("Summarise: we agreed to ship on Friday."))
     assert context.participants is None
     assert count_speakers("Alice: hi\nBob: hello") == 2
+
+
+def test_without_routing_rules_the_text_is_read_while_the_provider_works_and_still_recorded(
+    openai_client: openai.OpenAI, demo: SimulatorHandle
+) -> None:
+    from routing.models import RoutingRule
+
+    RoutingRule.objects.all().delete()  # nothing routes on the context before the call
+    openai_client.chat.completions.create(
+        model="summary",
+        messages=[{"role": "user", "content": STANDUP_FR}],
+        extra_body={"metadata": {"industry": "retail"}},
+    )
+
+    drain_ledger()
+    context = UsageRecord.objects.get().decision["context"]
+    assert (context["meeting_type"], context["language"], context["participants"]) == (
+        "standup",
+        "fr",
+        3,
+    )
+    assert context["industry"] == "retail" and context["transcript_chars"] > 0

@@ -362,3 +362,34 @@ def test_a_connection_idle_too_long_is_closed_rather_than_reused(
 
     assert asyncio.run(scenario()) == [200, 200, 200]
     assert server.connections == 2  # one for the first two calls, a new one after the pause
+
+
+def test_work_given_for_meanwhile_runs_once_the_request_is_sent_and_before_its_answer() -> None:
+    server = Server()
+    released = asyncio.Event()
+    ran: list[str] = []
+
+    async def answering_when_released(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.read_request(reader)
+        await released.wait()  # answers only after the client's meanwhile work
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+    def meanwhile() -> None:
+        ran.append("meanwhile")
+        released.set()
+
+    async def scenario() -> bytes:
+        async with provider(answering_when_released, server) as (url, client):
+            connection, response = await asyncio.wait_for(
+                client.request("POST", url, {}, b"{}", 2.0, 2.0, meanwhile), timeout=5
+            )
+            try:
+                return await response.read()
+            finally:
+                client.done(connection)
+
+    assert asyncio.run(scenario()) == b"ok"
+    assert ran == ["meanwhile"]
