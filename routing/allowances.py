@@ -15,11 +15,11 @@ a round trip (perf, issue 9; the design and its measurements: docs/allowances.md
 
 What a slice takes is gone from Redis until it is used or handed back, so the limits
 hold across processes: a process can only be stricter than the exact check, never
-looser. A slice is at most a ``headroom``-th (1/20) of what each limit has left, so
-slices shrink as a limit nears; when even one request's worth would be more than that,
-and whenever an allowance cannot cover a request, the request is admitted exactly, in
-its own round trip, as before. So a small limit (``rpm: 5``, a $1 budget) is still
-enforced to the request.
+looser. A slice is at most a ``headroom``-th (1/20) of what each limit has left, and at
+least ``min_requests`` (8) requests' worth, so allowances exist only while a limit has
+room for 160 requests or more, and shrink as it nears. Below that, and whenever an
+allowance cannot cover a request, the request is admitted exactly, in its own round
+trip, as before. So a small limit (``rpm: 60``, a $1 budget) is enforced to the request.
 
 An allowance is renewed in the background when half of it is used or half of its life
 (``seconds``, 1 s) has passed; when it lapses, what it did not use is handed back.
@@ -106,6 +106,17 @@ class KeyAllowance(_Allowance):
     tickets: dict[str, float] = field(default_factory=dict)  # request id -> gives up at
     view: tuple[int, int, int, int] = (0, 0, 0, 0)  # Redis's answer to the last grant
 
+    def settle(self, request_id: str, estimated: int, used: int) -> bool:
+        """End a request admitted from this allowance: free its slot and correct its tokens
+        in memory (handed back with the rest). False once it has lapsed: its unused part
+        went back to Redis already, so the correction must go there too."""
+        self.tickets.pop(request_id, None)
+        if time.monotonic() >= self.expires:
+            return False
+        if self.limits[2]:
+            self.tokens += estimated - used
+        return True
+
     def in_flight(self, now: float) -> int:
         stale = [request for request, until in self.tickets.items() if until < now]
         for request in stale:
@@ -174,11 +185,10 @@ class Allowances:
         allowance.requests -= 1 if key.rpm else 0
         allowance.tokens -= tokens if key.tpm else 0
         tokens_key, slots_key = limits.key_buckets(key)[1:]
-        on_end = None
         if key.max_concurrent:
             allowance.tickets[request_id] = now + self.settings.ticket_seconds
-            on_end = functools.partial(allowance.tickets.pop, request_id, None)
-        lease = limits.Lease(request_id, tokens_key, slots_key, key.tpm, tokens, on_end)
+        settle = functools.partial(allowance.settle, request_id, tokens)
+        lease = limits.Lease(request_id, tokens_key, slots_key, key.tpm, tokens, settle)
         left_requests, requests_reset, left_tokens, tokens_reset = allowance.view
         verdict = limits.Verdict(
             refused="",
@@ -220,7 +230,8 @@ class Allowances:
             allowance.id,
             int(SLOT_LIVES * settings.seconds * 1000),
             int(settings.ticket_seconds * 1000),
-            math.ceil(allowance.mean_tokens),
+            math.ceil(allowance.mean_tokens * settings.min_requests),
+            settings.min_requests,
         )
         now = time.monotonic()
         if not int(reply[0]):
@@ -292,7 +303,7 @@ class Allowances:
             allowance.limit,
             amount,
             settings.headroom,
-            units,
+            max(1, units) * settings.min_requests,
         )
         now = time.monotonic()
         if not int(granted):
@@ -337,7 +348,7 @@ class Allowances:
                     rpm, burst, tpm, allowance.limits[3], 0, 0,
                     allowance.slots, allowance.slots, self.settings.headroom, allowance.id,
                     int(SLOT_LIVES * self.settings.seconds * 1000),
-                    int(self.settings.ticket_seconds * 1000), 0,
+                    int(self.settings.ticket_seconds * 1000), 0, 0,
                 )  # fmt: skip
                 continue
             await self._give_back_key(allowance, entry[0], slots=allowance.slots)
@@ -365,7 +376,7 @@ class Allowances:
             burst,
             tpm,
             max(0, requests),
-            max(0, tokens),
+            tokens,  # below 0 when its requests used more than they were thought to
             allowance.id,
             slots,
         )

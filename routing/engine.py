@@ -639,9 +639,8 @@ class Engine:
         commands = []
         lease = run.admission.lease
         if lease is not None:
-            commands.append(lease.settle_args(used_tokens))
-            if lease.on_end is not None:
-                lease.on_end()
+            if lease.settle_locally is None or not lease.settle_locally(used_tokens):
+                commands.append(lease.settle_args(used_tokens))
             run.admission = Admission(None, run.admission.verdict)
         for deployment_id, held in run.leases.items():
             if answered is not None and deployment_id == answered.id:

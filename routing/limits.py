@@ -121,12 +121,13 @@ return 0
 
 # A gateway process's allowance (routing.allowances): a slice of a key's limits taken at
 # once. A slice is at most 1/`headroom` of what each limit has left: the slice asked for,
-# scaled down as far as needed, and refused when that is less than one request (and the
-# tokens of one); new slots are granted only while `headroom` times as many are free.
+# scaled down as far as needed, and refused when that is fewer requests (or tokens) than
+# the fewest worth granting; new slots are granted only while `headroom` times as many
+# are free.
 # KEYS: the requests bucket, the tokens bucket, the concurrency slots.
 # ARGV: rpm, burst, tpm, max concurrent, requests asked for, tokens asked for, slots the
 # allowance holds after this call, slots it holds now, headroom, allowance id, slot
-# lease ms, slots key ms, the fewest tokens worth granting.
+# lease ms, slots key ms, the fewest tokens worth granting, the fewest requests.
 # Returns {1 granted or 0 refused (nothing taken), requests left, ms until the requests
 # bucket is full, tokens left, ms until the tokens bucket is full, requests granted,
 # tokens granted}.
@@ -136,7 +137,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rpm, burst, tpm = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local slots, n, tok = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local want, have, room = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local fewest = tonumber(ARGV[13])
+local fewest, fewest_requests = tonumber(ARGV[13]), tonumber(ARGV[14])
 local function level(key, capacity, per_ms)
   local v = redis.call('HMGET', key, 'level', 'at')
   if not v[1] then return capacity end
@@ -158,7 +159,7 @@ if rpm > 0 and n > 0 then scale = math.min(scale, rlevel / (room * n)) end
 if tpm > 0 and tok > 0 then scale = math.min(scale, tlevel / (room * tok)) end
 n, tok = math.floor(n * scale), math.floor(tok * scale)
 local granted = 1
-if rpm > 0 and ARGV[5] ~= '0' and n < 1 then granted = 0 end
+if rpm > 0 and ARGV[5] ~= '0' and n < fewest_requests then granted = 0 end
 if tpm > 0 and ARGV[6] ~= '0' and tok < fewest then granted = 0 end
 if slots > 0 and want > have then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
@@ -189,17 +190,21 @@ return {granted, math.floor(rlevel), full_in(rlevel, rcap, rrate),
   math.floor(tlevel), full_in(tlevel, tpm, trate), n, tok}
 """
 
-# Hand back what an allowance did not use. KEYS: the three keys of GRANT. ARGV: rpm,
-# burst, tpm, requests, tokens, allowance id, slots held (all are freed).
+# Hand back what an allowance did not use (tokens below 0: what its requests used beyond
+# their estimates). KEYS: the three keys of GRANT. ARGV: rpm, burst, tpm, requests,
+# tokens, allowance id, slots held (all are freed).
 GIVE_BACK = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rpm, burst, tpm = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+-- A negative amount is a debt: an allowance's requests used more tokens than estimated.
 local function give(key, amount, capacity, per_ms)
-  if amount <= 0 or per_ms <= 0 then return end
+  if amount == 0 or per_ms <= 0 then return end
   local v = redis.call('HMGET', key, 'level', 'at')
-  if not v[1] then return end  -- full already
-  local lvl = math.min(capacity, tonumber(v[1]) + math.max(0, now - tonumber(v[2])) * per_ms)
+  local lvl = capacity
+  if v[1] then
+    lvl = math.min(capacity, tonumber(v[1]) + math.max(0, now - tonumber(v[2])) * per_ms)
+  end
   lvl = math.min(capacity, lvl + amount)
   redis.call('HSET', key, 'level', lvl, 'at', now)
   local full = 0
@@ -311,9 +316,11 @@ class Lease:
     slots_key: str
     tpm: int
     estimated_tokens: int
-    # Admitted from this process's allowance (routing.allowances): its end frees the
-    # allowance's slot in memory; in Redis, the slot is the allowance's.
-    on_end: Callable[[], Any] | None = None
+    # Admitted from this process's allowance (routing.allowances): its end is settled
+    # there, in memory, given the tokens used (its slot is the allowance's, and the
+    # tokens' correction goes back into it). False: the allowance has lapsed meanwhile,
+    # so `settle_args` must go to Redis.
+    settle_locally: Callable[[int], bool] | None = None
 
     def settle_args(self, used_tokens: int) -> list[Any]:
         back = self.estimated_tokens - used_tokens if self.tpm else 0
