@@ -31,6 +31,14 @@ def main() -> int:
     parser.add_argument("variants", nargs="+", help="name=directory")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--bare", action="store_true")
+    parser.add_argument(
+        "--upstream",
+        choices=("simulator", "peer"),
+        default="simulator",
+        help="what the gateways call: the project's simulator (default), or the peer "
+        "benchmark's fake upstream (../shared/peer-bench/fake_upstream.py), lighter, as "
+        "run_peers.sh measures against (the correctness gate then checks one completion)",
+    )
     parser.add_argument("--redis-url", default=bench.MACHINE_REDIS)
     parser.add_argument(
         "--serve",
@@ -65,19 +73,21 @@ def main() -> int:
     try:
         port = bench.free_port()
         simulator = f"http://127.0.0.1:{port}"
-        sim = procs.start(
-            "simulator",
-            [bench.PY, "-m", "routing.simulator", "--port", str(port)],
-            env,
-            run_dir / "logs" / "simulator.log",
-        )
-        bench.wait_http(f"{simulator}/healthz", procs)
-        key = bench.setup_gateway_db(run_dir, env, simulator, production=not args.bare)
+        if args.upstream == "peer":
+            fake = (
+                Path(__file__).resolve().parents[2] / "shared" / "peer-bench" / "fake_upstream.py"
+            )
+            command = [bench.PY, str(fake), "--port", str(port)]
+            base, health = f"{simulator}/v1", f"{simulator}/health"
+        else:
+            command = [bench.PY, "-m", "routing.simulator", "--port", str(port)]
+            base, health = f"{simulator}/openai/v1", f"{simulator}/healthz"
+        sim = procs.start("upstream", command, env, run_dir / "logs" / "upstream.log")
+        bench.wait_http(health, procs)
+        key = bench.setup_gateway_db(run_dir, env, base, production=not args.bare)
         auth = {"Authorization": f"Bearer {key}"}
         upstream = {"Authorization": f"Bearer {bench.UPSTREAM_KEY}"}
-        targets = [
-            bench.Target("direct", f"{simulator}/openai/v1/chat/completions", upstream, None)
-        ]
+        targets = [bench.Target("direct", f"{base}/chat/completions", upstream, None)]
         for name, directory in variants:
             gateway_port = bench.free_port()
             log = (run_dir / "logs" / f"{name}.log").open("wb")
@@ -94,7 +104,11 @@ def main() -> int:
             targets.append(bench.Target(name, url, auth, proc.pid))
         for target in targets[1:]:
             bench.wait_http(target.url.replace("/chat/completions", "/models"), procs, auth)
-            bench.check_gateway(target, simulator, redis, not args.bare)
+            if args.upstream == "peer":  # no faults to inject: one completion must work
+                status, _, _ = bench.post(target.url, target.headers, bench.BODY)
+                target.checks.append(("completion", status == 200, f"HTTP {status}"))
+            else:
+                bench.check_gateway(target, simulator, redis, not args.bare)
             if not target.correct:
                 raise RuntimeError(f"{target.name} failed the correctness gate: {target.checks}")
         if args.serve:

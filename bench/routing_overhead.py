@@ -9,8 +9,8 @@ on a route of four candidates with three rules in the table:
   read of the live numbers, quality and budget spend, the breakers' cached reading, the
   ranking), per strategy;
 * ``rank``: `selection.rank` alone (CPU, the numbers given);
-* ``commit+live``: the ledger pipeline's extra EVALSHA of `live.queue`, as the
-  difference between a pipeline with and without it.
+* ``commit+live``: what recording the live numbers adds to the ledger pipeline's
+  breaker record (one script call for both, `Breakers.queue_record` ``with_live``).
 
     REDIS_URL=redis://127.0.0.1:6379/6 .venv/bin/python bench/routing_overhead.py
 
@@ -112,8 +112,12 @@ async def run(n: int) -> None:
                 rules=rule_set,
             )
 
+    seeding = Breakers(redis, policy)
+    await seeding.load_scripts()
     for d in chain:  # some live numbers to read
-        await redis.execute_command("EVAL", live.RECORD, 1, live.KEY.format(d.id), 120, 0, 0.2, 60)
+        await seeding.run(
+            lambda pipe, d=d: seeding.queue_record(pipe, d.id, "ok", with_live=True, latency_ms=120)
+        )
     messages = [{"role": "user", "content": "Alice: hi\nBob: hello\n" * 20}]
     context = RoutingContext(meeting_type="executive", participants=9, transcript_chars=400)
     report: dict[str, list[float]] = {}
@@ -150,11 +154,10 @@ async def run(n: int) -> None:
         for with_live in (False, True):
             pipe = redis.pipeline(transaction=False)
             pipe.rpush("bench:ledger", b"x" * 400)
-            if with_live:
-                live.queue(pipe, chain[0].id, 120, False)
+            seeding.queue_record(pipe, chain[0].id, "ok", with_live=with_live, latency_ms=120)
             started = time.perf_counter()
             await pipe.execute()
-            label = "ledger pipeline + live.queue" if with_live else "ledger pipeline alone"
+            label = "ledger pipeline + breaker record" + (" with live" if with_live else "")
             timed(label, time.perf_counter() - started)
     await redis.delete("bench:ledger", *(live.KEY.format(d.id) for d in chain))
     await redis.aclose()

@@ -644,10 +644,9 @@ def default_transport() -> str:
     return found.group(1) if found else DEFAULT_TRANSPORT
 
 
-def setup_gateway_db(
-    run_dir: Path, env: dict[str, str], simulator: str, production: bool = True
-) -> str:
-    """Migrate the isolated database, create a key, import the config; returns the raw key.
+def setup_gateway_db(run_dir: Path, env: dict[str, str], base: str, production: bool = True) -> str:
+    """Migrate the isolated database, create a key, import the config whose one provider
+    is at ``base`` (the simulator's ``/openai/v1``); returns the raw key.
 
     With ``production`` the config also limits the key (requests, tokens and
     concurrency, far above what the benchmark sends) and sets a global hard budget,
@@ -656,7 +655,7 @@ def setup_gateway_db(
     which applies ``limits.keys.bench`` to it.
     """
     config = run_dir / "bench.yaml"
-    text = CONFIG_YAML.format(base=f"{simulator}/openai/v1", model=MODEL)
+    text = CONFIG_YAML.format(base=base, model=MODEL)
     config.write_text(text + (PRODUCTION_YAML if production else ""))
     steps = [
         ["manage.py", "migrate", "--noinput"],
@@ -841,7 +840,7 @@ def main(argv: list[str] | None = None) -> int:
         sim = procs.start("simulator", sim_command, base_env, run_dir / "logs" / "simulator.log")
         wait_http(f"{simulator}/healthz", procs)
         log(f"simulator up on {simulator}")
-        key = setup_gateway_db(run_dir, base_env, simulator, production=production)
+        key = setup_gateway_db(run_dir, base_env, f"{simulator}/openai/v1", production=production)
         log(
             "database migrated, client key created, config imported"
             + (" (key limits + global hard budget)" if production else " (bare)")

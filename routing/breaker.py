@@ -25,6 +25,7 @@ import orjson
 from redis.exceptions import NoScriptError
 
 from project.resp import AsyncRedis as Redis
+from routing import live
 
 KEY = "sb:breaker:{}"
 TRANSITIONS_KEY = "sb:breaker:transitions"
@@ -72,10 +73,12 @@ class Reading:
 
 CLOSED = Reading(State.CLOSED, 0.0)
 
-# KEYS: breaker hash, transitions list. ARGV: deployment id, outcome (ok|fail|fatal),
-# now, consecutive threshold, failure rate, min volume, window seconds, reason
-# (of a failure, or of a close when not empty), and when the call started.
-RECORD = """
+# KEYS: breaker hash, transitions list, and (optional) the deployment's live hash.
+# ARGV: deployment id, outcome (ok|fail|fatal), now, consecutive threshold, failure
+# rate, min volume, window seconds, reason (of a failure, or of a close when not
+# empty), and when the call started; with the live hash, `record_live`'s latency ms,
+# failed, alpha and ttl (routing.live: one script call records both).
+RECORD_BREAKER = """
 local h, log = KEYS[1], KEYS[2]
 local id, outcome, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local threshold, rate = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -121,6 +124,18 @@ elseif total >= min_volume and failed / total >= rate then
 end
 return state
 """
+RECORD = (
+    live.RECORD_FUNCTION
+    + "local function record_breaker()\n"
+    + RECORD_BREAKER
+    + "end\n"
+    + "local state = record_breaker()\n"
+    + "if KEYS[3] then\n"
+    + "  record_live(KEYS[3], tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]),\n"
+    + "    tonumber(ARGV[13]))\n"
+    + "end\n"
+    + "return state\n"
+)
 
 # KEYS: breaker hash, transitions list. ARGV: deployment id, now, cooldown, lease.
 # Returns 'trial' to exactly one caller once an open breaker has cooled down.
@@ -219,12 +234,22 @@ class Breakers:
         outcome: str,
         reason: str = "",
         started_at: float | None = None,
+        with_live: bool = False,
+        latency_ms: int | None = None,
     ) -> None:
-        """Add one call's outcome (ok, fail or fatal) to ``pipe``; ``started_at`` is epoch time."""
+        """Add one call's outcome (ok, fail or fatal) to ``pipe``; ``started_at`` is epoch time.
+
+        ``with_live``: record it in the deployment's live numbers too (routing.live), with
+        ``latency_ms`` (None: none measured), in the same script call.
+        """
         cached = self._cache.get(deployment_id)
         if outcome != "ok" or (cached is not None and cached[1] is not CLOSED):
             self._cache.pop(deployment_id, None)  # the state may change: read it again next time
-        pipe.evalsha(*self._record_args(deployment_id, outcome, reason, started_at))
+        args = self._record_args(deployment_id, outcome, reason, started_at)
+        if with_live:
+            tail = live.record_tail(deployment_id, latency_ms, outcome != "ok")
+            args = (args[0], 3, *args[2:4], tail[0], *args[4:], *tail[1:])
+        pipe.evalsha(*args)
 
     def _record_args(
         self, deployment_id: int, outcome: str, reason: str, started_at: float | None

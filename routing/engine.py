@@ -1196,8 +1196,7 @@ class Engine:
 
             def build(pipe: Any) -> None:
                 reason = f"{error.code}: {error.message}"
-                self.breakers.queue_record(pipe, deployment.id, outcome, reason)
-                live.queue(pipe, deployment.id, None, True)
+                self.breakers.queue_record(pipe, deployment.id, outcome, reason, with_live=True)
 
             await self.breakers.run(build)
 
@@ -1287,10 +1286,11 @@ class Engine:
             ):
                 pipe.hset(CREDENTIAL_LAST_USED, deployment.credential_id, now)
             if deployment is not None and outcome is not None:
-                self.breakers.queue_record(pipe, deployment.id, outcome, reason, started_at)
                 answered = entry.attempts[-1] if entry.attempts else {}
                 latency = answered.get("latency_ms") if outcome == "ok" else None
-                live.queue(pipe, deployment.id, latency, outcome != "ok")
+                self.breakers.queue_record(
+                    pipe, deployment.id, outcome, reason, started_at, True, latency
+                )
             for reservation in reservations:
                 pipe.execute_command("EVALSHA", *reservation.settle_args(entry.cost_usd))
             if sampled is not None:

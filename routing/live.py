@@ -5,9 +5,9 @@
   until there are ``1 / ALPHA`` of them), kept in the hash ``sb:live:d<id>``.
   A success's latency is its attempt's (a stream's, to its first payload);
   failures the provider is to blame for raise the error rate and leave the
-  latency alone. It is written by one script call in the same pipeline as
-  the usage entry and the breaker's record (`Engine._commit`), or the
-  breaker's failure record, so it costs no extra round trip. A deployment
+  latency alone. The breaker's record script writes it (`Breakers.queue_record`
+  with ``live``), in the pipeline of the usage entry (`Engine._commit`) or of
+  the failure, so it costs no extra round trip and no script call of its own. A deployment
   without traffic for ``STALE_SECONDS`` forgets its numbers (the hash expires).
 - In flight: the concurrency slots of `routing.limits` (a sorted set of leases
   per deployment and credential, scored by expiry), which the engine takes
@@ -38,25 +38,27 @@ QUALITY_KEY = "sb:quality:deployments"
 ALPHA = 0.2
 STALE_SECONDS = 900
 
-# KEYS: the deployment's live hash. ARGV: latency ms (-1: none), failed (0/1), alpha, ttl.
-RECORD = """
-local lat, failed, alpha = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local v = redis.call('HMGET', KEYS[1], 'lat', 'err', 'n', 'ln')
-local n, ln = tonumber(v[3] or '0'), tonumber(v[4] or '0')
-local err = tonumber(v[2] or '0')
-local a = math.max(alpha, 1 / (n + 1))
-err = err + a * (failed - err)
-redis.call('HSET', KEYS[1], 'err', err, 'n', n + 1)
-if lat >= 0 then
-  local b = math.max(alpha, 1 / (ln + 1))
-  local l = tonumber(v[1] or '0')
-  if ln == 0 then l = lat else l = l + b * (lat - l) end
-  redis.call('HSET', KEYS[1], 'lat', l, 'ln', ln + 1)
+# One call's outcome, as a Lua function: the breaker's RECORD script ends with it
+# (routing.breaker), so the usage entry's pipeline carries one script for both.
+# key: the deployment's live hash; lat: latency ms (-1: none); failed: 0/1.
+RECORD_FUNCTION = """
+local function record_live(key, lat, failed, alpha, ttl)
+  local v = redis.call('HMGET', key, 'lat', 'err', 'n', 'ln')
+  local n, ln = tonumber(v[3] or '0'), tonumber(v[4] or '0')
+  local err = tonumber(v[2] or '0')
+  local a = math.max(alpha, 1 / (n + 1))
+  err = err + a * (failed - err)
+  if lat >= 0 then
+    local b = math.max(alpha, 1 / (ln + 1))
+    local l = tonumber(v[1] or '0')
+    if ln == 0 then l = lat else l = l + b * (lat - l) end
+    redis.call('HSET', key, 'err', err, 'n', n + 1, 'lat', l, 'ln', ln + 1)
+  else
+    redis.call('HSET', key, 'err', err, 'n', n + 1)
+  end
+  redis.call('EXPIRE', key, ttl)
 end
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
-return 0
 """
-RECORD_SHA = hashlib.sha1(RECORD.encode()).hexdigest()
 
 # One command for everything a ranking reads, answered as one string: without
 # hiredis, redis-py parses each element of a reply with its own awaits, so a
@@ -80,24 +82,19 @@ end
 return table.concat(out, ';')
 """
 READ_SHA = hashlib.sha1(READ.encode()).hexdigest()
-SCRIPTS = {RECORD_SHA: RECORD, READ_SHA: READ}
+SCRIPTS = {READ_SHA: READ}
 
 
-def record_args(deployment_id: int, latency_ms: int | None, failed: bool) -> list[Any]:
+def record_tail(deployment_id: int, latency_ms: int | None, failed: bool) -> list[Any]:
+    """The live hash and `record_live`'s arguments after it, as the breaker's RECORD script
+    takes them (KEYS[3], ARGV[10:13])."""
     return [
-        RECORD_SHA,
-        1,
         KEY.format(deployment_id),
         -1 if latency_ms is None else latency_ms,
         int(failed),
         ALPHA,
         STALE_SECONDS,
     ]
-
-
-def queue(pipe: Any, deployment_id: int, latency_ms: int | None, failed: bool) -> None:
-    """Add one call's outcome to ``pipe`` (the ledger's or the breaker's)."""
-    pipe.execute_command("EVALSHA", *record_args(deployment_id, latency_ms, failed))
 
 
 @dataclass(frozen=True)
