@@ -405,3 +405,42 @@ def test_two_gateways_admitting_from_allowances_never_overspend_a_budget(
         time.sleep(0.1)
     assert reserved_split(redis, budget.info(), now) == (Decimal(0), Decimal(0))
     assert redis.hget(budget.info().key(now), "reserved") in (None, b"0")
+
+
+def test_every_request_admitted_from_an_allowance_frees_its_slot_streams_too(
+    gateway: str, client_key: str, demo: SimulatorHandle
+) -> None:
+    import httpx
+
+    from routing.client import _engines
+
+    key = ClientKey.objects.get()
+    key.rpm, key.max_concurrent = 100_000, 1_000
+    key.save()
+    client = openai.OpenAI(base_url=f"{gateway}/v1", api_key=client_key, max_retries=0)
+    body = {"model": "summary", "messages": MESSAGES, "max_tokens": 40}
+
+    for _ in range(12):
+        client.chat.completions.create(**body)  # type: ignore[call-overload]
+        for _ in client.chat.completions.create(**body, stream=True):  # type: ignore[call-overload]
+            pass
+        headers = {"Authorization": f"Bearer {client_key}"}
+        with httpx.stream(  # abandoned after its first event
+            "POST", f"{gateway}/v1/chat/completions", json={**body, "stream": True}, headers=headers
+        ) as response:
+            next(response.iter_lines())
+
+    drain_ledger()
+    assert UsageRecord.objects.filter(decision__admitted="allowance").count() > 12
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        held = [
+            ticket
+            for engine in _engines.values()
+            for allowance in list(engine.allowances._keys.values())
+            for ticket in allowance.tickets
+        ]
+        if not held:
+            break
+        time.sleep(0.05)
+    assert held == [], "a request still holds its slot"
