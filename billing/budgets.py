@@ -90,14 +90,11 @@ def _period_end(period: str, year: int, month: int, day: int) -> datetime:
     return datetime(year, month, last, tzinfo=UTC) + timedelta(days=1)
 
 
-# KEYS: one budget hash per budget. ARGV: request id, now, lease expiry, key TTL,
-# then for each budget: limit units (-1 for a soft budget), amount units.
-# Returns 0 when every hard budget fits (and reserves on all), else the 1-based
-# index of the first budget that does not fit (and reserves nothing).
-RESERVE = """
-local request, now, expiry, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
-for i, key in ipairs(KEYS) do
-  -- Release leases whose holder died without settling.
+# What the budget scripts below share. A budget's reservations are held in its `:held`
+# hash (holder -> units) and expire by its `:leases` sorted set (holder -> expiry).
+HOLDS = """
+-- Release the holds whose holder died without settling.
+local function release_expired(key, now)
   local expired = redis.call('ZRANGEBYSCORE', key .. ':leases', '-inf', now)
   for _, id in ipairs(expired) do
     local held = tonumber(redis.call('HGET', key .. ':held', id) or '0')
@@ -106,6 +103,38 @@ for i, key in ipairs(KEYS) do
     redis.call('HDEL', key .. ':held', id)
     redis.call('ZREM', key .. ':leases', id)
   end
+end
+-- Release up to `units` of one holder's hold; what was released.
+local function release(key, id, units)
+  local held = tonumber(redis.call('HGET', key .. ':held', id) or '0')
+  local back = math.min(held, units)
+  if back <= 0 then return 0 end
+  redis.call('HINCRBY', key, 'reserved', -back)
+  if held - back > 0 then
+    redis.call('HINCRBY', key .. ':held', id, -back)
+  else
+    redis.call('HDEL', key .. ':held', id)
+    redis.call('ZREM', key .. ':leases', id)
+  end
+  return back
+end
+local function keep(key, ttl)
+  redis.call('EXPIRE', key, ttl)
+  redis.call('EXPIRE', key .. ':held', ttl)
+  redis.call('EXPIRE', key .. ':leases', ttl)
+end
+"""
+
+# KEYS: one budget hash per budget. ARGV: request id, now, lease expiry, key TTL,
+# then for each budget: limit units (-1 for a soft budget), amount units.
+# Returns 0 when every hard budget fits (and reserves on all), else the 1-based
+# index of the first budget that does not fit (and reserves nothing).
+RESERVE = (
+    HOLDS
+    + """
+local request, now, expiry, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+for i, key in ipairs(KEYS) do
+  release_expired(key, now)
 end
 for i, key in ipairs(KEYS) do
   local limit = tonumber(ARGV[3 + i * 2])
@@ -121,18 +150,19 @@ for i, key in ipairs(KEYS) do
   redis.call('HINCRBY', key, 'reserved', amount)
   redis.call('HSET', key .. ':held', request, amount)
   redis.call('ZADD', key .. ':leases', expiry, request)
-  redis.call('EXPIRE', key, ttl)
-  redis.call('EXPIRE', key .. ':held', ttl)
-  redis.call('EXPIRE', key .. ':leases', ttl)
+  keep(key, ttl)
 end
 return 0
 """
+)
 
 # KEYS: the same budget hashes. ARGV: request id, actual cost units, key TTL seconds.
 # The engine settles each reservation once. A lease that expired (and was
 # released by a later reservation) leaves nothing to release: the actual cost
 # is still added, so a long stream is charged in full.
-SETTLE = """
+SETTLE = (
+    HOLDS
+    + """
 local request, actual, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 for _, key in ipairs(KEYS) do
   local held = tonumber(redis.call('HGET', key .. ':held', request) or '0')
@@ -140,12 +170,11 @@ for _, key in ipairs(KEYS) do
   redis.call('HINCRBY', key, 'spent', actual)
   redis.call('HDEL', key .. ':held', request)
   redis.call('ZREM', key .. ':leases', request)
-  redis.call('EXPIRE', key, ttl)
-  redis.call('EXPIRE', key .. ':held', ttl)
-  redis.call('EXPIRE', key .. ':leases', ttl)
+  keep(key, ttl)
 end
 return 0
 """
+)
 
 # A gateway process's allowance on one budget (routing.allowances): headroom reserved
 # under the allowance's id, like a request's reservation, and topped up by each grant.
@@ -154,17 +183,13 @@ return 0
 # KEYS: the budget hash. ARGV: allowance id, now, its expiry, key TTL, limit units,
 # amount units, headroom, the fewest units worth granting. Returns the units granted
 # (0: refused, nothing taken).
-GRANT = """
+GRANT = (
+    HOLDS
+    + """
 local id, now, expiry, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local limit, amount, room = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local fewest, key = tonumber(ARGV[8]), KEYS[1]
-local expired = redis.call('ZRANGEBYSCORE', key .. ':leases', '-inf', now)
-for _, gone in ipairs(expired) do
-  local held = tonumber(redis.call('HGET', key .. ':held', gone) or '0')
-  if held > 0 then redis.call('HINCRBY', key, 'reserved', -held) end
-  redis.call('HDEL', key .. ':held', gone)
-  redis.call('ZREM', key .. ':leases', gone)
-end
+release_expired(key, now)
 local spent = tonumber(redis.call('HGET', key, 'spent') or '0')
 local reserved = tonumber(redis.call('HGET', key, 'reserved') or '0')
 amount = math.min(amount, math.floor((limit - spent - reserved) / room))
@@ -172,58 +197,38 @@ if amount < fewest or amount <= 0 then return 0 end
 redis.call('HINCRBY', key, 'reserved', amount)
 redis.call('HINCRBY', key .. ':held', id, amount)
 redis.call('ZADD', key .. ':leases', expiry, id)
-redis.call('EXPIRE', key, ttl)
-redis.call('EXPIRE', key .. ':held', ttl)
-redis.call('EXPIRE', key .. ':leases', ttl)
+keep(key, ttl)
 return amount
 """
+)
 
 # Settle a request admitted from allowances. KEYS: the budget hashes that apply.
 # ARGV: actual cost units, key TTL, then per key: the allowance id ('' for a soft budget,
 # which holds nothing) and the units the request took from it (its worst case). The
 # request's worst case leaves the allowance's hold (and `reserved`); its cost goes to
 # `spent`. An allowance that expired meanwhile holds nothing: the cost is still added.
-SETTLE_ALLOWANCE = """
+SETTLE_ALLOWANCE = (
+    HOLDS
+    + """
 local actual, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
 for i, key in ipairs(KEYS) do
   local id, took = ARGV[1 + i * 2], tonumber(ARGV[2 + i * 2])
-  if id ~= '' then
-    local held = tonumber(redis.call('HGET', key .. ':held', id) or '0')
-    local back = math.min(held, took)
-    if back > 0 then
-      redis.call('HINCRBY', key, 'reserved', -back)
-      if held - back > 0 then
-        redis.call('HINCRBY', key .. ':held', id, -back)
-      else
-        redis.call('HDEL', key .. ':held', id)
-        redis.call('ZREM', key .. ':leases', id)
-      end
-    end
-  end
+  if id ~= '' then release(key, id, took) end
   redis.call('HINCRBY', key, 'spent', actual)
-  redis.call('EXPIRE', key, ttl)
-  redis.call('EXPIRE', key .. ':held', ttl)
-  redis.call('EXPIRE', key .. ':leases', ttl)
+  keep(key, ttl)
 end
 return 0
 """
+)
 
 # Hand back what an allowance did not use. KEYS: the budget hash. ARGV: allowance id,
 # units. What its requests in flight took stays held until they settle.
-GIVE_BACK = """
-local key, id = KEYS[1], ARGV[1]
-local held = tonumber(redis.call('HGET', key .. ':held', id) or '0')
-local back = math.min(held, tonumber(ARGV[2]))
-if back <= 0 then return 0 end
-redis.call('HINCRBY', key, 'reserved', -back)
-if held - back > 0 then
-  redis.call('HINCRBY', key .. ':held', id, -back)
-else
-  redis.call('HDEL', key .. ':held', id)
-  redis.call('ZREM', key .. ':leases', id)
-end
-return back
+GIVE_BACK = (
+    HOLDS
+    + """
+return release(KEYS[1], ARGV[1], tonumber(ARGV[2]))
 """
+)
 
 RESERVE_SHA = hashlib.sha1(RESERVE.encode()).hexdigest()
 SETTLE_SHA = hashlib.sha1(SETTLE.encode()).hexdigest()

@@ -37,17 +37,12 @@ from routing.providers.base import Quota
 from routing.schema import ChatRequest
 from routing.table import DeploymentInfo, KeyInfo
 
-# KEYS: the requests bucket, the tokens bucket, the concurrency slots (sorted set).
-# ARGV: rpm, burst, tpm, tokens this request takes, max concurrent (0: no such
-# limit), request id, slot lease ms.
-# Returns {refused ('' or requests|tokens|concurrency), ms to wait, requests left,
-# ms until the requests bucket is full, tokens left, ms until the tokens bucket is
-# full, slots in use}.
-CHECK = """
+# A token bucket's arithmetic, shared by the scripts below: `now` (Redis's own clock,
+# in ms), a bucket's level refilled since it was stored, how long until it is full, and
+# storing a level.
+BUCKETS = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local rpm, burst, tpm = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local cost, slots = tonumber(ARGV[4]), tonumber(ARGV[5])
 local function level(key, capacity, per_ms)
   local v = redis.call('HMGET', key, 'level', 'at')
   if not v[1] then return capacity end
@@ -62,6 +57,19 @@ local function store(key, lvl, capacity, per_ms)
   -- A full bucket is the same as no key at all.
   redis.call('PEXPIRE', key, full_in(lvl, capacity, per_ms) + 1000)
 end
+"""
+
+# KEYS: the requests bucket, the tokens bucket, the concurrency slots (sorted set).
+# ARGV: rpm, burst, tpm, tokens this request takes, max concurrent (0: no such
+# limit), request id, slot lease ms.
+# Returns {refused ('' or requests|tokens|concurrency), ms to wait, requests left,
+# ms until the requests bucket is full, tokens left, ms until the tokens bucket is
+# full, slots in use}.
+CHECK = (
+    BUCKETS
+    + """
+local rpm, burst, tpm = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local cost, slots = tonumber(ARGV[4]), tonumber(ARGV[5])
 local rcap, rrate, trate = rpm + burst, rpm / 60000, tpm / 60000
 local rlevel = rpm > 0 and level(KEYS[1], rcap, rrate) or 0
 local tlevel = tpm > 0 and level(KEYS[2], tpm, trate) or 0
@@ -98,26 +106,21 @@ end
 return {refused, wait, math.floor(rlevel), full_in(rlevel, rcap, rrate),
   math.floor(tlevel), full_in(tlevel, tpm, trate), active}
 """
+)
 
 # KEYS: the tokens bucket, the concurrency slots. ARGV: tpm, tokens to give back
 # (the estimate minus what was used; negative takes more), request id.
-SETTLE = """
+SETTLE = (
+    BUCKETS
+    + """
 local tpm, back = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[3])
 if tpm <= 0 or back == 0 then return 0 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local per_ms = tpm / 60000
-local v = redis.call('HMGET', KEYS[1], 'level', 'at')
-local lvl = tpm
-if v[1] then lvl = math.min(tpm, tonumber(v[1]) + math.max(0, now - tonumber(v[2])) * per_ms) end
-lvl = math.min(tpm, lvl + back)
-redis.call('HSET', KEYS[1], 'level', lvl, 'at', now)
-local full = 0
-if lvl < tpm then full = math.ceil((tpm - lvl) / per_ms) end
-redis.call('PEXPIRE', KEYS[1], full + 1000)
+store(KEYS[1], math.min(tpm, level(KEYS[1], tpm, per_ms) + back), tpm, per_ms)
 return 0
 """
+)
 
 # A gateway process's allowance (routing.allowances): a slice of a key's limits taken at
 # once. A slice is at most 1/`headroom` of what each limit has left: the slice asked for,
@@ -131,26 +134,13 @@ return 0
 # Returns {1 granted or 0 refused (nothing taken), requests left, ms until the requests
 # bucket is full, tokens left, ms until the tokens bucket is full, requests granted,
 # tokens granted}.
-GRANT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+GRANT = (
+    BUCKETS
+    + """
 local rpm, burst, tpm = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local slots, n, tok = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local want, have, room = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local fewest, fewest_requests = tonumber(ARGV[13]), tonumber(ARGV[14])
-local function level(key, capacity, per_ms)
-  local v = redis.call('HMGET', key, 'level', 'at')
-  if not v[1] then return capacity end
-  return math.min(capacity, tonumber(v[1]) + math.max(0, now - tonumber(v[2])) * per_ms)
-end
-local function full_in(lvl, capacity, per_ms)
-  if per_ms <= 0 or lvl >= capacity then return 0 end
-  return math.ceil((capacity - lvl) / per_ms)
-end
-local function store(key, lvl, capacity, per_ms)
-  redis.call('HSET', key, 'level', lvl, 'at', now)
-  redis.call('PEXPIRE', key, full_in(lvl, capacity, per_ms) + 1000)
-end
 local rcap, rrate, trate = rpm + burst, rpm / 60000, tpm / 60000
 local rlevel = rpm > 0 and level(KEYS[1], rcap, rrate) or 0
 local tlevel = tpm > 0 and level(KEYS[2], tpm, trate) or 0
@@ -189,33 +179,26 @@ if granted == 0 then n, tok = 0, 0 end
 return {granted, math.floor(rlevel), full_in(rlevel, rcap, rrate),
   math.floor(tlevel), full_in(tlevel, tpm, trate), n, tok}
 """
+)
 
 # Hand back what an allowance did not use (tokens below 0: what its requests used beyond
 # their estimates). KEYS: the three keys of GRANT. ARGV: rpm, burst, tpm, requests,
 # tokens, allowance id, slots held (all are freed).
-GIVE_BACK = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+GIVE_BACK = (
+    BUCKETS
+    + """
 local rpm, burst, tpm = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 -- A negative amount is a debt: an allowance's requests used more tokens than estimated.
 local function give(key, amount, capacity, per_ms)
   if amount == 0 or per_ms <= 0 then return end
-  local v = redis.call('HMGET', key, 'level', 'at')
-  local lvl = capacity
-  if v[1] then
-    lvl = math.min(capacity, tonumber(v[1]) + math.max(0, now - tonumber(v[2])) * per_ms)
-  end
-  lvl = math.min(capacity, lvl + amount)
-  redis.call('HSET', key, 'level', lvl, 'at', now)
-  local full = 0
-  if lvl < capacity then full = math.ceil((capacity - lvl) / per_ms) end
-  redis.call('PEXPIRE', key, full + 1000)
+  store(key, math.min(capacity, level(key, capacity, per_ms) + amount), capacity, per_ms)
 end
 give(KEYS[1], tonumber(ARGV[4]), rpm + burst, rpm / 60000)
 give(KEYS[2], tonumber(ARGV[5]), tpm, tpm / 60000)
 for i = 1, tonumber(ARGV[7]) do redis.call('ZREM', KEYS[3], ARGV[6] .. ':' .. i) end
 return 0
 """
+)
 
 CHECK_SHA = hashlib.sha1(CHECK.encode()).hexdigest()
 SETTLE_SHA = hashlib.sha1(SETTLE.encode()).hexdigest()

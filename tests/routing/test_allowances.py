@@ -20,6 +20,7 @@ from routing.allowances import SLOT_LIVES, Allowances, AllowanceSettings
 from routing.models import ClientKey
 from routing.table import KeyInfo
 from tests.factories import drain_ledger
+from tests.routing.test_rate_limits import burst, limit_key, route
 from tests.servers import SimulatorHandle
 
 MESSAGES = [{"role": "user", "content": "Summarise: we agreed to ship on Friday."}]
@@ -59,6 +60,23 @@ def grant(
         120_000,
         1,
         fewest_requests,
+    )
+
+
+def give_back(redis: Redis, requests: int, tokens: int, slots: int) -> None:
+    run_script(
+        redis,
+        limits.SCRIPTS,
+        limits.GIVE_BACK_SHA,
+        3,
+        *limits.key_buckets(KEY),
+        KEY.rpm,
+        0,
+        KEY.tpm,
+        requests,
+        tokens,
+        "a:test:k7:1",
+        slots,
     )
 
 
@@ -133,22 +151,7 @@ def test_giving_back_returns_the_unused_requests_and_tokens_and_frees_the_slots(
     requests_key, tokens_key, slots_key = limits.key_buckets(KEY)
     grant(redis, requests=10, tokens=1_000, slots=2)
 
-    run_script(
-        redis,
-        limits.SCRIPTS,
-        limits.GIVE_BACK_SHA,
-        3,
-        requests_key,
-        tokens_key,
-        slots_key,
-        KEY.rpm,
-        0,
-        KEY.tpm,
-        4,
-        400,
-        "a:test:k7:1",
-        2,
-    )
+    give_back(redis, requests=4, tokens=400, slots=2)
 
     assert level(redis, requests_key) == pytest.approx(594, abs=1)
     assert level(redis, tokens_key) == pytest.approx(59_400, abs=20)
@@ -156,25 +159,10 @@ def test_giving_back_returns_the_unused_requests_and_tokens_and_frees_the_slots(
 
 
 def test_giving_back_a_debt_takes_the_tokens_used_beyond_the_estimates(redis: Redis) -> None:
-    requests_key, tokens_key, slots_key = limits.key_buckets(KEY)
+    _, tokens_key, _ = limits.key_buckets(KEY)
     grant(redis, requests=0, tokens=1_000, slots=0)
 
-    run_script(
-        redis,
-        limits.SCRIPTS,
-        limits.GIVE_BACK_SHA,
-        3,
-        requests_key,
-        tokens_key,
-        slots_key,
-        KEY.rpm,
-        0,
-        KEY.tpm,
-        0,
-        -300,
-        "a:test:k7:1",
-        0,
-    )
+    give_back(redis, requests=0, tokens=-300, slots=0)
 
     assert level(redis, tokens_key) == pytest.approx(58_700, abs=20)
 
@@ -306,31 +294,8 @@ def test_after_a_grant_requests_are_admitted_from_memory_until_the_slice_is_used
 # -- through gateways ---------------------------------------------------------------------
 
 
-def limit_key(**limits_: int) -> None:
-    ClientKey.objects.update(**limits_)
-
-
 def answered(results: list[object]) -> list[object]:
     return [r for r in results if not isinstance(r, Exception)]
-
-
-async def burst(urls: list[str], key: str, count: int, model: str = "summary") -> list[object]:
-    """``count`` requests, 64 at a time, spread over the gateways at ``urls``."""
-    clients = [openai.AsyncOpenAI(base_url=f"{u}/v1", api_key=key, max_retries=0) for u in urls]
-    gate = asyncio.Semaphore(64)
-
-    async def one(client: openai.AsyncOpenAI) -> object:
-        async with gate:
-            return await client.chat.completions.create(
-                model=model, messages=MESSAGES, max_tokens=40
-            )
-
-    try:
-        calls = [one(clients[i % len(clients)]) for i in range(count)]
-        return await asyncio.gather(*calls, return_exceptions=True)
-    finally:
-        for client in clients:
-            await client.close()
 
 
 @pytest.mark.slow
@@ -340,9 +305,9 @@ def test_two_gateways_admitting_from_allowances_never_pass_the_keys_rate_limit(
     limit_key(rpm=300, burst=0)
     started = time.monotonic()
 
-    results = asyncio.run(burst(two_gateways, client_key, 420))
+    results = asyncio.run(burst(two_gateways, client_key, 420, max_tokens=40))
     first_round = time.monotonic() - started
-    results += asyncio.run(burst(two_gateways, client_key, 60))
+    results += asyncio.run(burst(two_gateways, client_key, 60, max_tokens=40))
     elapsed = time.monotonic() - started
 
     refill = 300 / 60 * elapsed
@@ -355,21 +320,13 @@ def test_two_gateways_admitting_from_allowances_never_pass_the_keys_rate_limit(
     assert from_allowances > 0, f"the allowances served ({first_round:.1f} s burst)"
 
 
-def one_deployment_route() -> None:
-    """ "notes": AIMLAPI's gpt-4o-mini alone, so that a request's worst case (what a budget
-    holds back for it) is a few times its cost, not the dearest candidate's."""
-    from routing.models import Deployment, Route, RouteStep
-
-    route = Route.objects.create(name="notes")
-    deployment = Deployment.objects.get(provider__name="aimlapi", name="gpt-4o-mini")
-    RouteStep.objects.create(route=route, position=1, deployment=deployment)
-
-
 @pytest.mark.slow
 def test_two_gateways_admitting_from_allowances_never_overspend_a_budget(
     two_gateways: list[str], client_key: str, demo: SimulatorHandle, redis: Redis
 ) -> None:
-    one_deployment_route()
+    # "notes": AIMLAPI's gpt-4o-mini alone, so that a request's worst case (what a budget
+    # holds back for it) is a few times its cost, not the dearest candidate's.
+    route("notes", "aimlapi/gpt-4o-mini")
     first = openai.OpenAI(base_url=f"{two_gateways[0]}/v1", api_key=client_key, max_retries=0)
     raw = first.chat.completions.with_raw_response.create(
         model="notes", messages=MESSAGES, max_tokens=40
@@ -385,7 +342,7 @@ def test_two_gateways_admitting_from_allowances_never_overspend_a_budget(
         hard=True,
     )
 
-    results = asyncio.run(burst(two_gateways, client_key, 1300, model="notes"))
+    results = asyncio.run(burst(two_gateways, client_key, 1300, model="notes", max_tokens=40))
 
     now = datetime.now(UTC)
     spent, in_flight = current_spend(redis, budget.info(), now)

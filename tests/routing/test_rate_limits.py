@@ -36,7 +36,7 @@ def route(name: str, *labels: str) -> None:
 
 
 async def burst(
-    urls: list[str], key: str, count: int, warm: bool = False, **body: Any
+    urls: list[str], key: str, count: int, warm: bool = False, model: str = "summary", **body: Any
 ) -> list[Any]:
     """``count`` requests at once, spread over ``urls``: each raw response or the SDK's error.
 
@@ -50,7 +50,7 @@ async def burst(
             await asyncio.gather(*(c.models.list() for c in clients for _ in range(per_client)))
         calls = [
             clients[i % len(clients)].chat.completions.with_raw_response.create(
-                model="summary", messages=MESSAGES, **body
+                model=model, messages=MESSAGES, **body
             )
             for i in range(count)
         ]
