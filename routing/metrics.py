@@ -107,6 +107,12 @@ DEDUPLICATED = Counter(
     "Requests answered by an identical request's call in flight (single-flight).",
     ["route"],
 )
+ALLOWANCE_ADMISSIONS = Counter(
+    "switchboard_allowance_admissions",
+    "Requests admitted from a gateway process's allowances (routing.allowances), with no "
+    "Redis round trip before the provider call.",
+    ["route"],
+)
 REFUSED = Counter(
     "switchboard_refused",
     "Requests refused with 429 (reason: rate_limit or budget).",
@@ -199,6 +205,8 @@ def _observe(entry: UsageEntry, now: float) -> None:
         bound.deduplicated.inc()
     if bound.refused is not None:
         bound.refused.inc()
+    if entry.decision.get("admitted") == "allowance":
+        _child(ALLOWANCE_ADMISSIONS, entry.route).inc()
 
     provider_ms = 0.0
     retried = False
