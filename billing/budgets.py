@@ -177,28 +177,32 @@ return 0
 )
 
 # A gateway process's allowance on one budget (routing.allowances): headroom reserved
-# under the allowance's id, like a request's reservation, and topped up by each grant.
-# A grant is at most 1/`headroom` of what the budget has left: the amount asked for,
-# scaled down as far as needed, and refused when that is less than the fewest worth it.
+# under the allowance's id, like a request's reservation, topped up to its size by each
+# grant. What it holds after the grant is at most 1/`headroom` of what the budget has
+# left: the amount asked for, shrunk as far as needed, and refused (nothing taken) when
+# that is less than the fewest worth holding or than what it holds already.
 # KEYS: the budget hash. ARGV: allowance id, now, its expiry, key TTL, limit units,
-# amount units, headroom, the fewest units worth granting. Returns the units granted
-# (0: refused, nothing taken).
+# units to hold, headroom, the fewest units worth holding, the units it holds now.
+# Returns {1 granted or 0 refused, units taken}.
 GRANT = (
     HOLDS
     + """
 local id, now, expiry, ttl = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local limit, amount, room = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local fewest, key = tonumber(ARGV[8]), KEYS[1]
+local fewest, held, key = tonumber(ARGV[8]), tonumber(ARGV[9]), KEYS[1]
 release_expired(key, now)
 local spent = tonumber(redis.call('HGET', key, 'spent') or '0')
 local reserved = tonumber(redis.call('HGET', key, 'reserved') or '0')
-amount = math.min(amount, math.floor((limit - spent - reserved) / room))
-if amount < fewest or amount <= 0 then return 0 end
-redis.call('HINCRBY', key, 'reserved', amount)
-redis.call('HINCRBY', key .. ':held', id, amount)
+local total = math.min(amount, math.floor((limit - spent - reserved) / room))
+if total < fewest or total < held then return {0, 0} end
+local take = total - held
+if take > 0 then
+  redis.call('HINCRBY', key, 'reserved', take)
+  redis.call('HINCRBY', key .. ':held', id, take)
+end
 redis.call('ZADD', key .. ':leases', expiry, id)
 keep(key, ttl)
-return amount
+return {1, take}
 """
 )
 

@@ -51,8 +51,10 @@ log = logging.getLogger(__name__)
 # A slice's members in a key's concurrency set live this many allowance lifetimes
 # unless renewed: a dead process's slots are free again after three seconds.
 SLOT_LIVES = 3
-# Each process's allowance ids start with one random token.
-PROCESS_TOKEN = secrets.token_hex(4)
+# An allowance is not renewed past this age: a fresh one, under a new id, takes its place.
+# So what an unsettled request left in a budget's hold expires with the old id's lease
+# (billing.budgets.LEASE_SECONDS), even under traffic that never lets an allowance lapse.
+ROTATE_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class AllowanceSettings:
 class _Allowance:
     id: str
     expires: float = 0.0  # monotonic; nothing is admitted from it after this
+    born: float = field(default_factory=time.monotonic)
     granted_at: float = 0.0
     renewing: asyncio.Task[None] | None = None
     refused_until: float = 0.0  # no grant is asked for before this
@@ -92,6 +95,8 @@ class _Allowance:
     ) -> bool:
         if self.renewing is not None or now < self.refused_until:
             return False
+        if now - self.born > ROTATE_SECONDS:
+            return False  # let it lapse: the next request starts a fresh one
         return left < size / 2 or now >= self.granted_at + settings.seconds / 2
 
 
@@ -143,6 +148,8 @@ class Allowances:
         self._janitor: asyncio.Task[None] | None = None
         self._generation = 0
         self._count = 0
+        # Ids unique to this instance: there is one per event loop, and processes may fork.
+        self._token = secrets.token_hex(6)
 
     # -- a key's rate limits -------------------------------------------------------
 
@@ -152,9 +159,9 @@ class Allowances:
         A key with no limits needs no allowance: its Admission is empty."""
         if not (key.rpm or key.tpm or key.max_concurrent):
             return limits.Admission()
-        if not self.settings.enabled:
-            return None
         burst = key.burst if key.rpm else 0
+        if not self.settings.enabled or self._too_small(key.rpm + burst, key.max_concurrent):
+            return None
         shape = (key.rpm, burst, key.tpm, key.max_concurrent)
         now = time.monotonic()
         allowance = self._keys.get((key.id, shape))
@@ -206,6 +213,8 @@ class Allowances:
         settings, now = self.settings, time.monotonic()
         size = allowance.slice(settings, now)
         tokens = math.ceil(size * allowance.mean_tokens) if key.tpm else 0
+        # Topped up to one slice (what it holds now is sent): never more than one is held.
+        held_requests, held_tokens = max(0, allowance.requests), allowance.tokens
         slots = 0
         if key.max_concurrent:
             slots = max(2, min(settings.max_slots, 2 * allowance.in_flight(now) + 2))
@@ -232,6 +241,8 @@ class Allowances:
             int(settings.ticket_seconds * 1000),
             math.ceil(allowance.mean_tokens * settings.min_requests),
             settings.min_requests,
+            held_requests,
+            held_tokens,
         )
         now = time.monotonic()
         if not int(reply[0]):
@@ -261,6 +272,8 @@ class Allowances:
                 found.append(None)
                 continue
             limit = to_units(budget.amount_usd)
+            if limit < self.settings.headroom * self.settings.min_requests * max(1, units):
+                return None  # too small a budget to hold a slice of: reserve exactly
             allowance = self._budgets.get((key, limit))
             if allowance is None:
                 allowance = self._budgets[(key, limit)] = BudgetAllowance(
@@ -292,7 +305,7 @@ class Allowances:
         size = allowance.slice(settings, now)
         amount = max(1, units) * size
         wall = time.time()
-        granted = await self.evalsha(
+        granted, taken = await self.evalsha(
             budget_scripts.GRANT_SHA,
             1,
             allowance.key,
@@ -304,12 +317,13 @@ class Allowances:
             amount,
             settings.headroom,
             max(1, units) * settings.min_requests,
+            max(0, allowance.units),  # topped up to one slice: never more is held
         )
         now = time.monotonic()
         if not int(granted):
             allowance.refused_until = now + settings.seconds
             return
-        allowance.units += int(granted)
+        allowance.units += int(taken)
         allowance.size = size
         allowance.granted_at, allowance.expires = now, now + settings.seconds
         allowance.seen, allowance.since = 0, now
@@ -348,20 +362,27 @@ class Allowances:
                     rpm, burst, tpm, allowance.limits[3], 0, 0,
                     allowance.slots, allowance.slots, self.settings.headroom, allowance.id,
                     int(SLOT_LIVES * self.settings.seconds * 1000),
-                    int(self.settings.ticket_seconds * 1000), 0, 0,
+                    int(self.settings.ticket_seconds * 1000), 0, 0, 0, 0,
                 )  # fmt: skip
                 continue
-            await self._give_back_key(allowance, entry[0], slots=allowance.slots)
+            holds = allowance.requests or allowance.tokens or allowance.slots
+            if lapsed_only and now < allowance.refused_until and not holds:
+                continue  # nothing held; kept so that it is not asked for again at once
+            # Out of the table before the round trip: a request meanwhile starts a new one,
+            # and no grant can land on this one.
             if self._keys.get(entry) is allowance:
                 del self._keys[entry]
+            await self._give_back_key(allowance, entry[0], slots=allowance.slots)
         for spot, budget in list(self._budgets.items()):
             if lapsed_only and (now < budget.expires or budget.renewing is not None):
                 continue
+            if lapsed_only and now < budget.refused_until and budget.units <= 0:
+                continue
+            if self._budgets.get(spot) is budget:
+                del self._budgets[spot]
             if budget.units > 0:
                 units, budget.units = budget.units, 0
                 await self.evalsha(budget_scripts.GIVE_BACK_SHA, 1, budget.key, budget.id, units)
-            if self._budgets.get(spot) is budget:
-                del self._budgets[spot]
 
     async def _give_back_key(self, allowance: KeyAllowance, key_id: int, slots: int) -> None:
         rpm, burst, tpm, _ = allowance.limits
@@ -389,11 +410,14 @@ class Allowances:
 
     async def close(self) -> None:
         """Stop renewing and hand everything back (the server's shutdown)."""
-        self._generation += 1
+        self._generation += 1  # no grant starts from now on
         tasks = [a.renewing for a in [*self._keys.values(), *self._budgets.values()] if a.renewing]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            # A grant under way may have taken its slice already: wait for its answer, so
+            # that what it took is handed back too.
+            _, late = await asyncio.wait(tasks, timeout=2.0)
+            for task in late:
+                task.cancel()
         for allowance in [*self._keys.values(), *self._budgets.values()]:
             allowance.renewing = None
         try:
@@ -409,9 +433,14 @@ class Allowances:
 
     # -- helpers -------------------------------------------------------------------
 
+    def _too_small(self, requests: int, slots: int) -> bool:
+        """A limit that could never hold a slice: asking for one would only cost a trip."""
+        room, fewest = self.settings.headroom, self.settings.min_requests
+        return (0 < requests < room * fewest) or (0 < slots < room * 2)
+
     def _new_id(self, what: str) -> str:
         self._count += 1
-        return f"{ALLOWANCE_ID_PREFIX}{PROCESS_TOKEN}:{what}:{self._count}"
+        return f"{ALLOWANCE_ID_PREFIX}{self._token}:{what}:{self._count}"
 
     def _spawn(self, allowance: _Allowance, grant: Callable[[], Awaitable[None]]) -> None:
         """Run ``grant()`` in the background as ``allowance``'s one renewal."""

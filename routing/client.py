@@ -71,6 +71,7 @@ def forget_cached_state() -> None:
         engine.breakers.forget()
         engine.limits.forget()
         engine.readings.forget()
+        engine.stamps.clear()
 
 
 def drop_allowances() -> None:
@@ -78,7 +79,6 @@ def drop_allowances() -> None:
     Redis was emptied (the test suite's fixture)."""
     for engine in _engines.values():
         engine.allowances.forget()
-        engine.stamps.clear()
 
 
 class EnhancedHybridAIClient:

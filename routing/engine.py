@@ -447,6 +447,32 @@ class Engine:
         reserved = None
         if early is not None:
             reserved = self.allowances.reserve(early[0], early[2])
+        try:
+            await self._admit_rest(run, key, planned, early, admitted, reserved)
+        except RateLimited:
+            raise  # the refusal handed back what it held
+        except BaseException:
+            # Taken from the allowances in memory and never settled otherwise (an error or a
+            # cancellation before the request was served): hand it back now.
+            lease = admitted.lease if admitted is not None else None
+            if lease is not None and lease.settle_locally and not lease.settle_locally(0):
+                await asyncio.shield(self.breakers.evalsha(*lease.settle_args(0)))
+            if reserved is not None:
+                await asyncio.shield(self.breakers.evalsha(*reserved.settle_args(Decimal(0))))
+            run.admission, run.early_reservation = Admission(), None
+            raise
+
+    async def _admit_rest(
+        self,
+        run: Run,
+        key: KeyInfo,
+        planned: selection.Plan,
+        early: tuple[Reservation, list[Any], Decimal] | None,
+        admitted: Admission | None,
+        reserved: Reservation | None,
+    ) -> None:
+        """`_admit` once the allowances were asked: without a round trip if they covered
+        the request, else the exact admission in one."""
         if admitted is not None and (early is None or reserved is not None):
             run.admission = admitted
             if reserved is not None:

@@ -122,45 +122,50 @@ return 0
 """
 )
 
-# A gateway process's allowance (routing.allowances): a slice of a key's limits taken at
-# once. A slice is at most 1/`headroom` of what each limit has left: the slice asked for,
-# scaled down as far as needed, and refused when that is fewer requests (or tokens) than
-# the fewest worth granting; new slots are granted only while `headroom` times as many
-# are free.
+# A gateway process's allowance (routing.allowances): a slice of a key's limits, topped
+# up to its size by each grant. What the allowance holds after the grant is at most
+# 1/`headroom` of what each limit has left: the slice asked for, shrunk as far as
+# needed, and refused (nothing taken) when that is fewer requests (or tokens) than the
+# fewest worth holding or less than the allowance holds already. New slots are granted
+# only while `headroom` times as many are free.
 # KEYS: the requests bucket, the tokens bucket, the concurrency slots.
-# ARGV: rpm, burst, tpm, max concurrent, requests asked for, tokens asked for, slots the
-# allowance holds after this call, slots it holds now, headroom, allowance id, slot
-# lease ms, slots key ms, the fewest tokens worth granting, the fewest requests.
-# Returns {1 granted or 0 refused (nothing taken), requests left, ms until the requests
-# bucket is full, tokens left, ms until the tokens bucket is full, requests granted,
-# tokens granted}.
+# ARGV: rpm, burst, tpm, max concurrent, the slice's requests (0: none asked), its
+# tokens, slots the allowance holds after this call, slots it holds now, headroom,
+# allowance id, slot lease ms, slots key ms, the fewest tokens worth holding, the fewest
+# requests, the requests the allowance holds now, its tokens now (below 0: a debt).
+# Returns {1 granted or 0 refused, requests left, ms until the requests bucket is full,
+# tokens left, ms until the tokens bucket is full, requests taken, tokens taken}.
 GRANT = (
     BUCKETS
     + """
 local rpm, burst, tpm = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local slots, n, tok = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local slots, want_n, want_tok = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local want, have, room = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
 local fewest, fewest_requests = tonumber(ARGV[13]), tonumber(ARGV[14])
+local held_n, held_tok = tonumber(ARGV[15]), tonumber(ARGV[16])
 local rcap, rrate, trate = rpm + burst, rpm / 60000, tpm / 60000
 local rlevel = rpm > 0 and level(KEYS[1], rcap, rrate) or 0
 local tlevel = tpm > 0 and level(KEYS[2], tpm, trate) or 0
-local scale = 1
-if rpm > 0 and n > 0 then scale = math.min(scale, rlevel / (room * n)) end
-if tpm > 0 and tok > 0 then scale = math.min(scale, tlevel / (room * tok)) end
-n, tok = math.floor(n * scale), math.floor(tok * scale)
-local granted = 1
-if rpm > 0 and ARGV[5] ~= '0' and n < fewest_requests then granted = 0 end
-if tpm > 0 and ARGV[6] ~= '0' and tok < fewest then granted = 0 end
+local granted, n, tok = 1, 0, 0
+if rpm > 0 and want_n > 0 then
+  local total = math.min(want_n, math.floor(rlevel / room))
+  if total < fewest_requests or total < held_n then granted = 0 else n = total - held_n end
+end
+if tpm > 0 and want_tok > 0 then
+  local total = math.min(want_tok, math.floor(tlevel / room))
+  if total < fewest or total < held_tok then granted = 0 else tok = total - held_tok end
+end
 if slots > 0 and want > have then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
   if slots - redis.call('ZCARD', KEYS[3]) < room * (want - have) then granted = 0 end
 end
+if granted == 0 then n, tok = 0, 0 end
 if granted == 1 then
-  if rpm > 0 and n > 0 then
+  if n > 0 then
     rlevel = rlevel - n
     store(KEYS[1], rlevel, rcap, rrate)
   end
-  if tpm > 0 and tok > 0 then
+  if tok ~= 0 then
     tlevel = tlevel - tok
     store(KEYS[2], tlevel, tpm, trate)
   end
@@ -175,7 +180,6 @@ if granted == 1 then
     redis.call('PEXPIRE', KEYS[3], math.max(redis.call('PTTL', KEYS[3]), tonumber(ARGV[12])))
   end
 end
-if granted == 0 then n, tok = 0, 0 end
 return {granted, math.floor(rlevel), full_in(rlevel, rcap, rrate),
   math.floor(tlevel), full_in(tlevel, tpm, trate), n, tok}
 """

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -291,6 +292,10 @@ async def read(engine: Any, planned: Plan) -> Any:
     return await engine.breakers.evalsha(*planned.read_args)
 
 
+# A reading older than this is never served: read again, in the request's own round trip.
+STALE_LIMIT = 5.0
+
+
 class Readings:
     """The live read's latest replies, kept for a moment (``seconds``, the breakers' read
     cache): a request admitted from an allowance makes no round trip before its provider
@@ -306,17 +311,22 @@ class Readings:
         # the read's keys -> (when read, monotonic; the reply, parsed)
         self._replies: dict[tuple[Any, ...], tuple[float, live.Snapshot]] = {}
         self._reading: set[tuple[Any, ...]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # refreshes under way, kept alive
 
     async def get(self, planned: Plan) -> live.Snapshot | None:
         if planned.read_args is None:
             return None
         key = _read_key(planned.read_args)
         found = self._replies.get(key)
-        if found is None or any(d.max_concurrency for d in planned.resolution.chain):
+        age = time.monotonic() - found[0] if found is not None else math.inf
+        if age > STALE_LIMIT or any(d.max_concurrency for d in planned.resolution.chain):
             return self._keep(key, planned, await self.evalsha(*planned.read_args))
-        if time.monotonic() - found[0] > self.seconds and key not in self._reading:
+        if age > self.seconds and key not in self._reading:
             self._reading.add(key)
-            asyncio.get_running_loop().create_task(self._refresh(key, planned))
+            task = asyncio.get_running_loop().create_task(self._refresh(key, planned))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        assert found is not None
         return found[1]
 
     def put(self, planned: Plan, reply: Any) -> live.Snapshot | None:

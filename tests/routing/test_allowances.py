@@ -13,7 +13,14 @@ import pytest
 from redis import Redis
 
 from billing import budgets
-from billing.budgets import BudgetInfo, current_spend, reserve_args, reserved_split, to_units
+from billing.budgets import (
+    BudgetInfo,
+    current_spend,
+    from_units,
+    reserve_args,
+    reserved_split,
+    to_units,
+)
 from billing.models import Budget, UsageRecord
 from routing import limits
 from routing.allowances import SLOT_LIVES, Allowances, AllowanceSettings
@@ -40,6 +47,7 @@ def grant(
     held: int = 0,
     lives_ms: int = 3000,
     fewest_requests: int = 1,
+    held_requests: int = 0,
 ) -> list[Any]:
     return run_script(
         redis,
@@ -61,6 +69,8 @@ def grant(
         120_000,
         1,
         fewest_requests,
+        held_requests,
+        0,
     )
 
 
@@ -111,6 +121,41 @@ def test_a_slice_is_at_most_a_twentieth_of_what_each_limit_has_left(redis: Redis
 
     assert level(redis, requests_key) == pytest.approx(542, abs=1)
     assert redis.zcard(slots_key) == 6
+
+
+def test_a_renewal_tops_the_allowance_up_to_one_slice_and_never_holds_more(
+    redis: Redis,
+) -> None:
+    requests_key, _, _ = limits.key_buckets(KEY)
+
+    assert grant(redis, requests=10, tokens=0, slots=0)[5] == 10
+    assert grant(redis, requests=10, tokens=0, slots=0, held_requests=7)[5] == 3
+    assert grant(redis, requests=10, tokens=0, slots=0, held_requests=10)[5] == 0
+
+    assert level(redis, requests_key) == pytest.approx(587, abs=1)
+
+
+def test_an_allowance_stops_renewing_when_it_holds_more_than_a_twentieth_of_what_is_left(
+    redis: Redis,
+) -> None:
+    requests_key, _, _ = limits.key_buckets(KEY)
+    redis.hset(requests_key, mapping={"level": 300, "at": int(time.time() * 1000)})
+
+    refused = grant(redis, requests=20, tokens=0, slots=0, held_requests=16)  # 300 / 20 = 15
+
+    assert refused[0] == 0 and refused[5] == 0
+    assert level(redis, requests_key) == pytest.approx(300, abs=1)
+
+
+def test_an_old_allowance_is_not_renewed_so_a_fresh_id_replaces_it() -> None:
+    from routing.allowances import ROTATE_SECONDS, KeyAllowance
+
+    allowance = KeyAllowance(id="a:test:k7:1")
+    now = time.monotonic()
+
+    assert allowance.wants_renewal(8, 0, now, AllowanceSettings())
+    allowance.born = now - ROTATE_SECONDS - 1
+    assert not allowance.wants_renewal(8, 0, now, AllowanceSettings())
 
 
 def test_near_the_limit_a_grant_is_refused_and_takes_nothing(redis: Redis) -> None:
@@ -186,39 +231,46 @@ BUDGET = BudgetInfo(3, "global monthly", "global", "", "monthly", Decimal("10"),
 
 
 def budget_grant(
-    redis: Redis, amount: Decimal, fewest: Decimal = Decimal("0.01"), holder: str = "a:test:b3:1"
-) -> int:
+    redis: Redis,
+    amount: Decimal,
+    held: Decimal = Decimal(0),
+    fewest: Decimal = Decimal("0.01"),
+    holder: str = "a:test:b3:1",
+) -> tuple[int, Decimal]:
+    """(granted, what it took)."""
     now = time.time()
-    return int(
-        run_script(
-            redis,
-            budgets.SCRIPTS,
-            budgets.GRANT_SHA,
-            1,
-            BUDGET.key(datetime.now(UTC)),
-            holder,
-            now,
-            now + budgets.LEASE_SECONDS,
-            86400,
-            to_units(BUDGET.amount_usd),
-            to_units(amount),
-            20,
-            to_units(fewest),
-        )
+    granted, taken = run_script(
+        redis,
+        budgets.SCRIPTS,
+        budgets.GRANT_SHA,
+        1,
+        BUDGET.key(datetime.now(UTC)),
+        holder,
+        now,
+        now + budgets.LEASE_SECONDS,
+        86400,
+        to_units(BUDGET.amount_usd),
+        to_units(amount),
+        20,
+        to_units(fewest),
+        to_units(held),
     )
+    return int(granted), from_units(int(taken))
 
 
-def test_a_budget_allowance_is_held_like_a_reservation_and_shrinks_near_the_limit(
+def test_a_budget_allowance_is_held_like_a_reservation_and_topped_up_to_a_twentieth(
     redis: Redis,
 ) -> None:
     now = datetime.now(UTC)
 
-    assert budget_grant(redis, Decimal("0.6")) == to_units(Decimal("0.5"))  # $10 / 20
-    assert budget_grant(redis, Decimal("0.6")) == to_units(Decimal("0.475"))  # $9.50 / 20
-    assert budget_grant(redis, Decimal("0.6"), fewest=Decimal("0.46")) == 0
+    assert budget_grant(redis, Decimal("0.6")) == (1, Decimal("0.5"))  # $10 / 20
+    # Renewed after using 0.3 of it: topped up to $9.50 / 20, no further.
+    assert budget_grant(redis, Decimal("0.6"), held=Decimal("0.2")) == (1, Decimal("0.275"))
+    # It holds 0.475; $9.225 left holds 0.46125: no renewal, it lapses and hands back.
+    assert budget_grant(redis, Decimal("0.6"), held=Decimal("0.475")) == (0, Decimal(0))
 
-    assert reserved_split(redis, BUDGET, now) == (Decimal(0), Decimal("0.975"))
-    assert redis.hget(BUDGET.key(now), "reserved") == str(to_units(Decimal("0.975"))).encode()
+    assert reserved_split(redis, BUDGET, now) == (Decimal(0), Decimal("0.775"))
+    assert redis.hget(BUDGET.key(now), "reserved") == str(to_units(Decimal("0.775"))).encode()
     # Neither spent nor in flight: any request may still use it.
     assert current_spend(redis, BUDGET, now) == (Decimal(0), Decimal(0))
 
