@@ -102,6 +102,7 @@ class _Allowance:
 
 @dataclass
 class KeyAllowance(_Allowance):
+    key_id: int = 0
     limits: tuple[int, int, int, int] = (0, 0, 0, 0)  # rpm, burst, tpm, max concurrent
     requests: int = 0
     tokens: int = 0
@@ -167,7 +168,10 @@ class Allowances:
         allowance = self._keys.get((key.id, shape))
         if allowance is None:
             allowance = self._keys[(key.id, shape)] = KeyAllowance(
-                id=self._new_id(f"k{key.id}"), limits=shape, mean_tokens=float(tokens)
+                id=self._new_id(f"k{key.id}"),
+                key_id=key.id,
+                limits=shape,
+                mean_tokens=float(tokens),
             )
         allowance.seen += 1
         allowance.mean_tokens += (tokens - allowance.mean_tokens) / 8
@@ -186,7 +190,7 @@ class Allowances:
         else:  # concurrency only: renewed for its life, or when its slots are all busy
             left = math.inf
         if allowance.wants_renewal(allowance.size, left, now, self.settings):
-            self._spawn(allowance, functools.partial(self._grant_key, key, allowance))
+            self._spawn(allowance, functools.partial(self._grant_key, allowance))
         if not covered:
             return None
         allowance.requests -= 1 if key.rpm else 0
@@ -209,40 +213,19 @@ class Allowances:
         )
         return limits.Admission(lease, verdict)
 
-    async def _grant_key(self, key: KeyInfo, allowance: KeyAllowance) -> None:
+    async def _grant_key(self, allowance: KeyAllowance) -> None:
         settings, now = self.settings, time.monotonic()
+        rpm, _, tpm, max_concurrent = allowance.limits
         size = allowance.slice(settings, now)
-        tokens = math.ceil(size * allowance.mean_tokens) if key.tpm else 0
-        # Topped up to one slice (what it holds now is sent): never more than one is held.
-        held_requests, held_tokens = max(0, allowance.requests), allowance.tokens
         slots = 0
-        if key.max_concurrent:
+        if max_concurrent:
             slots = max(2, min(settings.max_slots, 2 * allowance.in_flight(now) + 2))
             slots = max(slots, allowance.slots)  # members are only ever added while it lives
-        rpm, burst, tpm, max_concurrent = allowance.limits
-        requests_key, tokens_key, slots_key = limits.key_buckets(key)
-        reply = await self.evalsha(
-            limits.GRANT_SHA,
-            3,
-            requests_key,
-            tokens_key,
-            slots_key,
-            rpm,
-            burst,
-            tpm,
-            max_concurrent,
-            size if rpm else 0,
-            tokens,
-            slots,
-            allowance.slots,
-            settings.headroom,
-            allowance.id,
-            int(SLOT_LIVES * settings.seconds * 1000),
-            int(settings.ticket_seconds * 1000),
-            math.ceil(allowance.mean_tokens * settings.min_requests),
-            settings.min_requests,
-            held_requests,
-            held_tokens,
+        reply = await self._key_grant(
+            allowance,
+            requests=size if rpm else 0,
+            tokens=math.ceil(size * allowance.mean_tokens) if tpm else 0,
+            slots=slots,
         )
         now = time.monotonic()
         if not int(reply[0]):
@@ -255,6 +238,38 @@ class Allowances:
         allowance.view = (int(reply[1]), int(reply[2]), int(reply[3]), int(reply[4]))
         allowance.granted_at, allowance.expires = now, now + settings.seconds
         allowance.seen, allowance.since = 0, now
+
+    async def _key_grant(
+        self, allowance: KeyAllowance, requests: int, tokens: int, slots: int
+    ) -> list[Any]:
+        """One GRANT for ``allowance``: top it up to ``requests`` and ``tokens`` (0: ask for
+        none) and hold ``slots`` members, their expiry renewed."""
+        settings = self.settings
+        rpm, burst, tpm, max_concurrent = allowance.limits
+        return list(
+            await self.evalsha(
+                limits.GRANT_SHA,
+                3,
+                *limits.key_buckets_of(allowance.key_id),
+                rpm,
+                burst,
+                tpm,
+                max_concurrent,
+                requests,
+                tokens,
+                slots,
+                allowance.slots,
+                settings.headroom,
+                allowance.id,
+                int(SLOT_LIVES * settings.seconds * 1000),
+                int(settings.ticket_seconds * 1000),
+                math.ceil(allowance.mean_tokens * settings.min_requests) if tokens else 0,
+                settings.min_requests if requests else 0,
+                # What it holds now: the grant tops it up to one slice, never more.
+                max(0, allowance.requests),
+                allowance.tokens,
+            )
+        )
 
     # -- budgets -------------------------------------------------------------------
 
@@ -350,20 +365,11 @@ class Allowances:
         for entry, allowance in list(self._keys.items()):
             if lapsed_only and (now < allowance.expires or allowance.renewing is not None):
                 continue
-            rpm, burst, tpm, _ = allowance.limits
-            requests_key, tokens_key, slots_key = limits.key_buckets_of(entry[0])
-            busy = allowance.in_flight(now)
-            if busy and lapsed_only:
+            if allowance.in_flight(now) and lapsed_only:
                 # Its requests in flight keep their slots: renew the members' expiry only.
                 if allowance.requests or allowance.tokens:
-                    await self._give_back_key(allowance, entry[0], slots=0)
-                await self.evalsha(
-                    limits.GRANT_SHA, 3, requests_key, tokens_key, slots_key,
-                    rpm, burst, tpm, allowance.limits[3], 0, 0,
-                    allowance.slots, allowance.slots, self.settings.headroom, allowance.id,
-                    int(SLOT_LIVES * self.settings.seconds * 1000),
-                    int(self.settings.ticket_seconds * 1000), 0, 0, 0, 0,
-                )  # fmt: skip
+                    await self._give_back_key(allowance, slots=0)
+                await self._key_grant(allowance, requests=0, tokens=0, slots=allowance.slots)
                 continue
             holds = allowance.requests or allowance.tokens or allowance.slots
             if lapsed_only and now < allowance.refused_until and not holds:
@@ -372,7 +378,7 @@ class Allowances:
             # and no grant can land on this one.
             if self._keys.get(entry) is allowance:
                 del self._keys[entry]
-            await self._give_back_key(allowance, entry[0], slots=allowance.slots)
+            await self._give_back_key(allowance, slots=allowance.slots)
         for spot, budget in list(self._budgets.items()):
             if lapsed_only and (now < budget.expires or budget.renewing is not None):
                 continue
@@ -384,7 +390,7 @@ class Allowances:
                 units, budget.units = budget.units, 0
                 await self.evalsha(budget_scripts.GIVE_BACK_SHA, 1, budget.key, budget.id, units)
 
-    async def _give_back_key(self, allowance: KeyAllowance, key_id: int, slots: int) -> None:
+    async def _give_back_key(self, allowance: KeyAllowance, slots: int) -> None:
         rpm, burst, tpm, _ = allowance.limits
         requests, tokens = allowance.requests, allowance.tokens
         allowance.requests = allowance.tokens = 0
@@ -392,7 +398,7 @@ class Allowances:
         await self.evalsha(
             limits.GIVE_BACK_SHA,
             3,
-            *limits.key_buckets_of(key_id),
+            *limits.key_buckets_of(allowance.key_id),
             rpm,
             burst,
             tpm,
@@ -403,15 +409,17 @@ class Allowances:
         )
         allowance.slots -= slots
 
+    def _renewals(self) -> list[asyncio.Task[None]]:
+        return [a.renewing for a in [*self._keys.values(), *self._budgets.values()] if a.renewing]
+
     async def granted(self) -> None:
         """Wait for the grants under way."""
-        tasks = [a.renewing for a in [*self._keys.values(), *self._budgets.values()] if a.renewing]
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self._renewals(), return_exceptions=True)
 
     async def close(self) -> None:
         """Stop renewing and hand everything back (the server's shutdown)."""
         self._generation += 1  # no grant starts from now on
-        tasks = [a.renewing for a in [*self._keys.values(), *self._budgets.values()] if a.renewing]
+        tasks = self._renewals()
         if tasks:
             # A grant under way may have taken its slice already: wait for its answer, so
             # that what it took is handed back too.

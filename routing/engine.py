@@ -105,6 +105,7 @@ class EngineSettings:
         from django.conf import settings
 
         conf = settings.SWITCHBOARD
+        slot_lease_seconds = conf.get("RATE_LIMIT_SLOT_LEASE_SECONDS", 120.0)
         return cls(
             deadline_seconds=conf["REQUEST_DEADLINE_SECONDS"],
             retries_per_provider=conf["RETRIES_PER_PROVIDER"],
@@ -112,13 +113,14 @@ class EngineSettings:
             backoff_cap_seconds=conf["BACKOFF_CAP_SECONDS"],
             retry_after_cap_seconds=conf["RETRY_AFTER_CAP_SECONDS"],
             sample_rate=conf["SAMPLE_RATE"],
-            slot_lease_seconds=conf.get("RATE_LIMIT_SLOT_LEASE_SECONDS", 120.0),
+            slot_lease_seconds=slot_lease_seconds,
             quota_reserve=conf.get("UPSTREAM_QUOTA_RESERVE", 0.05),
             cache=CacheSettings.from_settings(),
             allowances=AllowanceSettings(
                 seconds=conf.get("ALLOWANCE_SECONDS", 1.0),
                 headroom=conf.get("ALLOWANCE_HEADROOM", 20),
-                ticket_seconds=conf.get("RATE_LIMIT_SLOT_LEASE_SECONDS", 120.0),
+                # A request held its allowance's slot as long as it would hold its own.
+                ticket_seconds=slot_lease_seconds,
             ),
         )
 
@@ -453,13 +455,14 @@ class Engine:
             raise  # the refusal handed back what it held
         except BaseException:
             # Taken from the allowances in memory and never settled otherwise (an error or a
-            # cancellation before the request was served): hand it back now.
-            lease = admitted.lease if admitted is not None else None
-            if lease is not None and lease.settle_locally and not lease.settle_locally(0):
-                await asyncio.shield(self.breakers.evalsha(*lease.settle_args(0)))
+            # cancellation before the request was served): hand it back now, as `_serve`
+            # hands back what a failed request holds.
+            if run.admission.lease is None and admitted is not None:
+                run.admission = admitted
             if reserved is not None:
-                await asyncio.shield(self.breakers.evalsha(*reserved.settle_args(Decimal(0))))
-            run.admission, run.early_reservation = Admission(), None
+                run.reservations.append(reserved)
+            run.early_reservation = None
+            await asyncio.shield(self._release(run))
             raise
 
     async def _admit_rest(
@@ -509,8 +512,10 @@ class Engine:
         elif early is not None:
             run.early_reservation = (early[0], int(run.admission.also))
 
-    async def _rank(self, run: Run, planned: selection.Plan, reply: Any) -> None:
-        run.resolution, ranking = await selection.finish(self, planned, reply, run.request)
+    async def _rank(
+        self, run: Run, planned: selection.Plan, snapshot: live.Snapshot | None
+    ) -> None:
+        run.resolution, ranking = await selection.finish(self, planned, snapshot, run.request)
         run.decision["ranking"] = ranking
         degraded = ranking.get("budget", {}).get("degraded_by")
         if degraded:  # the usage record says which budget sent the cheapest first

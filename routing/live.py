@@ -6,8 +6,8 @@
   A success's latency is its attempt's (a stream's, to its first payload);
   failures the provider is to blame for raise the error rate and leave the
   latency alone. The breaker's record script writes it (`Breakers.queue_record`
-  with ``live``), in the pipeline of the usage entry (`Engine._commit`) or of
-  the failure, so it costs no extra round trip and no script call of its own. A deployment
+  with ``with_live``), in the pipeline of the usage entry (`Engine._commit`) or
+  of the failure, so it costs no extra round trip and no script call of its own. A deployment
   without traffic for ``STALE_SECONDS`` forgets its numbers (the hash expires).
 - In flight: the concurrency slots of `routing.limits` (a sorted set of leases
   per deployment and credential, scored by expiry), which the engine takes

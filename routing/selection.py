@@ -261,16 +261,11 @@ def plan(table: Any, resolution: Resolution, key_name: str, started_at: datetime
 
 
 async def finish(
-    engine: Any, planned: Plan, reply: Any, request: ChatRequest
+    engine: Any, planned: Plan, snapshot: live.Snapshot | None, request: ChatRequest
 ) -> tuple[Resolution, dict[str, Any]]:
-    """Rank with the live read's ``reply`` (None when the plan has no read; a Snapshot
-    when it was parsed already, `Readings`) and the breakers (cached for a moment, read
-    in one)."""
+    """Rank with the live numbers (None when the plan has no read) and the breakers
+    (cached for a moment, read in one)."""
     chain = planned.resolution.chain
-    if reply is None or isinstance(reply, live.Snapshot):
-        snapshot = reply
-    else:
-        snapshot = live.parse(reply, chain, planned.budgets)
     readings = await engine.breakers.read([d.id for d in chain])
     ordered, explanation = rank(
         chain,
@@ -284,12 +279,13 @@ async def finish(
     return Resolution(planned.resolution.route, ordered), explanation
 
 
-async def read(engine: Any, planned: Plan) -> Any:
-    """The live read's reply, in a round trip of its own (None when the plan has none).
-    A keyed request sends ``planned.read_args`` with its admission instead."""
+async def read(engine: Any, planned: Plan) -> live.Snapshot | None:
+    """The live numbers, in a round trip of its own (None when the plan has none). A keyed
+    request sends ``planned.read_args`` with its admission instead (`Readings.put`)."""
     if planned.read_args is None:
         return None
-    return await engine.breakers.evalsha(*planned.read_args)
+    reply = await engine.breakers.evalsha(*planned.read_args)
+    return live.parse(reply, planned.resolution.chain, planned.budgets)
 
 
 # A reading older than this is never served: read again, in the request's own round trip.
