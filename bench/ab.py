@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import runpy
 import statistics
 import subprocess
 import sys
@@ -24,6 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as bench
+
+
+def variant_command(directory: Path, port: int) -> list[str]:
+    """How the variant's own code starts a gateway (its project/serving.py): the server
+    options are part of what an A/B compares."""
+    serving = runpy.run_path(str(directory / "project" / "serving.py"))
+    return serving["uvicorn_command"](str(bench.PY), port)
 
 
 def main() -> int:
@@ -92,7 +100,7 @@ def main() -> int:
             gateway_port = bench.free_port()
             log = (run_dir / "logs" / f"{name}.log").open("wb")
             proc = subprocess.Popen(
-                bench.uvicorn_command(str(bench.PY), gateway_port),
+                variant_command(Path(directory), gateway_port),
                 cwd=directory,
                 env=env,
                 stdout=log,
@@ -129,7 +137,8 @@ def main() -> int:
                     (c1["p50"], c16["rps"], c16["cpu_ms"] or 0.0, ttft["p50"])
                 )
             load = Path("/proc/loadavg").read_text().split()[0]
-            print(f"round {r + 1} done, load average {load}", flush=True)
+            c1s = "  ".join(f"{t.name} {results[t.name][-1][0]:.3f}" for t in targets)
+            print(f"round {r + 1} done, load average {load}; c1 p50 ms: {c1s}", flush=True)
         direct = results["direct"]
         for name, _ in variants:
             rows = results[name]

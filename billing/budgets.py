@@ -66,6 +66,11 @@ class BudgetInfo:
     def key(self, now: datetime) -> str:
         return KEY.format(id=self.id, period=self.period_key(now))
 
+    @functools.cached_property
+    def limit_units(self) -> int:
+        """The amount in the units Redis counts in (asked on every request: kept)."""
+        return to_units(self.amount_usd)
+
     def applies_to(self, key_name: str, route: str, provider: str | None = None) -> bool:
         if self.scope == "global":
             return True
@@ -255,6 +260,31 @@ class Reservation:
     budgets: tuple[BudgetInfo, ...]
     ttl_seconds: int
 
+    @classmethod
+    def of(cls, budgets: list[BudgetInfo], request_id: str, now: datetime) -> Reservation:
+        """A reservation on ``budgets``, not taken yet (`reserve_args` takes it)."""
+        # Keys outlive their period by a month, for reports and reconciliation.
+        ttl = int((max(b.period_end(now) for b in budgets) - now).total_seconds()) + 31 * 86400
+        return cls(request_id, tuple(b.key(now) for b in budgets), tuple(budgets), ttl)
+
+    def reserve_args(self, amount: Decimal, now: datetime) -> list[Any]:
+        """The EVALSHA arguments that reserve ``amount`` on every budget, or refuse."""
+        units = to_units(amount)
+        per_budget: list[Any] = []
+        for budget in self.budgets:
+            per_budget += [budget.limit_units if budget.hard else -1, units]
+        stamp = now.timestamp()
+        return [
+            RESERVE_SHA,
+            len(self.keys),
+            *self.keys,
+            self.request_id,
+            stamp,
+            stamp + LEASE_SECONDS,
+            self.ttl_seconds,
+            *per_budget,
+        ]
+
     def settle_args(self, actual: Decimal) -> list[Any]:
         units = to_units(actual)
         return [SETTLE_SHA, len(self.keys), *self.keys, self.request_id, units, self.ttl_seconds]
@@ -284,26 +314,8 @@ def reserve_args(
     budgets: list[BudgetInfo], request_id: str, amount: Decimal, now: datetime
 ) -> tuple[Reservation, list[Any]]:
     """The reservation and the EVALSHA arguments that take it."""
-    keys = tuple(b.key(now) for b in budgets)
-    units = to_units(amount)
-    per_budget: list[Any] = []
-    for budget in budgets:
-        per_budget += [to_units(budget.amount_usd) if budget.hard else -1, units]
-    stamp = now.timestamp()
-    # Keys outlive their period by a month, for reports and reconciliation.
-    ttl = int((max(b.period_end(now) for b in budgets) - now).total_seconds()) + 31 * 86400
-    reservation = Reservation(request_id, keys, tuple(budgets), ttl)
-    args = [
-        RESERVE_SHA,
-        len(keys),
-        *keys,
-        request_id,
-        stamp,
-        stamp + LEASE_SECONDS,
-        ttl,
-        *per_budget,
-    ]
-    return reservation, args
+    reservation = Reservation.of(budgets, request_id, now)
+    return reservation, reservation.reserve_args(amount, now)
 
 
 def current_spend(redis: Any, budget: BudgetInfo, now: datetime) -> tuple[Decimal, Decimal]:

@@ -286,7 +286,7 @@ class Allowances:
             if not budget.hard:
                 found.append(None)
                 continue
-            limit = to_units(budget.amount_usd)
+            limit = budget.limit_units
             if limit < self.settings.headroom * self.settings.min_requests * max(1, units):
                 return None  # too small a budget to hold a slice of: reserve exactly
             allowance = self._budgets.get((key, limit))

@@ -19,7 +19,7 @@ import atexit
 import hashlib
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
 import orjson
@@ -114,9 +114,15 @@ class EnhancedHybridAIClient:
         finally:
             await answer.aclose()
 
-    async def run(self, request: ChatRequest, caller: Caller | None = None) -> Answer:
+    async def run(
+        self,
+        request: ChatRequest,
+        caller: Caller | None = None,
+        deliver: Callable[[Answer], Awaitable[None]] | None = None,
+    ) -> Answer:
+        """The engine's answer to ``request``; ``deliver`` hands it on first (`Engine.complete`)."""
         engine = current_engine()
-        return await engine.complete(request, caller or await self._caller())
+        return await engine.complete(request, caller or await self._caller(), deliver)
 
     async def open_stream(self, request: ChatRequest, caller: Caller | None = None) -> StreamAnswer:
         engine = current_engine()

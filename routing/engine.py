@@ -28,6 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+from django.conf import settings as django_settings
 from django.utils import timezone
 
 from billing import samples
@@ -102,9 +103,7 @@ class EngineSettings:
 
     @classmethod
     def from_settings(cls) -> EngineSettings:
-        from django.conf import settings
-
-        conf = settings.SWITCHBOARD
+        conf = django_settings.SWITCHBOARD
         slot_lease_seconds = conf.get("RATE_LIMIT_SLOT_LEASE_SECONDS", 120.0)
         return cls(
             deadline_seconds=conf["REQUEST_DEADLINE_SECONDS"],
@@ -174,9 +173,11 @@ class Run:
     started: float
     deadline: float
     context: context.RoutingContext = field(default_factory=context.RoutingContext)
-    context_read: bool = True  # False until `Engine._read_context` has read the text
+    context_read: bool = True  # False until `Engine._write_down` has read the text
     # Why the candidates are in this order (context, rule, ranking): on the usage record.
     decision: dict[str, Any] = field(default_factory=dict)
+    # The ranking, until `Engine._write_down` puts its explanation in `decision`.
+    ranked: selection.Ranked | None = None
     # The rollout arm and experiment arm the request landed in (routing.assignment).
     arms: assignment.Choice | None = None
     attempts: list[Attempt] = field(default_factory=list)
@@ -326,9 +327,7 @@ class Engine:
     @property
     def settings(self) -> EngineSettings:
         """The tunables, re-read when Django's SWITCHBOARD setting is replaced."""
-        from django.conf import settings
-
-        source = settings.SWITCHBOARD
+        source = django_settings.SWITCHBOARD
         if source is not self._settings_source:
             self._settings = EngineSettings.from_settings()
             self._settings_source = source
@@ -394,7 +393,7 @@ class Engine:
         table = await self.table()
         # perf (issue 9): what the text shows (speakers, meeting type, language: about a
         # tenth of a millisecond) is read while the provider works, unless a routing rule
-        # (or the preview, which shows it) needs it first. `_read_context` fills it in.
+        # (or the preview, which shows it) needs it first. `_write_down` fills it in.
         read_now = bool(table.rules) or preview
         found = context.build(request, caller.key, read_text=read_now)
         resolution, ruled = self._ruled(table, request, caller, found)
@@ -448,7 +447,7 @@ class Engine:
         admitted = self.allowances.admit_key(key, run.caller.request_id, run.estimated_tokens)
         reserved = None
         if early is not None:
-            reserved = self.allowances.reserve(early[0], early[2])
+            reserved = self.allowances.reserve(*early)
         try:
             await self._admit_rest(run, key, planned, early, admitted, reserved)
         except RateLimited:
@@ -470,7 +469,7 @@ class Engine:
         run: Run,
         key: KeyInfo,
         planned: selection.Plan,
-        early: tuple[Reservation, list[Any], Decimal] | None,
+        early: tuple[Reservation, Decimal] | None,
         admitted: Admission | None,
         reserved: Reservation | None,
     ) -> None:
@@ -492,9 +491,12 @@ class Engine:
                 also=(
                     None
                     if early is None or reserved is not None
-                    else (early[1], early[0].settle_args(Decimal(0)))
+                    else (
+                        early[0].reserve_args(early[1], run.started_at),
+                        early[0].settle_args(Decimal(0)),
+                    )
                 ),
-                before=planned.read_args,
+                before=planned.read_args() if planned.reads_live else None,
                 admitted=admitted,
             )
         except RateLimited as refused:
@@ -515,9 +517,8 @@ class Engine:
     async def _rank(
         self, run: Run, planned: selection.Plan, snapshot: live.Snapshot | None
     ) -> None:
-        run.resolution, ranking = await selection.finish(self, planned, snapshot, run.request)
-        run.decision["ranking"] = ranking
-        degraded = ranking.get("budget", {}).get("degraded_by")
+        run.resolution, run.ranked = await selection.finish(self, planned, snapshot, run.request)
+        degraded = run.ranked.snapshot.degraded_by
         if degraded:  # the usage record says which budget sent the cheapest first
             run.request.metadata.setdefault("degraded_by", degraded)
 
@@ -568,6 +569,7 @@ class Engine:
         nothing is reserved, admitted or sent."""
         run = await self._start(request, caller, preview=True)
         await self._deprioritise(run)
+        self._write_down(run)
         return run
 
     async def _serve[T](
@@ -804,9 +806,10 @@ class Engine:
                 usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
             )
 
-    def _budget_reservation(self, run: Run) -> tuple[Reservation, list[Any], Decimal] | None:
-        """The reservation of the worst-case cost on every budget that applies, the
-        EVALSHA arguments that take it, and that cost; None when no budget applies."""
+    def _budget_reservation(self, run: Run) -> tuple[Reservation, Decimal] | None:
+        """The reservation of the worst-case cost on every budget that applies (not taken
+        yet: from an allowance, or by its `reserve_args`), and that cost; None when no
+        budget applies."""
         budgets = [
             b
             for b in run.table.budgets
@@ -815,7 +818,7 @@ class Engine:
         if not budgets:
             return None
         worst = worst_case_cost(run.request, run.resolution.chain)
-        return (*reserve_args(budgets, run.caller.request_id, worst, run.started_at), worst)
+        return Reservation.of(budgets, run.caller.request_id, run.started_at), worst
 
     async def _reserve(self, run: Run) -> None:
         """Reserve the worst-case cost on every budget that applies, or refuse with 429."""
@@ -826,10 +829,11 @@ class Engine:
             planned = self._budget_reservation(run)
             if planned is None:
                 return
-            exact, args, worst = planned
+            exact, worst = planned
             reservation = self.allowances.reserve(exact, worst) or exact
             refused = 0
             if reservation is exact:
+                args = exact.reserve_args(worst, run.started_at)
                 refused = int(await self.breakers.evalsha(*args))
         budgets = list(reservation.budgets)
         now = run.started_at
@@ -936,7 +940,18 @@ class Engine:
 
     # -- non-stream ---------------------------------------------------------------
 
-    async def complete(self, request: ChatRequest, caller: Caller) -> Answer:
+    async def complete(
+        self,
+        request: ChatRequest,
+        caller: Caller,
+        deliver: Callable[[Answer], Awaitable[None]] | None = None,
+    ) -> Answer:
+        """Answer ``request``. ``deliver``, if given, hands the answer to its client as soon
+        as the usage entry is written (and the answer queued for the judge, if sampled);
+        the metrics, which no client waits for, count it after that (perf, issue 9: about
+        30 µs per answer). uvicorn's send does not yield to the event loop unless the
+        client's socket is full, so a scrape that follows the answer finds it counted."""
+
         async def call(deployment: DeploymentInfo, adapter: Adapter, target: Target) -> Completion:
             upstream = adapter.chat_request(target, request)
             response = await self.http.post(upstream, timeouts(deployment), self._meanwhile(run))
@@ -954,7 +969,7 @@ class Engine:
         if shared is not None:
             stored, hit = shared
             await self._answer_shared(run, stored, hit)
-            return Answer(
+            answer = Answer(
                 caller.request_id,
                 run.resolution.route,
                 stored.provider,
@@ -965,6 +980,9 @@ class Engine:
                 cache="hit" if hit else "miss",
                 extra_headers=shared_headers(run, hit),
             )
+            if deliver is not None:
+                await deliver(answer)
+            return answer
         run, deployment, completion = await self._serve(run, call)
         usage = completion.usage
         try:
@@ -987,6 +1005,7 @@ class Engine:
             entry,
             deployment,
             "ok",
+            observe=False,
             started_at=run.answered_call_started,
             reservations=run.reservations,
             sample=self._sample(run, entry, completion.text),
@@ -1008,7 +1027,7 @@ class Engine:
             ),
         )
         await maybe_judge(entry, request, completion.text)
-        return Answer(
+        answer = Answer(
             caller.request_id,
             run.resolution.route,
             deployment.provider,
@@ -1018,6 +1037,12 @@ class Engine:
             cost,
             extra_headers=run.admission.headers(),
         )
+        try:
+            if deliver is not None:
+                await deliver(answer)
+        finally:
+            metrics.observe(entry)  # the entry is written: count it, delivered or not
+        return answer
 
     # -- stream ------------------------------------------------------------------
 
@@ -1232,13 +1257,20 @@ class Engine:
             await self.breakers.run(build)
 
     def _meanwhile(self, run: Run) -> Callable[[], None] | None:
-        """What to do while the provider works: read the context, if not read yet."""
-        return None if run.context_read else lambda: self._read_context(run)
+        """What to do while the provider works: write down what the usage record still
+        lacks (`_write_down`), if anything."""
+        if run.context_read and run.ranked is None:
+            return None
+        return lambda: self._write_down(run)
 
-    def _read_context(self, run: Run) -> None:
-        """Fill the request's context with what its text shows, once. Called while the
+    def _write_down(self, run: Run) -> None:
+        """Complete the request's decision for its usage record, once: the context its
+        text shows, and why the candidates were ranked as they were. Called while the
         provider works on the first attempt (`UpstreamClient.post`'s ``meanwhile``), or
-        by the first usage entry, whichever comes first."""
+        by the first usage entry, whichever comes first (perf, issue 9)."""
+        if run.ranked is not None:
+            run.decision["ranking"] = run.ranked.explain()
+            run.ranked = None
         if run.context_read:
             return
         run.context_read = True
@@ -1249,7 +1281,7 @@ class Engine:
         run.decision["context"] = run.context.as_dict()
 
     def _entry(self, run: Run) -> UsageEntry:
-        self._read_context(run)
+        self._write_down(run)
         caller, request = run.caller, run.request
         return UsageEntry(
             request_id=caller.request_id,
@@ -1294,9 +1326,11 @@ class Engine:
         reservations: Sequence[Reservation] = (),
         sample: samples.SampleEntry | None = None,
         commands: Sequence[list[Any]] = (),
+        observe: bool = True,
     ) -> None:
         """Write the usage entry, the breaker's record, the budget settlement, the
-        content sample and `commands` (from `_settlement`), if any, in one trip."""
+        content sample and `commands` (from `_settlement`), if any, in one trip; then
+        count the entry in the metrics, unless the caller will (``observe=False``)."""
         raw = entry.encode()
         sampled = sample.encode() if sample is not None else None
 
@@ -1330,7 +1364,8 @@ class Engine:
                 pipe.execute_command("EVALSHA", *args)
 
         await self.breakers.run(build)
-        metrics.observe(entry)  # after the write, so the counters equal the ledger
+        if observe:
+            metrics.observe(entry)  # after the write, so the counters equal the ledger
 
     async def _give_up(self, run: Run) -> ApiError:
         attempts, failures = run.attempts, run.failures

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,7 +21,7 @@ from project.errors import ApiError
 from project.logs import bind_request_id
 from routing import context
 from routing.client import EnhancedHybridAIClient, close_engine, current_engine
-from routing.engine import Caller
+from routing.engine import Answer, Caller
 from routing.schema import (
     CONTEXT_HEADER_PREFIX,
     ChatRequest,
@@ -103,18 +104,7 @@ class GatewayApp:
         self, request: ChatRequest, caller: Caller, receive: Receive, send: Send
     ) -> None:
         if not request.stream:
-            answer = await self.client.run(request, caller)
-            body = answer.completion.body
-            # A Content-Length, not chunked framing: the client reads one plain body.
-            length = (b"content-length", b"%d" % len(body))
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [JSON, length, *encode_headers(answer.headers())],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            await self.client.run(request, caller, functools.partial(send_answer, send))
             return
         stream = await self.client.open_stream(request, caller)
         headers = [SSE, (b"cache-control", b"no-cache"), *encode_headers(stream.headers())]
@@ -154,6 +144,15 @@ class GatewayApp:
                 await close_engine()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def send_answer(send: Send, answer: Answer) -> None:
+    body = answer.completion.body
+    # A Content-Length, not chunked framing: the client reads one plain body.
+    length = (b"content-length", b"%d" % len(body))
+    headers = [JSON, length, *encode_headers(answer.headers())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def wait_for_disconnect(receive: Receive) -> None:

@@ -98,11 +98,25 @@ def rank(
     now: float | None = None,
 ) -> tuple[tuple[DeploymentInfo, ...], dict[str, Any]]:
     """The chain in the order to try it, and why."""
+    ranked = order(chain, policy, snapshot, readings, request, cooldown_seconds, now)
+    return ranked.chain, ranked.explain()
+
+
+def order(
+    chain: tuple[DeploymentInfo, ...],
+    policy: RoutePolicy,
+    snapshot: live.Snapshot,
+    readings: dict[int, Reading],
+    request: ChatRequest,
+    cooldown_seconds: float,
+    now: float | None = None,
+) -> Ranked:
+    """The chain in the order to try it; `Ranked.explain` says why, when asked."""
     now = time.time() if now is None else now
     strategy = policy.strategy if policy.strategy in STRATEGIES else "ordered"
     candidates = []
     for position, deployment in enumerate(chain):
-        numbers = snapshot.deployments.get(deployment.id, live.Live())
+        numbers = snapshot.deployments.get(deployment.id, NOT_MEASURED)
         reading = readings.get(deployment.id)
         candidate = Candidate(deployment, position, numbers, estimated_cost(request, deployment))
         candidate.breaker_open = (
@@ -118,9 +132,9 @@ def rank(
             and numbers.quality < policy.quality_floor
         )
         candidates.append(candidate)
+    by_price = bool(snapshot.degraded_by) or snapshot.budget_pressure >= PRESSURE_CHEAPEST
     known = [c.live.latency_ms for c in candidates if c.live.latency_ms is not None]
     neutral_latency = statistics.median(known) if known else 0.0
-    by_price = bool(snapshot.degraded_by) or snapshot.budget_pressure >= PRESSURE_CHEAPEST
     _score(candidates, strategy, neutral_latency, snapshot.budget_pressure)
 
     def primary(c: Candidate) -> tuple[Any, ...]:
@@ -138,35 +152,62 @@ def rank(
         candidates,
         key=lambda c: (c.breaker_open, c.at_cap, c.below_floor, *primary(c), c.position),
     )
-    entries = []
-    for rank_, candidate in enumerate(ordered, start=1):
-        entries.append(
-            {
-                "rank": rank_,
-                "deployment": candidate.deployment.label,
-                "deployment_id": candidate.deployment.id,
-                "chain_position": candidate.position + 1,
-                "estimated_cost_usd": f"{candidate.cost:f}",
-                "live": candidate.live.as_dict(),
-                "score": round(candidate.score, 4) if strategy == "balanced" else None,
-                "parts": candidate.parts if strategy == "balanced" else None,
-                "reason": _reason(candidate, strategy, policy, snapshot, by_price),
-            }
-        )
-    explanation: dict[str, Any] = {
-        "strategy": strategy,
-        "quality_floor": policy.quality_floor,
-        "candidates": entries,
-    }
-    if snapshot.pressing_budget or snapshot.degraded_by:
-        explanation["budget"] = {
-            "label": snapshot.pressing_budget,
-            "spent_share": round(snapshot.budget_pressure, 3),
-            "cheapest_first": by_price,
+    return Ranked(ordered, strategy, policy, snapshot, by_price)
+
+
+NOT_MEASURED = live.Live()
+
+
+@dataclass
+class Ranked:
+    """A chain in the order to try it, and what decided it. The explanation is built
+    apart (`explain`): the engine writes it down while the provider works (perf)."""
+
+    candidates: list[Candidate]
+    strategy: str
+    policy: RoutePolicy
+    snapshot: live.Snapshot
+    by_price: bool
+    live_read: bool | None = None  # whether the live numbers were read (`finish`)
+
+    @property
+    def chain(self) -> tuple[DeploymentInfo, ...]:
+        return tuple(c.deployment for c in self.candidates)
+
+    def explain(self) -> dict[str, Any]:
+        """Why each candidate has its place: the usage record's ``decision["ranking"]``."""
+        strategy, snapshot = self.strategy, self.snapshot
+        entries = []
+        for rank_, candidate in enumerate(self.candidates, start=1):
+            entries.append(
+                {
+                    "rank": rank_,
+                    "deployment": candidate.deployment.label,
+                    "deployment_id": candidate.deployment.id,
+                    "chain_position": candidate.position + 1,
+                    "estimated_cost_usd": f"{candidate.cost:f}",
+                    "live": candidate.live.as_dict(),
+                    "score": round(candidate.score, 4) if strategy == "balanced" else None,
+                    "parts": candidate.parts if strategy == "balanced" else None,
+                    "reason": _reason(candidate, strategy, self.policy, snapshot, self.by_price),
+                }
+            )
+        explanation: dict[str, Any] = {
+            "strategy": strategy,
+            "quality_floor": self.policy.quality_floor,
+            "candidates": entries,
         }
-        if snapshot.degraded_by:
-            explanation["budget"]["degraded_by"] = snapshot.degraded_by
-    return tuple(c.deployment for c in ordered), explanation
+        if snapshot.pressing_budget or snapshot.degraded_by:
+            explanation["budget"] = {
+                "label": snapshot.pressing_budget,
+                "spent_share": round(snapshot.budget_pressure, 3),
+                "cheapest_first": self.by_price,
+            }
+            if snapshot.degraded_by:
+                explanation["budget"]["degraded_by"] = snapshot.degraded_by
+        if self.live_read is not None:
+            explanation["live_read"] = self.live_read
+        return explanation
 
 
 def _score(
@@ -232,13 +273,23 @@ def _reason(
 
 @dataclass(frozen=True)
 class Plan:
-    """What ranking a request needs: its route's policy, and the live read's arguments
-    (None when the order does not depend on live numbers)."""
+    """What ranking a request needs: its route's policy, and whether the order depends on
+    live numbers (then `read_args` reads them)."""
 
     resolution: Resolution
     policy: RoutePolicy
     budgets: list[tuple[str, Decimal, str, int | None]]
-    read_args: list[Any] | None
+    reads_live: bool
+
+    def read_args(self) -> list[Any]:
+        """The live read's EVALSHA arguments, as of now. Built only when a request reads
+        (perf: most are ranked from `Readings`)."""
+        return live.read_args(self.resolution.chain, self.budgets)
+
+    @property
+    def read_key(self) -> tuple[Any, ...]:
+        """What the read touches: the chain's deployments and the budgets' periods."""
+        return (tuple(d.id for d in self.resolution.chain), *(b[0] for b in self.budgets))
 
 
 def plan(table: Any, resolution: Resolution, key_name: str, started_at: datetime) -> Plan:
@@ -248,43 +299,45 @@ def plan(table: Any, resolution: Resolution, key_name: str, started_at: datetime
         for b in table.budgets
         if b.applies_to(key_name, resolution.route)
     ]
-    needs_live = (
+    # An ordered route without a floor, caps or budgets ranks the same without them:
+    # no Redis read.
+    reads_live = bool(
         policy.strategy != "ordered"
         or policy.quality_floor is not None
         or budgets
         or any(d.max_concurrency for d in resolution.chain)
     )
-    # An ordered route without a floor, caps or budgets ranks the same without them:
-    # no Redis read.
-    read_args = live.read_args(resolution.chain, budgets) if needs_live else None
-    return Plan(resolution, policy, budgets, read_args)
+    return Plan(resolution, policy, budgets, reads_live)
 
 
 async def finish(
     engine: Any, planned: Plan, snapshot: live.Snapshot | None, request: ChatRequest
-) -> tuple[Resolution, dict[str, Any]]:
+) -> tuple[Resolution, Ranked]:
     """Rank with the live numbers (None when the plan has no read) and the breakers
     (cached for a moment, read in one)."""
     chain = planned.resolution.chain
     readings = await engine.breakers.read([d.id for d in chain])
-    ordered, explanation = rank(
+    ranked = order(
         chain,
         planned.policy,
-        snapshot or live.Snapshot({}),
+        snapshot or NO_NUMBERS,
         readings,
         request,
         engine.breakers.policy.cooldown_seconds,
     )
-    explanation["live_read"] = snapshot is not None
-    return Resolution(planned.resolution.route, ordered), explanation
+    ranked.live_read = snapshot is not None
+    return Resolution(planned.resolution.route, ranked.chain), ranked
+
+
+NO_NUMBERS = live.Snapshot({})
 
 
 async def read(engine: Any, planned: Plan) -> live.Snapshot | None:
     """The live numbers, in a round trip of its own (None when the plan has none). A keyed
-    request sends ``planned.read_args`` with its admission instead (`Readings.put`)."""
-    if planned.read_args is None:
+    request sends ``planned.read_args()`` with its admission instead (`Readings.put`)."""
+    if not planned.reads_live:
         return None
-    reply = await engine.breakers.evalsha(*planned.read_args)
+    reply = await engine.breakers.evalsha(*planned.read_args())
     return live.parse(reply, planned.resolution.chain, planned.budgets)
 
 
@@ -310,13 +363,13 @@ class Readings:
         self._tasks: set[asyncio.Task[None]] = set()  # refreshes under way, kept alive
 
     async def get(self, planned: Plan) -> live.Snapshot | None:
-        if planned.read_args is None:
+        if not planned.reads_live:
             return None
-        key = _read_key(planned.read_args)
+        key = planned.read_key
         found = self._replies.get(key)
         age = time.monotonic() - found[0] if found is not None else math.inf
         if age > STALE_LIMIT or any(d.max_concurrency for d in planned.resolution.chain):
-            return self._keep(key, planned, await self.evalsha(*planned.read_args))
+            return self._keep(key, planned, await self.evalsha(*planned.read_args()))
         if age > self.seconds and key not in self._reading:
             self._reading.add(key)
             task = asyncio.get_running_loop().create_task(self._refresh(key, planned))
@@ -327,9 +380,9 @@ class Readings:
 
     def put(self, planned: Plan, reply: Any) -> live.Snapshot | None:
         """A reply read with an exact admission, parsed: fresh, for the requests after it."""
-        if planned.read_args is None or reply is None:
+        if not planned.reads_live or reply is None:
             return None
-        return self._keep(_read_key(planned.read_args), planned, reply)
+        return self._keep(planned.read_key, planned, reply)
 
     def _keep(self, key: tuple[Any, ...], planned: Plan, reply: Any) -> live.Snapshot:
         snapshot = live.parse(reply, planned.resolution.chain, planned.budgets)
@@ -338,8 +391,7 @@ class Readings:
 
     async def _refresh(self, key: tuple[Any, ...], planned: Plan) -> None:
         try:
-            args = live.read_args(planned.resolution.chain, planned.budgets)
-            self._keep(key, planned, await self.evalsha(*args))
+            self._keep(key, planned, await self.evalsha(*planned.read_args()))
         except Exception:  # the stale reply serves until the next try
             log.warning("could not refresh the live numbers", exc_info=True)
         finally:
@@ -347,8 +399,3 @@ class Readings:
 
     def forget(self) -> None:
         self._replies, self._reading = {}, set()
-
-
-def _read_key(args: list[Any]) -> tuple[Any, ...]:
-    """The keys a read touches name it (the arguments after them hold the time)."""
-    return tuple(args[2 : 2 + int(args[1])])
