@@ -35,6 +35,7 @@ to the usage record (``decision["ranking"]``) and the route preview.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import statistics
@@ -80,12 +81,18 @@ class Candidate:
     deployment: DeploymentInfo
     position: int
     live: live.Live
-    cost: Decimal
+    request: ChatRequest
     breaker_open: bool = False
     at_cap: bool = False
     below_floor: bool = False
     score: float = 0.0
     parts: dict[str, float] | None = None
+
+    @functools.cached_property
+    def cost(self) -> Decimal:
+        """The request's estimated cost here. Worked out when asked (the cheapest and
+        balanced strategies, the explanation): an ordered route's order needs none."""
+        return estimated_cost(self.request, self.deployment)
 
 
 def rank(
@@ -118,7 +125,7 @@ def order(
     for position, deployment in enumerate(chain):
         numbers = snapshot.deployments.get(deployment.id, NOT_MEASURED)
         reading = readings.get(deployment.id)
-        candidate = Candidate(deployment, position, numbers, estimated_cost(request, deployment))
+        candidate = Candidate(deployment, position, numbers, request)
         candidate.breaker_open = (
             reading is not None
             and reading.state is State.OPEN

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import urllib.error
 import urllib.request
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -14,8 +16,13 @@ import pytest
 from django.test import Client, override_settings
 from prometheus_client.parser import text_string_to_metric_families
 
+from billing.ledger import LEDGER_KEY
 from billing.models import Budget, UsageRecord
+from routing import metrics
+from routing.client import EnhancedHybridAIClient, close_engine
+from routing.engine import Answer
 from routing.models import ClientKey
+from routing.schema import validate_chat_body
 from tests.factories import drain_ledger, make_client_key
 from tests.servers import SimulatorHandle
 
@@ -151,6 +158,52 @@ def test_after_a_fault_scenario_the_scraped_counters_match_the_ledger_exactly(
     durations = delta(after, before, "switchboard_request_duration_seconds_count", "route")
     assert sum(durations.values()) == UsageRecord.objects.count()
     assert sum(delta(after, before, "switchboard_time_to_first_token_seconds_count").values()) == 1
+
+
+def answered_here(route: str, provider: str) -> float:
+    """This process's count of ``route``'s answers by ``provider`` (the in-process API's)."""
+    return float(metrics.REQUESTS.labels(route, provider, "gpt-4o-mini", "ok", "")._value.get())
+
+
+def answer_in_process(deliver: Callable[[Answer], Awaitable[None]]) -> None:
+    async def ask() -> None:
+        try:
+            request = validate_chat_body({"model": "summary", "messages": MESSAGES})
+            await EnhancedHybridAIClient().run(request, deliver=deliver)
+        finally:
+            await close_engine()
+
+    asyncio.run(ask())
+
+
+def test_a_whole_answer_is_handed_over_once_written_down_and_counted_after_that(
+    demo: SimulatorHandle, redis: Any
+) -> None:
+    before = answered_here("summary", "aimlapi")
+    seen: list[tuple[int, float]] = []
+
+    async def deliver(answer: Answer) -> None:
+        seen.append((redis.llen(LEDGER_KEY), answered_here("summary", "aimlapi")))
+
+    answer_in_process(deliver)
+
+    assert seen == [(1, before)], "in the ledger before the client has it; not counted yet"
+    assert answered_here("summary", "aimlapi") == before + 1
+
+
+def test_an_answer_whose_client_went_away_is_still_counted_as_the_ledger_has_it(
+    demo: SimulatorHandle, redis: Any
+) -> None:
+    before = answered_here("summary", "aimlapi")
+
+    async def deliver(answer: Answer) -> None:
+        raise ConnectionResetError("the client went away")
+
+    with pytest.raises(ConnectionResetError):
+        answer_in_process(deliver)
+
+    assert answered_here("summary", "aimlapi") == before + 1
+    assert drain_ledger() == 1
 
 
 def test_shared_state_is_read_at_scrape_time(
