@@ -212,6 +212,14 @@ class Breakers:
             self._cache[deployment_id] = (now, reading)
         return readings
 
+    def known_closed(self, deployment_id: int) -> bool:
+        """Whether this process's latest reading of the breaker (`read`, before the call)
+        found it closed. A success then only adds to its counts and to the live numbers,
+        so its record may wait a moment: if another process opened the breaker since,
+        the success of a call that started before that does not close it (`RECORD`)."""
+        hit = self._cache.get(deployment_id)
+        return hit is not None and hit[1] is CLOSED
+
     async def acquire_trial(self, deployment_id: int) -> bool:
         self._cache.pop(deployment_id, None)
         result = await self.evalsha(

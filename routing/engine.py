@@ -16,6 +16,7 @@ seen so far is still recorded.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -1001,11 +1002,15 @@ class Engine:
             run.table.quality,
             run.table.latency_target(run.resolution.route),
         )
+        # perf (issue 9): a success on a breaker known to be closed only adds to its counts
+        # and to the live numbers; it is recorded once the answer is delivered.
+        later = self.breakers.known_closed(deployment.id)
         await self._commit(
             entry,
             deployment,
             "ok",
             observe=False,
+            record=not later,
             started_at=run.answered_call_started,
             reservations=run.reservations,
             sample=self._sample(run, entry, completion.text),
@@ -1042,6 +1047,9 @@ class Engine:
                 await deliver(answer)
         finally:
             metrics.observe(entry)  # the entry is written: count it, delivered or not
+            if later:
+                record = functools.partial(self._record_success, entry, deployment, run)
+                await asyncio.shield(self.breakers.run(record))
         return answer
 
     # -- stream ------------------------------------------------------------------
@@ -1327,10 +1335,12 @@ class Engine:
         sample: samples.SampleEntry | None = None,
         commands: Sequence[list[Any]] = (),
         observe: bool = True,
+        record: bool = True,
     ) -> None:
         """Write the usage entry, the breaker's record, the budget settlement, the
         content sample and `commands` (from `_settlement`), if any, in one trip; then
-        count the entry in the metrics, unless the caller will (``observe=False``)."""
+        count the entry in the metrics. ``observe=False``, ``record=False``: the caller
+        counts it, and records the breaker's outcome, itself (`complete`)."""
         raw = entry.encode()
         sampled = sample.encode() if sample is not None else None
 
@@ -1350,7 +1360,7 @@ class Engine:
                 and self.stamps.fresh("credential", deployment.credential_id, now)
             ):
                 pipe.hset(CREDENTIAL_LAST_USED, deployment.credential_id, now)
-            if deployment is not None and outcome is not None:
+            if deployment is not None and outcome is not None and record:
                 answered = entry.attempts[-1] if entry.attempts else {}
                 latency = answered.get("latency_ms") if outcome == "ok" else None
                 self.breakers.queue_record(
@@ -1366,6 +1376,14 @@ class Engine:
         await self.breakers.run(build)
         if observe:
             metrics.observe(entry)  # after the write, so the counters equal the ledger
+
+    def _record_success(
+        self, entry: UsageEntry, deployment: DeploymentInfo, run: Run, pipe: Any
+    ) -> None:
+        latency = entry.attempts[-1].get("latency_ms") if entry.attempts else None
+        self.breakers.queue_record(
+            pipe, deployment.id, "ok", "", run.answered_call_started, True, latency
+        )
 
     async def _give_up(self, run: Run) -> ApiError:
         attempts, failures = run.attempts, run.failures

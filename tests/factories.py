@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from routing.actions import create_client_key, import_config
 from routing.config import parse
 from routing.management.commands.load_demo import DEMO_CONFIG
 from routing.models import Provider, ProviderCredential
+
+if TYPE_CHECKING:
+    from routing.engine import Answer
 
 
 def load_demo_config(simulator_url: str) -> None:
@@ -42,3 +47,24 @@ def drain_ledger() -> int:
     from billing.jobs import drain_ledger as drain
 
     return drain()
+
+
+def answer_in_process(
+    deliver: Callable[[Answer], Awaitable[None]],
+    times: int = 1,
+    body: dict[str, Any] | None = None,
+) -> None:
+    """Ask the in-process API ``times`` (the demo's "summary" route by default), handing
+    each answer to ``deliver`` as the HTTP gateway hands it to its client."""
+    from routing.client import EnhancedHybridAIClient, close_engine
+    from routing.schema import validate_chat_body
+
+    async def ask() -> None:
+        try:
+            for _ in range(times):
+                request = validate_chat_body(body or {"model": "summary", **chat()})
+                await EnhancedHybridAIClient().run(request, deliver=deliver)
+        finally:
+            await close_engine()
+
+    asyncio.run(ask())

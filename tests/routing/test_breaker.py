@@ -8,9 +8,13 @@ import openai
 import pytest
 from redis import Redis
 
+from billing.ledger import LEDGER_KEY
+from routing import live
 from routing.breaker import KEY, TRANSITIONS_KEY
+from routing.engine import Answer
 from routing.jobs import persist_breaker_transitions
 from routing.models import BreakerEvent, Deployment, Route
+from tests.factories import answer_in_process
 from tests.servers import SimulatorHandle
 
 MESSAGES = [{"role": "user", "content": "Summarise the call."}]
@@ -70,6 +74,42 @@ def test_after_the_cool_down_one_trial_call_closes_it_on_success(
         (e.from_state, e.to_state) for e in BreakerEvent.objects.order_by("created", "id")
     ]
     assert transitions == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+
+
+def test_a_success_on_a_closed_breaker_is_recorded_just_after_its_answer_is_delivered(
+    demo: SimulatorHandle, redis: Redis
+) -> None:
+    deployment = aimlapi_id()
+
+    def calls() -> int:
+        return int(redis.hget(live.KEY.format(deployment), "n") or 0)
+
+    seen: list[tuple[int, int]] = []
+
+    async def deliver(answer: Answer) -> None:
+        seen.append((redis.llen(LEDGER_KEY), calls()))
+
+    answer_in_process(deliver, times=2)
+
+    # Each answer is in the ledger when its client gets it; its call is counted just after.
+    assert seen == [(1, 0), (2, 1)]
+    assert calls() == 2
+    assert int(redis.hget(KEY.format(deployment), "win_total") or 0) == 2
+
+
+def test_a_trial_calls_success_closes_the_breaker_before_its_answer_is_delivered(
+    demo: SimulatorHandle, redis: Redis
+) -> None:
+    deployment = aimlapi_id()
+    redis.hset(KEY.format(deployment), mapping={"state": "open", "opened_at": time.time() - 31})
+    seen: list[tuple[str, str]] = []
+
+    async def deliver(answer: Answer) -> None:
+        seen.append((answer.provider, state(redis, deployment)))
+
+    answer_in_process(deliver)
+
+    assert seen == [("aimlapi", "closed")]
 
 
 def test_a_failed_trial_call_opens_it_again(

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import urllib.error
 import urllib.request
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -19,11 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from billing.ledger import LEDGER_KEY
 from billing.models import Budget, UsageRecord
 from routing import metrics
-from routing.client import EnhancedHybridAIClient, close_engine
 from routing.engine import Answer
 from routing.models import ClientKey
-from routing.schema import validate_chat_body
-from tests.factories import drain_ledger, make_client_key
+from tests.factories import answer_in_process, drain_ledger, make_client_key
 from tests.servers import SimulatorHandle
 
 MESSAGES = [{"role": "user", "content": "Summarise: we agreed to ship on Friday."}]
@@ -163,17 +159,6 @@ def test_after_a_fault_scenario_the_scraped_counters_match_the_ledger_exactly(
 def answered_here(route: str, provider: str) -> float:
     """This process's count of ``route``'s answers by ``provider`` (the in-process API's)."""
     return float(metrics.REQUESTS.labels(route, provider, "gpt-4o-mini", "ok", "")._value.get())
-
-
-def answer_in_process(deliver: Callable[[Answer], Awaitable[None]]) -> None:
-    async def ask() -> None:
-        try:
-            request = validate_chat_body({"model": "summary", "messages": MESSAGES})
-            await EnhancedHybridAIClient().run(request, deliver=deliver)
-        finally:
-            await close_engine()
-
-    asyncio.run(ask())
 
 
 def test_a_whole_answer_is_handed_over_once_written_down_and_counted_after_that(
