@@ -16,7 +16,6 @@ seen so far is still recorded.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
 import time
@@ -1003,8 +1002,9 @@ class Engine:
             run.table.latency_target(run.resolution.route),
         )
         # perf (issue 9): a success on a breaker known to be closed only adds to its counts
-        # and to the live numbers; it is recorded once the answer is delivered.
-        later = self.breakers.known_closed(deployment.id)
+        # and to the live numbers; it is recorded once the answer is delivered (with no one
+        # to deliver to, in the commit: one round trip rather than two).
+        later = deliver is not None and self.breakers.known_closed(deployment.id)
         await self._commit(
             entry,
             deployment,
@@ -1031,25 +1031,26 @@ class Engine:
                 else None,
             ),
         )
-        await maybe_judge(entry, request, completion.text)
-        answer = Answer(
-            caller.request_id,
-            run.resolution.route,
-            deployment.provider,
-            deployment.model,
-            completion,
-            run.attempts,
-            cost,
-            extra_headers=run.admission.headers(),
-        )
+        answered_at = time.time()  # the request's duration ends here, not at its delivery
         try:
+            await maybe_judge(entry, request, completion.text)
+            answer = Answer(
+                caller.request_id,
+                run.resolution.route,
+                deployment.provider,
+                deployment.model,
+                completion,
+                run.attempts,
+                cost,
+                extra_headers=run.admission.headers(),
+            )
             if deliver is not None:
                 await deliver(answer)
         finally:
-            metrics.observe(entry)  # the entry is written: count it, delivered or not
+            # The entry is written: count it, delivered or not.
+            metrics.observe(entry, answered_at)
             if later:
-                record = functools.partial(self._record_success, entry, deployment, run)
-                await asyncio.shield(self.breakers.run(record))
+                await asyncio.shield(self._record_success(entry, deployment, run))
         return answer
 
     # -- stream ------------------------------------------------------------------
@@ -1277,8 +1278,12 @@ class Engine:
         provider works on the first attempt (`UpstreamClient.post`'s ``meanwhile``), or
         by the first usage entry, whichever comes first (perf, issue 9)."""
         if run.ranked is not None:
-            run.decision["ranking"] = run.ranked.explain()
-            run.ranked = None
+            ranked, run.ranked = run.ranked, None
+            try:
+                run.decision["ranking"] = ranked.explain()
+            except Exception:  # runs in `meanwhile`, which must not raise; for the record only
+                log.exception("explaining the ranking of %s failed", run.caller.request_id)
+                run.decision["ranking"] = {"error": "the explanation failed; it was logged"}
         if run.context_read:
             return
         run.context_read = True
@@ -1377,13 +1382,23 @@ class Engine:
         if observe:
             metrics.observe(entry)  # after the write, so the counters equal the ledger
 
-    def _record_success(
-        self, entry: UsageEntry, deployment: DeploymentInfo, run: Run, pipe: Any
+    async def _record_success(
+        self, entry: UsageEntry, deployment: DeploymentInfo, run: Run
     ) -> None:
+        """Record a delivered answer's success in its breaker and live numbers. A failure
+        here is logged, not raised: the client has its answer and the ledger its entry;
+        only a count is lost."""
         latency = entry.attempts[-1].get("latency_ms") if entry.attempts else None
-        self.breakers.queue_record(
-            pipe, deployment.id, "ok", "", run.answered_call_started, True, latency
-        )
+
+        def build(pipe: Any) -> None:
+            self.breakers.queue_record(
+                pipe, deployment.id, "ok", "", run.answered_call_started, True, latency
+            )
+
+        try:
+            await self.breakers.run(build)
+        except Exception:
+            log.warning("the success of %s was not recorded", entry.request_id, exc_info=True)
 
     async def _give_up(self, run: Run) -> ApiError:
         attempts, failures = run.attempts, run.failures

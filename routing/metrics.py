@@ -175,10 +175,11 @@ def _child(metric: Any, *labels: str) -> Any:
     return child
 
 
-def observe(entry: UsageEntry) -> None:
-    """Count one request from its usage entry (called once, after the entry is written)."""
+def observe(entry: UsageEntry, now: float | None = None) -> None:
+    """Count one request from its usage entry (called once, after the entry is written);
+    ``now``: when the request ended, if that was before this call."""
     try:
-        _observe(entry, time.time())
+        _observe(entry, time.time() if now is None else now)
     except Exception:  # metrics are never worth failing a request over
         log.exception("metrics of %s not recorded", entry.request_id)
 

@@ -295,8 +295,11 @@ class Plan:
 
     @property
     def read_key(self) -> tuple[Any, ...]:
-        """What the read touches: the chain's deployments and the budgets' periods."""
-        return (tuple(d.id for d in self.resolution.chain), *(b[0] for b in self.budgets))
+        """What the read touches (`live.read_args`' keys): the chain's deployments with
+        their credentials (a deployment's slots are counted per credential), and the
+        budgets' periods."""
+        chain = tuple((d.id, d.credential_id) for d in self.resolution.chain)
+        return (chain, *(b[0] for b in self.budgets))
 
 
 def plan(table: Any, resolution: Resolution, key_name: str, started_at: datetime) -> Plan:
@@ -364,7 +367,7 @@ class Readings:
     def __init__(self, evalsha: Any, seconds: float = 0.5) -> None:
         self.evalsha = evalsha
         self.seconds = seconds
-        # the read's keys -> (when read, monotonic; the reply, parsed)
+        # `Plan.read_key` -> (when read, monotonic; the reply, parsed)
         self._replies: dict[tuple[Any, ...], tuple[float, live.Snapshot]] = {}
         self._reading: set[tuple[Any, ...]] = set()
         self._tasks: set[asyncio.Task[None]] = set()  # refreshes under way, kept alive

@@ -97,6 +97,18 @@ def test_a_success_on_a_closed_breaker_is_recorded_just_after_its_answer_is_deli
     assert int(redis.hget(KEY.format(deployment), "win_total") or 0) == 2
 
 
+def test_a_success_whose_client_went_away_is_still_recorded(
+    demo: SimulatorHandle, redis: Redis
+) -> None:
+    async def deliver(answer: Answer) -> None:
+        raise ConnectionResetError("the client went away")
+
+    with pytest.raises(ConnectionResetError):
+        answer_in_process(deliver)
+
+    assert int(redis.hget(live.KEY.format(aimlapi_id()), "n") or 0) == 1
+
+
 def test_a_trial_calls_success_closes_the_breaker_before_its_answer_is_delivered(
     demo: SimulatorHandle, redis: Redis
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import urllib.error
 import urllib.request
@@ -156,9 +157,20 @@ def test_after_a_fault_scenario_the_scraped_counters_match_the_ledger_exactly(
     assert sum(delta(after, before, "switchboard_time_to_first_token_seconds_count").values()) == 1
 
 
+def here(metric: Any, sample: str, **labels: str) -> float:
+    """A sample of one of this process's metrics (the in-process API's), 0 if none yet."""
+    for family in metric.collect():
+        for found in family.samples:
+            if found.name == sample and labels.items() <= found.labels.items():
+                return float(found.value)
+    return 0.0
+
+
 def answered_here(route: str, provider: str) -> float:
-    """This process's count of ``route``'s answers by ``provider`` (the in-process API's)."""
-    return float(metrics.REQUESTS.labels(route, provider, "gpt-4o-mini", "ok", "")._value.get())
+    """This process's count of ``route``'s answers by ``provider``."""
+    return here(
+        metrics.REQUESTS, "switchboard_requests_total", route=route, provider=provider, status="ok"
+    )
 
 
 def test_a_whole_answer_is_handed_over_once_written_down_and_counted_after_that(
@@ -189,6 +201,25 @@ def test_an_answer_whose_client_went_away_is_still_counted_as_the_ledger_has_it(
 
     assert answered_here("summary", "aimlapi") == before + 1
     assert drain_ledger() == 1
+
+
+def test_a_slow_client_does_not_lengthen_the_recorded_duration(demo: SimulatorHandle) -> None:
+    def seconds() -> float:
+        return here(
+            metrics.DURATION,
+            "switchboard_request_duration_seconds_sum",
+            route="summary",
+            provider="aimlapi",
+        )
+
+    before = seconds()
+
+    async def deliver(answer: Answer) -> None:
+        await asyncio.sleep(0.5)  # a client that reads slowly
+
+    answer_in_process(deliver)
+
+    assert 0 < seconds() - before < 0.5
 
 
 def test_shared_state_is_read_at_scrape_time(
