@@ -8,7 +8,7 @@ on a route of four candidates with three rules in the table:
 * ``select``: `selection.plan`, `selection.read` and `selection.finish` (the one Redis
   read of the live numbers, quality and budget spend, the breakers' cached reading, the
   ranking), per strategy;
-* ``rank``: `selection.rank` alone (CPU, the numbers given);
+* ``rank``: `selection.order` and its explanation alone (CPU, the numbers given);
 * ``commit+live``: what recording the live numbers adds to the ledger pipeline's
   breaker record (one script call for both, `Breakers.queue_record` ``with_live``).
 
@@ -149,7 +149,10 @@ async def run(n: int) -> None:
             await selection.finish(engine, planned, await selection.read(engine, planned), request)
             timed(f"select, {strategy} (1 script call + rank)", time.perf_counter() - started)
             started = time.perf_counter()
-            selection.rank(chain, RoutePolicy(strategy), snapshot, readings, request, 30.0)
+            ranked = selection.order(
+                chain, RoutePolicy(strategy), snapshot, readings, request, 30.0
+            )
+            ranked.explain()
             timed(f"rank only, {strategy} (CPU)", time.perf_counter() - started)
         for with_live in (False, True):
             pipe = redis.pipeline(transaction=False)

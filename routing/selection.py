@@ -95,20 +95,6 @@ class Candidate:
         return estimated_cost(self.request, self.deployment)
 
 
-def rank(
-    chain: tuple[DeploymentInfo, ...],
-    policy: RoutePolicy,
-    snapshot: live.Snapshot,
-    readings: dict[int, Reading],
-    request: ChatRequest,
-    cooldown_seconds: float,
-    now: float | None = None,
-) -> tuple[tuple[DeploymentInfo, ...], dict[str, Any]]:
-    """The chain in the order to try it, and why."""
-    ranked = order(chain, policy, snapshot, readings, request, cooldown_seconds, now)
-    return ranked.chain, ranked.explain()
-
-
 def order(
     chain: tuple[DeploymentInfo, ...],
     policy: RoutePolicy,

@@ -1,7 +1,7 @@
 """Strategies inside a route, and the demotions every strategy obeys.
 
 The ranking itself is a pure function of the candidates and their live numbers
-(`selection.rank`), tested first with numbers given; then through the live
+(`selection.order` and its explanation), tested first with numbers given; then through the live
 gateway, with numbers made by real traffic to the simulator.
 """
 
@@ -18,11 +18,10 @@ import pytest
 from redis import Redis
 
 from billing.models import UsageRecord
-from routing import live
+from routing import live, selection
 from routing.breaker import CLOSED, Reading, State
 from routing.models import Deployment, Route
 from routing.schema import ChatRequest
-from routing.selection import rank
 from routing.table import DeploymentInfo, RoutePolicy
 from tests.factories import drain_ledger
 from tests.servers import SimulatorHandle
@@ -62,7 +61,7 @@ def ranked(
     quality_floor: int | None = None,
     **snapshot: Any,
 ) -> tuple[list[int], dict[str, Any]]:
-    order, explanation = rank(
+    result = selection.order(
         tuple(chain),
         RoutePolicy(strategy, quality_floor),
         live.Snapshot(numbers or {}, **snapshot),
@@ -70,7 +69,7 @@ def ranked(
         REQUEST,
         COOLDOWN,
     )
-    return [d.id for d in order], explanation
+    return [d.id for d in result.chain], result.explain()
 
 
 def reasons(explanation: dict[str, Any]) -> list[str]:
@@ -108,12 +107,12 @@ def test_cheapest_counts_the_output_tokens_the_request_allows() -> None:
     snapshot = live.Snapshot({})
     readings = {1: CLOSED, 2: CLOSED}
 
-    order_long, _ = rank(
+    order_long = selection.order(
         tuple(chain), RoutePolicy("cheapest"), snapshot, readings, long_answer, COOLDOWN
-    )
-    order_short, _ = rank(
+    ).chain
+    order_short = selection.order(
         tuple(chain), RoutePolicy("cheapest"), snapshot, readings, short_answer, COOLDOWN
-    )
+    ).chain
 
     assert [d.id for d in order_long] == [2, 1]
     assert [d.id for d in order_short] == [1, 2]
