@@ -1050,7 +1050,8 @@ class Engine:
             # The entry is written: count it, delivered or not.
             metrics.observe(entry, answered_at)
             if later:
-                await asyncio.shield(self._record_success(entry, deployment, run))
+                started = run.answered_call_started
+                await asyncio.shield(self._record_success(entry, deployment, started))
         return answer
 
     # -- stream ------------------------------------------------------------------
@@ -1366,11 +1367,7 @@ class Engine:
             ):
                 pipe.hset(CREDENTIAL_LAST_USED, deployment.credential_id, now)
             if deployment is not None and outcome is not None and record:
-                answered = entry.attempts[-1] if entry.attempts else {}
-                latency = answered.get("latency_ms") if outcome == "ok" else None
-                self.breakers.queue_record(
-                    pipe, deployment.id, outcome, reason, started_at, True, latency
-                )
+                self._queue_outcome(pipe, entry, deployment, outcome, reason, started_at)
             for reservation in reservations:
                 pipe.execute_command("EVALSHA", *reservation.settle_args(entry.cost_usd))
             if sampled is not None:
@@ -1382,21 +1379,31 @@ class Engine:
         if observe:
             metrics.observe(entry)  # after the write, so the counters equal the ledger
 
+    def _queue_outcome(
+        self,
+        pipe: Any,
+        entry: UsageEntry,
+        deployment: DeploymentInfo,
+        outcome: str,
+        reason: str,
+        started_at: float | None,
+    ) -> None:
+        """Add the entry's outcome on ``deployment`` to ``pipe``: its breaker and its live
+        numbers, in one script call (a success with its answering attempt's latency)."""
+        answered = entry.attempts[-1] if entry.attempts else {}
+        latency = answered.get("latency_ms") if outcome == "ok" else None
+        self.breakers.queue_record(pipe, deployment.id, outcome, reason, started_at, True, latency)
+
     async def _record_success(
-        self, entry: UsageEntry, deployment: DeploymentInfo, run: Run
+        self, entry: UsageEntry, deployment: DeploymentInfo, started_at: float
     ) -> None:
         """Record a delivered answer's success in its breaker and live numbers. A failure
         here is logged, not raised: the client has its answer and the ledger its entry;
         only a count is lost."""
-        latency = entry.attempts[-1].get("latency_ms") if entry.attempts else None
-
-        def build(pipe: Any) -> None:
-            self.breakers.queue_record(
-                pipe, deployment.id, "ok", "", run.answered_call_started, True, latency
-            )
-
         try:
-            await self.breakers.run(build)
+            await self.breakers.run(
+                lambda pipe: self._queue_outcome(pipe, entry, deployment, "ok", "", started_at)
+            )
         except Exception:
             log.warning("the success of %s was not recorded", entry.request_id, exc_info=True)
 
